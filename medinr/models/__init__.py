@@ -1,0 +1,8 @@
+"""The INR model zoo: every family is built by name from a plain config and shares one interface."""
+
+from medinr.models.base import INR, MODEL_REGISTRY, build_model, register_model
+
+# Importing the family modules registers them with build_model.
+from medinr.models import siren  # noqa: E402,F401
+
+__all__ = ["INR", "MODEL_REGISTRY", "build_model", "register_model"]

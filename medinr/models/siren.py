@@ -1,0 +1,69 @@
+"""SIREN (Sitzmann et al., 2020): an MLP with sine activations, sin(omega_0 (W x + b))."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from medinr.models.base import INR, register_model
+
+
+class SineLayer(nn.Module):
+    """``sin(omega_0 (W x + b))`` with SIREN's initialisation.
+
+    The first layer draws W from U(-1/n, 1/n) so that omega_0 spreads its inputs over several periods;
+    hidden layers draw from U(-sqrt(6/n)/omega_0, +sqrt(6/n)/omega_0) so that pre-activations stay
+    ~N(0, 1)-like through depth. Biases keep PyTorch's default.
+    """
+
+    def __init__(self, n_in: int, n_out: int, omega_0: float, first: bool) -> None:
+        super().__init__()
+        self.omega_0 = float(omega_0)
+        self.linear = nn.Linear(n_in, n_out)
+        bound = 1.0 / n_in if first else math.sqrt(6.0 / n_in) / self.omega_0
+        with torch.no_grad():
+            self.linear.weight.uniform_(-bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(self.omega_0 * self.linear(x))
+
+
+@register_model("siren")
+class Siren(INR):
+    """SIREN: ``layers`` sine layers of width ``hidden`` and a linear output layer.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    hidden : int
+        Width of the sine layers (default 256).
+    layers : int
+        Number of sine layers (default 3).
+    omega_0 : float
+        Frequency of the first layer (default 30); ``hidden_omega`` of the others (default 30).
+    """
+
+    default_lr = 1e-4
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        hidden: int = 256,
+        layers: int = 3,
+        omega_0: float = 30.0,
+        hidden_omega: float = 30.0,
+    ) -> None:
+        super().__init__(in_features, out_features, hidden=hidden, layers=layers, omega_0=omega_0, hidden_omega=hidden_omega)
+        body = [SineLayer(in_features, hidden, omega_0, first=True)]
+        body += [SineLayer(hidden, hidden, hidden_omega, first=False) for _ in range(layers - 1)]
+        self.body = nn.Sequential(*body)
+        self.head = nn.Linear(hidden, out_features)
+        bound = math.sqrt(6.0 / hidden) / hidden_omega
+        with torch.no_grad():
+            self.head.weight.uniform_(-bound, bound)
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(coords))

@@ -1,0 +1,1 @@
+"""Pipelines: thin command-line programs that wire medinr's library pieces together."""
