@@ -1,0 +1,67 @@
+"""Report figures: panels of images (middle slices for volumes) written as PNG with matplotlib's Agg backend."""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def display_slice(image: np.ndarray, axis: int = 2) -> np.ndarray:
+    """A 2D view of an image: itself if 2D, else its middle slice along ``axis``; rotated so that the
+    first array axis runs left-right and the second bottom-top (radiological screens show RAS this way)."""
+    img = np.abs(image) if np.iscomplexobj(image) else np.asarray(image)
+    if img.ndim == 3:
+        img = np.take(img, img.shape[axis] // 2, axis=axis)
+    return np.rot90(img)
+
+
+def panel_figure(
+    panels: Mapping[str, np.ndarray],
+    path: str | os.PathLike,
+    title: str | None = None,
+    error_of: Mapping[str, tuple[str, str]] | None = None,
+    ncols: int | None = None,
+    axis: int = 2,
+) -> None:
+    """Write a PNG with one panel per image.
+
+    Parameters
+    ----------
+    panels : mapping name -> array
+        Images in display order; grey panels share the range of the first one.
+    path : path-like
+        PNG to write.
+    title : str, optional
+    error_of : mapping name -> (a, b), optional
+        Extra panels showing |a - b| with a hot colour map, sharing one range.
+    ncols : int, optional
+    axis : int
+        Slicing axis for volumes.
+    """
+    items = [(k, display_slice(v, axis), "gray") for k, v in panels.items()]
+    errors = [(k, display_slice(np.abs(np.abs(panels[a]) - np.abs(panels[b])), axis), "inferno") for k, (a, b) in (error_of or {}).items()]
+    all_items = items + errors
+    n = len(all_items)
+    ncols = ncols or min(n, 4)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.2 * nrows + (0.4 if title else 0)), squeeze=False)
+    vmax = float(np.percentile(items[0][1], 99.5)) if items else 1.0
+    emax = max((float(np.percentile(e[1], 99.5)) for e in errors), default=1.0) or 1.0
+    for ax, (name, img, cmap) in zip(axes.ravel(), all_items):
+        hi = emax if cmap != "gray" else vmax
+        ax.imshow(img, cmap=cmap, vmin=0.0, vmax=hi if hi > 0 else None, interpolation="nearest")
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

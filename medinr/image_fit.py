@@ -1,0 +1,151 @@
+"""Fit an INR to an image on its voxel grid: the building block of ``medinr fit`` and of reconstruction priors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from medinr.checkpoint import Checkpoint
+from medinr.errors import MedinrError
+from medinr.fit import FitResult, fit, seed_everything
+from medinr.geometry import Geometry
+from medinr.intensity import IntensityScale
+from medinr.metrics import psnr
+from medinr.models import INR, build_model
+
+#: Models whose default lattice gives a grid the size of the image get it filled in automatically.
+_FULL_GRID_LIMIT = 1 << 17
+
+
+@dataclass
+class ImageFit:
+    """A fitted INR, the intensity scaling it was fitted with and what the fit did."""
+
+    checkpoint: Checkpoint
+    result: FitResult
+
+    @property
+    def model(self) -> INR:
+        return self.checkpoint.model
+
+
+def parameter_groups(model: INR, lr: float) -> list[dict[str, Any]]:
+    """Adam parameter groups: a model may ask for per-group rates (e.g. hash tables) via ``param_groups``."""
+    groups = getattr(model, "param_groups", None)
+    return list(groups(lr)) if callable(groups) else [{"params": list(model.parameters()), "lr": lr}]
+
+
+def render_on_grid(model: INR, geometry: Geometry, chunk: int = 32768) -> np.ndarray:
+    """Evaluate ``model`` at every voxel centre of ``geometry``: array ``(*shape, channels)``."""
+    device = next(model.parameters()).device
+    coords = geometry.network_grid(device=device)
+    return model.evaluate(coords, chunk=chunk).cpu().numpy()
+
+
+def fit_image(
+    image: np.ndarray,
+    geometry: Geometry,
+    model: str | INR = "hashgrid",
+    steps: int = 1000,
+    lr: float | None = None,
+    batch_size: int = 1 << 16,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    model_options: dict[str, Any] | None = None,
+    time_budget: float | None = None,
+) -> ImageFit:
+    """Fit an INR to a real image sampled on ``geometry``'s grid.
+
+    Parameters
+    ----------
+    image : ndarray
+        Real array of ``geometry.shape`` in its own units (normalised internally by the 99.9th percentile).
+    geometry : Geometry
+        Where the voxels are; the checkpoint keeps it so the fit can be placed in world millimetres.
+    model : str or INR
+        A family name for :func:`medinr.models.build_model`, or a built model (``in_features`` = ndim).
+    steps : int
+        Adam steps (cosine schedule).
+    lr : float, optional
+        Learning rate; defaults to the family's ``default_lr``.
+    batch_size : int
+        Random voxels per step; the whole grid when the image has fewer voxels or the model is lattice-bound.
+    seed : int
+        Seeds initialisation and batch draws.
+    model_options : dict, optional
+        Extra options for the family.
+    time_budget : float, optional
+        Stop after this many seconds.
+
+    Returns
+    -------
+    ImageFit
+    """
+    image = np.asarray(image)
+    if image.shape != tuple(geometry.shape):
+        raise MedinrError(f"image shape {image.shape} does not match geometry shape {geometry.shape}")
+    if np.iscomplexobj(image):
+        raise MedinrError("fit_image expects a real image; use the reconstruction pipeline for complex data")
+    if not np.all(np.isfinite(image)):
+        raise MedinrError("the image contains NaN or infinite values")
+    device = torch.device(device)
+    generator = seed_everything(seed)
+    scale = IntensityScale.robust(image)
+    if isinstance(model, str):
+        options = dict(model_options or {})
+        family = model
+        from medinr.models import MODEL_REGISTRY
+
+        if family in MODEL_REGISTRY and MODEL_REGISTRY[family].lattice_bound:
+            options.setdefault("lattice", list(geometry.shape))
+        model = build_model(family, geometry.ndim, 1, **options)
+    if model.in_features != geometry.ndim:
+        raise MedinrError(f"model takes {model.in_features}D coordinates but the image is {geometry.ndim}D")
+    model = model.to(device).train()
+    lr = float(lr if lr is not None else model.default_lr)
+
+    coords = geometry.network_grid(device=device).reshape(-1, geometry.ndim)
+    target = torch.as_tensor(scale.normalise(image), dtype=torch.float32, device=device).reshape(-1, 1)
+    n = coords.shape[0]
+    full_grid = model.lattice_bound or n <= max(batch_size, 1)
+    if model.lattice_bound and n > _FULL_GRID_LIMIT * 16:
+        raise MedinrError(f"{model.family} is trained on its whole lattice; {n} voxels is too many")
+
+    def loss_fn(step: int) -> torch.Tensor:
+        if full_grid:
+            pred, ref = model(coords), target
+        else:
+            idx = torch.randint(0, n, (batch_size,), generator=generator).to(device)
+            pred, ref = model(coords[idx]), target[idx]
+        loss = torch.mean((pred - ref) ** 2)
+        reg = model.regularization()
+        return loss + reg if reg is not None else loss
+
+    norm_image = scale.normalise(image)
+
+    def current_psnr() -> float:
+        return psnr(norm_image, render_on_grid(model, geometry)[..., 0])
+
+    result = fit(
+        parameter_groups(model, lr),
+        loss_fn,
+        steps=steps,
+        lr=lr,
+        metrics={"psnr": current_psnr} if progress else None,
+        metric_every=max(50, steps // 10),
+        progress=progress,
+        description=f"fit {model.family}",
+        time_budget=time_budget,
+    )
+    model.eval()
+    ckpt = Checkpoint(
+        model=model,
+        geometry=geometry,
+        output={"kind": "intensity", "channels": 1, **scale.to_dict()},
+        coords="network",
+    )
+    return ImageFit(checkpoint=ckpt, result=result)

@@ -1,0 +1,36 @@
+"""Shared fixtures: paths of the sample scans and small images derived from them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+# Tests run on 2 cores; more threads than cores only slows small tensors down.
+if "OMP_NUM_THREADS" not in os.environ:
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_scans"
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    return SAMPLES
+
+
+@pytest.fixture(scope="session")
+def coronal_slice() -> np.ndarray:
+    """The real 256x256 coronal T1 slice (values 0..1)."""
+    from medinr.io import load_image
+
+    image, _ = load_image(SAMPLES / "t1_coronal_slice.nii.gz")
+    return image
+
+
+@pytest.fixture(scope="session")
+def coronal_64(coronal_slice: np.ndarray) -> np.ndarray:
+    """The coronal slice area-averaged to 64x64 (4x4 blocks)."""
+    return coronal_slice.reshape(64, 4, 64, 4).mean(axis=(1, 3)).astype(np.float32)

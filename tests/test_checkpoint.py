@@ -1,0 +1,90 @@
+"""Checkpoints: exact round trips, and files that are not ours (pickles, bad JSON, truncation) are refused."""
+
+import json
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from medinr.checkpoint import Checkpoint, load_checkpoint, read_metadata, save_checkpoint
+from medinr.errors import MedinrError
+from medinr.geometry import Geometry, WorldBox
+from medinr.models import build_model
+
+
+@pytest.fixture()
+def ckpt() -> Checkpoint:
+    torch.manual_seed(0)
+    model = build_model("siren", 3, 1, hidden=32, layers=2)
+    geo = Geometry((5, 6, 7), np.diag([1.5, 1.5, 3.0, 1.0]))
+    return Checkpoint(model, geo, {"kind": "intensity", "scale": 2.5, "offset": 1.0}, extra={"note": "test"})
+
+
+def test_round_trip_reproduces_outputs_exactly(tmp_path, ckpt):
+    path = save_checkpoint(tmp_path / "m.inr", ckpt)
+    back = load_checkpoint(path)
+    x = torch.rand(100, 3) * 2 - 1
+    assert torch.equal(back.model(x), ckpt.model.eval()(x))
+    assert back.geometry == ckpt.geometry
+    assert back.output["scale"] == 2.5 and back.extra == {"note": "test"}
+    assert torch.allclose(back.to_output_units(torch.ones(1)), torch.tensor([3.5]))
+
+
+def test_world_box_coordinates(tmp_path, ckpt):
+    ckpt.coords, ckpt.world_box = "world_box", WorldBox(np.array([-10.0, -10, -10]), np.array([10.0, 10, 10]))
+    back = load_checkpoint(save_checkpoint(tmp_path / "w.inr", ckpt))
+    assert torch.allclose(back.coords_from_world(torch.tensor([[10.0, 0.0, -10.0]])), torch.tensor([[1.0, 0.0, -1.0]]))
+
+
+def test_pickle_payload_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "evil.inr"
+    with open(path, "wb") as f:
+        pickle.dump(Evil(), f)
+    with pytest.raises(MedinrError, match="not a medinr checkpoint"):
+        load_checkpoint(path)
+    torch.save({"w": torch.ones(2)}, tmp_path / "torch.inr")
+    with pytest.raises(MedinrError, match="not a medinr checkpoint"):
+        load_checkpoint(tmp_path / "torch.inr")
+    assert not marker.exists()
+
+
+def _rewrite_metadata(src, dst, text: str) -> None:
+    raw = src.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + n])
+    header["__metadata__"]["medinr"] = text
+    new = json.dumps(header).encode()
+    new += b" " * ((8 - len(new) % 8) % 8)
+    dst.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n :])
+
+
+def test_bad_json_and_foreign_metadata_are_refused(tmp_path, ckpt):
+    good = save_checkpoint(tmp_path / "m.inr", ckpt)
+    _rewrite_metadata(good, tmp_path / "bad.inr", '{"format": "medinr-inr", "model": ')
+    with pytest.raises(MedinrError, match="bad JSON"):
+        load_checkpoint(tmp_path / "bad.inr")
+    _rewrite_metadata(good, tmp_path / "foreign.inr", '{"format": "other"}')
+    with pytest.raises(MedinrError, match="format tag"):
+        read_metadata(tmp_path / "foreign.inr")
+    meta = read_metadata(good)
+    meta["model"]["config"]["hidden"] = 64  # weights no longer fit the config
+    _rewrite_metadata(good, tmp_path / "mismatch.inr", json.dumps(meta))
+    with pytest.raises(MedinrError, match="do not match"):
+        load_checkpoint(tmp_path / "mismatch.inr")
+
+
+def test_truncated_and_missing_files(tmp_path, ckpt):
+    good = save_checkpoint(tmp_path / "m.inr", ckpt)
+    (tmp_path / "trunc.inr").write_bytes(good.read_bytes()[:200])
+    with pytest.raises(MedinrError):
+        load_checkpoint(tmp_path / "trunc.inr")
+    with pytest.raises(MedinrError, match="not found"):
+        load_checkpoint(tmp_path / "nothing.inr")

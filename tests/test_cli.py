@@ -1,0 +1,87 @@
+"""The ``medinr`` console script: ``fit`` and ``info`` work end to end; bad input gives one line and writes nothing."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medinr.checkpoint import load_checkpoint
+from medinr.geometry import Geometry
+from medinr.io import save_image
+from pipelines.cli import main
+
+
+@pytest.fixture()
+def small_image(tmp_path, coronal_64):
+    path = tmp_path / "slice.nii.gz"
+    affine = np.diag([0.9, 0.9, 3.0, 1.0])
+    affine[:3, 3] = [-30.0, 20.0, 5.0]
+    save_image(path, coronal_64 * 800.0, Geometry(coronal_64.shape, affine))  # scanner-like units
+    return path
+
+
+def single_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("medinr: error:")
+    assert "Traceback" not in err[0]
+    return err[0]
+
+
+def test_fit_writes_checkpoint_image_metrics_and_png(tmp_path, small_image, capsys):
+    out = tmp_path / "out"
+    rc = main(["fit", str(small_image), "--model", "siren", "--model-options", '{"hidden": 64, "layers": 3}',
+               "--steps", "300", "--lr", "1e-3", "--out", str(out), "--quiet"])
+    assert rc == 0
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.png", "fitted.nii.gz", "metrics.json", "model.inr"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["metrics"]["psnr"] > 30.0
+    fitted = nib.load(out / "fitted.nii.gz")
+    np.testing.assert_allclose(fitted.affine, nib.load(small_image).affine, atol=1e-5)
+    # written back in the input's units, not normalised ones
+    src = np.asarray(nib.load(small_image).dataobj)
+    assert abs(float(np.asarray(fitted.dataobj).max()) - float(src.max())) < 0.2 * src.max()
+    ckpt = load_checkpoint(out / "model.inr")
+    assert ckpt.geometry.shape == (64, 64) and ckpt.output["kind"] == "intensity"
+    assert (out / "comparison.png").stat().st_size > 10_000
+
+    rc = main(["info", str(out / "model.inr")])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "siren" in text and "shape (64, 64)" in text
+
+    # a second run does not overwrite without --force
+    rc = main(["fit", str(small_image), "--model", "siren", "--steps", "2", "--out", str(out), "--quiet"])
+    assert rc == 2
+    assert "--force" in single_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["fit", "{missing}", "--out", "{out}"], "not found"),
+        (["fit", "{image}", "--model", "nonsense", "--out", "{out}"], "unknown model 'nonsense'"),
+        (["fit", "{image}", "--model-options", "{{bad", "--out", "{out}"], "not valid JSON"),
+        (["fit", "{image}", "--steps", "0", "--out", "{out}"], "at least 1"),
+        (["fit", "{nan}", "--out", "{out}"], "NaN"),
+        (["info", "{image}"], "not a medinr checkpoint"),
+    ],
+)
+def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, small_image, capsys, args, message):
+    nan = np.ones((8, 8), np.float32)
+    nan[2, 2] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    out = tmp_path / "out"
+    fmt = {"missing": str(tmp_path / "none.nii.gz"), "out": str(out), "image": str(small_image), "nan": str(tmp_path / "nan.npy")}
+    rc = main([a.format(**fmt) for a in args] + (["--quiet"] if args[0] == "fit" else []))
+    assert rc == 2
+    assert message in single_error_line(capsys)
+    assert not out.exists()
+
+
+def test_argument_errors_exit_non_zero_with_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["fit"])
+    assert exc.value.code == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

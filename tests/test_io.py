@@ -1,0 +1,92 @@
+"""Image I/O keeps geometry: NIfTI and SimpleITK formats agree in RAS millimetres; bad files give clear errors."""
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from medinr.errors import MedinrError
+from medinr.geometry import Geometry
+from medinr.io import array_to_sitk, load_image, save_image, take_slice
+
+
+def oblique_geometry(shape=(6, 7, 8)) -> Geometry:
+    a = np.eye(4)
+    c, s = np.cos(0.3), np.sin(0.3)
+    a[:3, :3] = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ np.diag([1.2, 0.9, 2.0])
+    a[:3, 3] = [-30.0, 12.0, 7.5]
+    return Geometry(shape, a)
+
+
+def test_nifti_round_trip_keeps_data_and_affine(tmp_path):
+    g = oblique_geometry()
+    data = np.random.default_rng(0).random(g.shape).astype(np.float32)
+    save_image(tmp_path / "a.nii.gz", data, g)
+    back, g2 = load_image(tmp_path / "a.nii.gz")
+    np.testing.assert_array_equal(back, data)
+    np.testing.assert_allclose(g2.affine, g.affine, atol=1e-5)
+
+
+def test_simpleitk_formats_give_the_same_world_positions(tmp_path):
+    g = oblique_geometry()
+    data = np.random.default_rng(1).random(g.shape).astype(np.float32)
+    save_image(tmp_path / "a.nii.gz", data, g)
+    save_image(tmp_path / "a.mha", data, g)
+    a_nii, g_nii = load_image(tmp_path / "a.nii.gz")
+    a_mha, g_mha = load_image(tmp_path / "a.mha")
+    np.testing.assert_array_equal(a_nii, a_mha)
+    np.testing.assert_allclose(g_nii.affine, g_mha.affine, atol=1e-5)
+    # SimpleITK's own LPS physical point of a voxel is our RAS point with x and y negated
+    img = sitk.ReadImage(str(tmp_path / "a.mha"))
+    lps = np.array(img.TransformIndexToPhysicalPoint((1, 2, 3)))
+    ras = g_mha.voxel_to_world(np.array([1.0, 2.0, 3.0]))
+    np.testing.assert_allclose(lps * [-1, -1, 1], ras, atol=1e-5)
+
+
+def test_nibabel_reads_what_simpleitk_wrote(tmp_path):
+    g = oblique_geometry()
+    data = np.arange(np.prod(g.shape), dtype=np.float32).reshape(g.shape)
+    sitk.WriteImage(array_to_sitk(data, g), str(tmp_path / "b.nii.gz"))
+    img = nib.load(tmp_path / "b.nii.gz")
+    np.testing.assert_allclose(img.affine, g.affine, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(img.dataobj), data)
+
+
+def test_vector_image_round_trip(tmp_path):
+    g = oblique_geometry((4, 5, 6))
+    field = np.random.default_rng(2).normal(size=g.shape + (3,)).astype(np.float32)
+    save_image(tmp_path / "f.nii.gz", field, g)
+    back, g2 = load_image(tmp_path / "f.nii.gz", allow_vector=True)
+    np.testing.assert_allclose(back, field)
+    assert g2.shape == g.shape
+
+
+def test_slice_keeps_world_position(tmp_path):
+    g = oblique_geometry()
+    data = np.random.default_rng(3).random(g.shape).astype(np.float32)
+    sl, gs = take_slice(data, g, 3, axis=1)
+    np.testing.assert_array_equal(sl, data[:, 3, :])
+    np.testing.assert_allclose(gs.affine @ [2, 4, 0, 1], g.affine @ [2, 3, 4, 1])
+
+
+def test_missing_corrupt_and_nan_files_raise_clear_errors(tmp_path):
+    with pytest.raises(MedinrError, match="not found"):
+        load_image(tmp_path / "missing.nii.gz")
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"this is not an image")
+    with pytest.raises(MedinrError, match="cannot read"):
+        load_image(bad)
+    nan = np.ones((4, 4), np.float32)
+    nan[1, 1] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    with pytest.raises(MedinrError, match="NaN"):
+        load_image(tmp_path / "nan.npy")
+    np.save(tmp_path / "one_d.npy", np.ones(5))
+    with pytest.raises(MedinrError, match="2D or 3D"):
+        load_image(tmp_path / "one_d.npy")
+
+
+def test_pickled_npy_is_refused(tmp_path):
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(MedinrError):
+        load_image(tmp_path / "obj.npy")
