@@ -29,6 +29,8 @@ apt:
 
 demo: $(VENV)/.installed-bench
 	$(VENV)/bin/medinr fit sample_scans/t1_coronal_slice.nii.gz --out $(OUT)/fit --force
+	$(VENV)/bin/medinr register sample_scans/mni152_t1_2mm.nii.gz sample_scans/mni152_t1_1mm.nii.gz --out $(OUT)/register \
+		--fixed-labels sample_scans/mni152_labels_2mm.nii.gz --moving-labels sample_scans/mni152_labels_2mm.nii.gz --force
 
 test: apt setup
 	xvfb-run -a -s "-screen 0 1280x1024x24" $(PY) -m pytest -q

@@ -32,12 +32,6 @@ class ImageFit:
         return self.checkpoint.model
 
 
-def parameter_groups(model: INR, lr: float) -> list[dict[str, Any]]:
-    """Adam parameter groups: a model may ask for per-group rates (e.g. hash tables) via ``param_groups``."""
-    groups = getattr(model, "param_groups", None)
-    return list(groups(lr)) if callable(groups) else [{"params": list(model.parameters()), "lr": lr}]
-
-
 def render_on_grid(model: INR, geometry: Geometry, chunk: int = 32768) -> np.ndarray:
     """Evaluate ``model`` at every voxel centre of ``geometry``: array ``(*shape, channels)``."""
     device = next(model.parameters()).device
@@ -131,7 +125,7 @@ def fit_image(
         return psnr(norm_image, render_on_grid(model, geometry)[..., 0])
 
     result = fit(
-        parameter_groups(model, lr),
+        model.param_groups(lr),
         loss_fn,
         steps=steps,
         lr=lr,

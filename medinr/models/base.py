@@ -63,6 +63,10 @@ class INR(nn.Module):
         finally:
             self.train(was_training)
 
+    def param_groups(self, base_lr: float) -> list[dict]:
+        """Adam parameter groups; families whose parts want different rates (hash tables) override this."""
+        return [{"params": list(self.parameters()), "lr": base_lr}]
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

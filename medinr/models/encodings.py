@@ -1,0 +1,278 @@
+"""Input encodings (Gaussian Fourier features, multiresolution hash grid) and the MLP families built on them.
+
+The encodings are plain modules with an ``out_features`` attribute so that any network (an MLP here, a KAN in
+:mod:`medinr.models.kan`) can sit behind them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from medinr.models.base import INR, register_model
+
+# instant-NGP's spatial-hash primes; the first is 1 so that the hash is coherent along the first axis.
+_PRIMES = (1, 2654435761, 805459861)
+
+
+class FourierEncoding(nn.Module):
+    """Gaussian random Fourier features ``[cos(2 pi B x), sin(2 pi B x)]`` (Tancik et al., 2020).
+
+    Parameters
+    ----------
+    in_features : int
+        Coordinate dimension ``d``.
+    n_frequencies : int
+        Number of random frequencies (rows of ``B``); the output has ``2 * n_frequencies`` features
+        (plus ``in_features`` with ``include_input``).
+    sigma : float
+        Standard deviation of the entries of ``B``, in cycles per unit of network coordinate (the image spans
+        2 units, so ``sigma`` cycles per unit is ``2 * sigma`` cycles across the field of view).
+    seed : int
+        Seed of the generator that draws ``B``. ``B`` is also a buffer of the state dict, so a checkpoint
+        restores it exactly; the seed makes a model rebuilt from its config alone draw the same ``B`` too.
+    include_input : bool
+        Append the raw coordinates to the features.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        n_frequencies: int = 128,
+        sigma: float = 10.0,
+        seed: int = 0,
+        include_input: bool = False,
+    ) -> None:
+        super().__init__()
+        self.in_features = int(in_features)
+        self.n_frequencies = int(n_frequencies)
+        self.sigma = float(sigma)
+        self.include_input = bool(include_input)
+        generator = torch.Generator().manual_seed(int(seed))
+        B = torch.randn(self.n_frequencies, self.in_features, generator=generator) * self.sigma
+        self.register_buffer("B", B)
+        self.out_features = 2 * self.n_frequencies + (self.in_features if self.include_input else 0)
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        phase = (2.0 * math.pi) * (coords @ self.B.T)
+        parts = [torch.cos(phase), torch.sin(phase)]
+        if self.include_input:
+            parts.append(coords)
+        return torch.cat(parts, dim=-1)
+
+
+class HashGridEncoding(nn.Module):
+    """Multiresolution hash-grid encoding (Mueller et al., instant-NGP, 2022) in plain torch.
+
+    Level ``l`` covers [-1, 1]^d with a lattice of ``N_l`` cells per axis, ``N_l`` growing geometrically from
+    ``base_resolution`` to ``max_resolution``. Each lattice vertex owns ``features_per_level`` trainable
+    features; a point gets the (bi/tri)linear interpolation of the features at the corners of its cell.
+    Levels whose ``(N_l + 1)^d`` vertices fit in ``2**log2_table_size`` entries are indexed densely (no
+    collisions); finer levels share a table of that size through the spatial hash
+    ``XOR_i(c_i * prime_i) mod 2**log2_table_size``. Tables start at U(-1e-4, 1e-4).
+
+    Parameters
+    ----------
+    in_features : int
+        2 or 3.
+    levels : int
+        Number of resolution levels.
+    features_per_level : int
+        Features stored per vertex; ``out_features = levels * features_per_level``.
+    log2_table_size : int
+        Log2 of the largest number of entries of one level.
+    base_resolution, max_resolution : int
+        Cells per axis of the coarsest and finest level over [-1, 1].
+
+    Notes
+    -----
+    Coordinates outside [-1, 1] are clamped to the border. The tables want a learning rate around 1e-2, ten
+    times an MLP's: the families below expose :meth:`param_groups` for that.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        levels: int = 16,
+        features_per_level: int = 2,
+        log2_table_size: int = 19,
+        base_resolution: int = 16,
+        max_resolution: int = 256,
+    ) -> None:
+        super().__init__()
+        if in_features not in (1, 2, 3):
+            raise ValueError(f"HashGridEncoding supports 1 to 3 input dimensions, got {in_features}")
+        self.in_features = int(in_features)
+        self.levels = int(levels)
+        self.features_per_level = int(features_per_level)
+        self.log2_table_size = int(log2_table_size)
+        self.base_resolution = int(base_resolution)
+        self.max_resolution = int(max_resolution)
+        self.out_features = self.levels * self.features_per_level
+
+        d = self.in_features
+        growth = math.exp((math.log(self.max_resolution) - math.log(self.base_resolution)) / max(1, self.levels - 1))
+        table_cap = 2**self.log2_table_size
+        resolutions, sizes, hashed = [], [], []
+        for level in range(self.levels):
+            res = int(math.floor(self.base_resolution * growth**level + 1e-6))
+            dense = (res + 1) ** d
+            resolutions.append(res)
+            sizes.append(min(dense, table_cap))
+            hashed.append(dense > table_cap)
+        offsets = [0]
+        for s in sizes[:-1]:
+            offsets.append(offsets[-1] + s)
+        # Integer lattice bookkeeping as buffers so that it follows the module to any device.
+        self.register_buffer("resolution", torch.tensor(resolutions, dtype=torch.int64), persistent=False)
+        self.register_buffer("size", torch.tensor(sizes, dtype=torch.int64), persistent=False)
+        self.register_buffer("offset", torch.tensor(offsets, dtype=torch.int64), persistent=False)
+        self.register_buffer("hashed", torch.tensor(hashed, dtype=torch.bool), persistent=False)
+        strides = torch.tensor([[(r + 1) ** i for i in range(d)] for r in resolutions], dtype=torch.int64)
+        self.register_buffer("stride", strides, persistent=False)  # (L, d) dense row-major-like strides
+        self.register_buffer("primes", torch.tensor(_PRIMES[:d], dtype=torch.int64), persistent=False)
+        corners = torch.tensor([[(c >> i) & 1 for i in range(d)] for c in range(2**d)], dtype=torch.int64)
+        self.register_buffer("corners", corners, persistent=False)  # (2^d, d)
+        self._any_hashed = any(hashed)
+        self._any_dense = not all(hashed)
+        self.table = nn.Parameter(torch.empty(sum(sizes), self.features_per_level).uniform_(-1e-4, 1e-4))
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        lead = coords.shape[:-1]
+        x = coords.reshape(-1, self.in_features)
+        unit = ((x.clamp(-1.0, 1.0) + 1.0) * 0.5).to(self.table.dtype)  # (N, d) in [0, 1]
+        res = self.resolution.to(unit.dtype)  # (L,)
+        pos = unit[:, None, :] * res[None, :, None]  # (N, L, d) in cell units
+        # The last cell is closed on the right so that x = +1 interpolates inside the lattice.
+        cell = torch.minimum(pos.floor().long(), (self.resolution - 1)[None, :, None])
+        frac = pos - cell.to(pos.dtype)  # (N, L, d)
+        idx = None
+        if self._any_dense:
+            # Dense index of the low corner plus a per-level constant offset for each of the 2^d corners.
+            corner_offset = (self.corners[None] * self.stride[:, None, :]).sum(-1)  # (L, 2^d)
+            idx = (cell * self.stride[None]).sum(-1)[:, :, None] + corner_offset[None]
+        if self._any_hashed:
+            vert = cell[:, :, None, :] + self.corners[None, None]  # (N, L, 2^d, d)
+            hashed_idx = vert[..., 0] * self.primes[0]
+            for i in range(1, self.in_features):
+                hashed_idx = torch.bitwise_xor(hashed_idx, vert[..., i] * self.primes[i])
+            idx = hashed_idx if idx is None else torch.where(self.hashed[None, :, None], hashed_idx, idx)
+        idx = idx % self.size[None, :, None] + self.offset[None, :, None]
+        # index_select's backward (index_add) is several times faster on CPU than embedding's sorted backward.
+        feats = self.table.index_select(0, idx.reshape(-1)).reshape(*idx.shape, self.features_per_level)
+        # Corner weight: prod_i (frac_i if the corner is on the high side else 1 - frac_i).
+        hi = self.corners.to(frac.dtype)[None, None]  # (1, 1, 2^d, d)
+        w = (hi * frac[:, :, None, :] + (1 - hi) * (1 - frac[:, :, None, :])).prod(-1)  # (N, L, 2^d)
+        out = (w[..., None] * feats).sum(2)  # (N, L, F)
+        return out.reshape(*lead, self.out_features)
+
+
+def _relu_mlp(n_in: int, hidden: int, layers: int, n_out: int) -> nn.Sequential:
+    """``layers`` ReLU layers of width ``hidden`` then a linear head."""
+    mods: list[nn.Module] = []
+    width = n_in
+    for _ in range(layers):
+        mods += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    mods.append(nn.Linear(width, n_out))
+    return nn.Sequential(*mods)
+
+
+@register_model("fourier")
+class FourierMLP(INR):
+    """Gaussian Fourier features followed by a ReLU MLP.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    n_frequencies : int
+        Random frequencies (default 128, i.e. 256 features).
+    sigma : float
+        Frequency scale in cycles per network unit (default 8; higher fits finer detail but turns noisy).
+    hidden, layers : int
+        Width and number of ReLU layers (default 256 x 3).
+    seed : int
+        Seed of the frequency matrix.
+    """
+
+    default_lr = 1e-3
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        n_frequencies: int = 128,
+        sigma: float = 8.0,
+        hidden: int = 256,
+        layers: int = 3,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            in_features, out_features, n_frequencies=n_frequencies, sigma=sigma, hidden=hidden, layers=layers, seed=seed
+        )
+        self.encoding = FourierEncoding(in_features, n_frequencies, sigma, seed=seed)
+        self.mlp = _relu_mlp(self.encoding.out_features, hidden, layers, out_features)
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.encoding(coords))
+
+
+@register_model("hashgrid")
+class HashGridMLP(INR):
+    """Multiresolution hash-grid encoding followed by a small ReLU MLP (instant-NGP style).
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    levels, features_per_level, log2_table_size, base_resolution, max_resolution : int
+        See :class:`HashGridEncoding` (defaults 16, 2, 19, 16, 256: at 2D all levels are dense, no collisions).
+    hidden, layers : int
+        Width and number of ReLU layers of the MLP (default 64 x 2).
+    table_lr_scale : float
+        The hash tables train at ``table_lr_scale`` times the base learning rate (see :meth:`param_groups`).
+    """
+
+    default_lr = 1e-3
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        levels: int = 16,
+        features_per_level: int = 2,
+        log2_table_size: int = 19,
+        base_resolution: int = 16,
+        max_resolution: int = 256,
+        hidden: int = 64,
+        layers: int = 2,
+        table_lr_scale: float = 10.0,
+    ) -> None:
+        super().__init__(
+            in_features,
+            out_features,
+            levels=levels,
+            features_per_level=features_per_level,
+            log2_table_size=log2_table_size,
+            base_resolution=base_resolution,
+            max_resolution=max_resolution,
+            hidden=hidden,
+            layers=layers,
+            table_lr_scale=table_lr_scale,
+        )
+        self.table_lr_scale = float(table_lr_scale)
+        self.encoding = HashGridEncoding(
+            in_features, levels, features_per_level, log2_table_size, base_resolution, max_resolution
+        )
+        self.mlp = _relu_mlp(self.encoding.out_features, hidden, layers, out_features)
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.encoding(coords))
+
+    def param_groups(self, base_lr: float) -> list[dict]:
+        """Adam groups: the tables at ``table_lr_scale * base_lr``, the MLP at ``base_lr``."""
+        return [
+            {"params": list(self.encoding.parameters()), "lr": base_lr * self.table_lr_scale},
+            {"params": list(self.mlp.parameters()), "lr": base_lr},
+        ]

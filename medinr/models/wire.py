@@ -1,0 +1,113 @@
+"""WIRE (Saragadam et al., 2023): an MLP with complex Gabor wavelet activations, written in real arithmetic."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from medinr.models.base import INR, register_model
+
+# exp(x) for x below this is a float32 denormal-range value (< 1.2e-38); the Gaussian envelope reaches it far
+# from the wavelet's centre. Denormal arithmetic is 10-100x slower on x86 and made the backward pass ~4x slower
+# (REFERENCE.md), so the exponent is floored here instead of flipping the process-wide
+# torch.set_flush_denormal switch. The change is below 1e-35 in value and zeroes the gradient only there.
+_MIN_EXPONENT = -80.0
+
+
+def gabor(u: torch.Tensor, v: torch.Tensor | None, omega_0: float, s_0: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Complex Gabor wavelet ``exp(j omega_0 z) exp(-|s_0 z|^2)`` of ``z = u + j v``, as (real, imaginary).
+
+    With ``z = u + j v``: ``j omega_0 z = -omega_0 v + j omega_0 u``, so the modulus is
+    ``exp(-omega_0 v - s_0^2 (u^2 + v^2))`` and the phase ``omega_0 u``. ``v=None`` means a real input.
+    """
+    if v is None:
+        exponent = -(s_0 * s_0) * u.square()
+    else:
+        exponent = -omega_0 * v - (s_0 * s_0) * (u.square() + v.square())
+    modulus = torch.exp(exponent.clamp_min(_MIN_EXPONENT))
+    phase = omega_0 * u
+    return modulus * torch.cos(phase), modulus * torch.sin(phase)
+
+
+class ComplexLinear(nn.Module):
+    """``W z + b`` with complex ``W``, ``b`` stored as real and imaginary parts (plain float state dict).
+
+    The complex product is carried out as four real GEMMs, which keeps autograd in real arithmetic (faster on CPU
+    than complex tensors and compilable). Real and imaginary parts start at U(-1/sqrt(n), 1/sqrt(n)), like
+    PyTorch's default for ``nn.Linear``.
+    """
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        bound = 1.0 / math.sqrt(n_in)
+        self.weight_real = nn.Parameter(torch.empty(n_out, n_in).uniform_(-bound, bound))
+        self.weight_imag = nn.Parameter(torch.empty(n_out, n_in).uniform_(-bound, bound))
+        self.bias_real = nn.Parameter(torch.empty(n_out).uniform_(-bound, bound))
+        self.bias_imag = nn.Parameter(torch.empty(n_out).uniform_(-bound, bound))
+
+    def forward(self, re: torch.Tensor, im: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out_re = torch.addmm(self.bias_real, re, self.weight_real.T) - im @ self.weight_imag.T
+        out_im = torch.addmm(self.bias_imag, re, self.weight_imag.T) + im @ self.weight_real.T
+        return out_re, out_im
+
+
+@register_model("wire")
+class Wire(INR):
+    """WIRE: a real first layer, ``layers - 1`` complex hidden layers, each followed by a complex Gabor wavelet,
+    and a complex linear head whose real part is the output.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    hidden : int
+        Nominal width; the layers are ``int(hidden / sqrt(2))`` wide because a complex weight holds two reals,
+        which keeps the parameter count close to a real MLP of width ``hidden`` (default 256 -> 181).
+    layers : int
+        Number of Gabor layers including the real first one (default 3).
+    omega_0, s_0 : float
+        Frequency and Gaussian width of the first layer's wavelet (default 20 and 10).
+    hidden_omega, hidden_s : float
+        The same for the complex hidden layers (default 20 and 10). WIRE on MRI turns NaN when omega / s
+        grows beyond about 2; these defaults (ratio 2) fit the coronal slice without diverging.
+    """
+
+    default_lr = 2e-3
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        hidden: int = 256,
+        layers: int = 3,
+        omega_0: float = 20.0,
+        s_0: float = 10.0,
+        hidden_omega: float = 20.0,
+        hidden_s: float = 10.0,
+    ) -> None:
+        super().__init__(
+            in_features,
+            out_features,
+            hidden=hidden,
+            layers=layers,
+            omega_0=omega_0,
+            s_0=s_0,
+            hidden_omega=hidden_omega,
+            hidden_s=hidden_s,
+        )
+        width = max(1, int(hidden / math.sqrt(2.0)))
+        self.omega_0, self.s_0 = float(omega_0), float(s_0)
+        self.hidden_omega, self.hidden_s = float(hidden_omega), float(hidden_s)
+        self.first = nn.Linear(in_features, width)
+        self.hidden_layers = nn.ModuleList(ComplexLinear(width, width) for _ in range(layers - 1))
+        self.head = ComplexLinear(width, out_features)
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        lead = coords.shape[:-1]
+        x = coords.reshape(-1, coords.shape[-1])
+        re, im = gabor(self.first(x), None, self.omega_0, self.s_0)
+        for layer in self.hidden_layers:
+            re, im = gabor(*layer(re, im), self.hidden_omega, self.hidden_s)
+        out, _ = self.head(re, im)
+        return out.reshape(*lead, self.out_features)

@@ -1,0 +1,100 @@
+"""Dense fields on the fixed grid: displacement, warped images, Jacobian determinant, and the ITK export.
+
+ITK's DisplacementFieldTransform maps a fixed point p (LPS mm) to p + v(p) in the moving image; our u is
+in RAS mm, so the export flips the signs of the x and y components and nothing else.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from medinr.geometry import Geometry
+from medinr.io import array_to_sitk, sitk_to_affine, sitk_to_array
+from medinr.registration.regularizers import displacement_jacobian, jacobian_determinant
+from medinr.registration.transform import DisplacementField, Warper
+
+
+def dense_displacement(u_field: DisplacementField, geometry: Geometry, chunk: int = 32768) -> np.ndarray:
+    """u at every voxel centre of ``geometry``: ``(*shape, ndim)`` float64 in RAS mm."""
+    device = next(u_field.model.parameters()).device
+    x = geometry.world_grid(dtype=torch.float32, device=device)
+    return u_field.evaluate(x, chunk=chunk).cpu().numpy().astype(np.float64)
+
+
+def warp_image(
+    moving: np.ndarray,
+    moving_geometry: Geometry,
+    displacement: np.ndarray,
+    fixed_geometry: Geometry,
+    mode: str = "bilinear",
+) -> np.ndarray:
+    """Resample ``moving`` on the fixed grid at x + u(x) (``mode='nearest'`` for labels).
+
+    Points that fall outside the moving image take the value 0, as ITK's resampler does by default.
+    """
+    warper = Warper(moving, moving_geometry)
+    x = fixed_geometry.world_grid(dtype=torch.float64) + torch.as_tensor(displacement, dtype=torch.float64)
+    # sample in float64 coordinates so that the export test compares like with like
+    warper.image = warper.image.double()
+    out = warper(x, mode=mode, padding_mode="zeros").numpy()
+    inside = _inside(moving_geometry, x)
+    return np.where(inside, out, 0.0).astype(np.float32)
+
+
+def _inside(geometry: Geometry, x: torch.Tensor, tol: float = 1e-6) -> np.ndarray:
+    """True where world points lie within the voxel-centre box of the grid (ITK's 'inside buffer')."""
+    v = geometry.world_to_voxel(x).numpy()
+    upper = np.asarray(geometry.shape, dtype=np.float64) - 1
+    return np.all((v >= -0.5 - tol) & (v <= upper + 0.5 + tol), axis=-1)
+
+
+def jacobian_map(u_field: DisplacementField, geometry: Geometry, chunk: int = 8192) -> np.ndarray:
+    """``det(I + grad u)`` at every voxel centre, exact by autograd: ``(*shape)`` float32."""
+    device = next(u_field.model.parameters()).device
+    x = geometry.world_grid(dtype=torch.float32, device=device).reshape(-1, geometry.ndim)
+    parts = []
+    for s in range(0, x.shape[0], chunk):
+        xs = x[s : s + chunk].clone().requires_grad_(True)
+        with torch.enable_grad():
+            grad_u = displacement_jacobian(u_field(xs), xs, create_graph=False)
+        parts.append(jacobian_determinant(grad_u.detach()))
+    return torch.cat(parts).reshape(geometry.shape).cpu().numpy().astype(np.float32)
+
+
+def jacobian_map_fd(displacement: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """``det(I + grad u)`` of a dense field by central finite differences (any method's field)."""
+    nd = geometry.ndim
+    # d u / d voxel index, then chain rule through the inverse linear part of the affine (mm -> voxel)
+    inv = np.linalg.inv(geometry.affine_nd[:nd, :nd])
+    grads = np.stack([np.stack(np.gradient(displacement[..., i], axis=tuple(range(nd))), -1) for i in range(nd)], -2)
+    jac = grads @ inv  # (..., i, j) = du_i / dx_j
+    return np.linalg.det(np.eye(nd) + jac).astype(np.float32)
+
+
+def _ras_to_lps(vectors: np.ndarray) -> np.ndarray:
+    out = np.array(vectors, dtype=np.float64, copy=True)
+    out[..., :2] *= -1.0  # x and y flip; a 2D image's in-plane (x, y) is the axial plane, so both flip too
+    return out
+
+
+def displacement_to_sitk(displacement: np.ndarray, geometry: Geometry) -> "sitk.Image":  # noqa: F821
+    """The field as a SimpleITK sitkVectorFloat64 image on ``geometry``, vectors in LPS mm (ITK convention)."""
+    import SimpleITK as sitk
+
+    image = array_to_sitk(_ras_to_lps(displacement), geometry, vector=True)
+    return sitk.Cast(image, sitk.sitkVectorFloat64)
+
+
+def write_displacement(path: str, displacement: np.ndarray, geometry: Geometry) -> None:
+    """Write the field with SimpleITK so that the header is what ITK/ANTs/elastix expect."""
+    import SimpleITK as sitk
+
+    sitk.WriteImage(displacement_to_sitk(displacement, geometry), str(path))
+
+
+def sitk_field_to_ras(image: "sitk.Image") -> tuple[np.ndarray, Geometry]:  # noqa: F821
+    """Read an ITK displacement field image back as ``(*shape, ndim)`` RAS mm vectors and its geometry."""
+    arr = sitk_to_array(image).astype(np.float64)
+    geometry = Geometry(arr.shape[:-1], sitk_to_affine(image))
+    return _ras_to_lps(arr), geometry  # the sign flip is its own inverse

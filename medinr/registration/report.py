@@ -1,0 +1,76 @@
+"""report.png: fixed, moving, warped, differences before and after, the deformed grid and the Jacobian map."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from medinr.geometry import Geometry
+
+
+def write_report(
+    path: str | Path,
+    fixed: np.ndarray,
+    moving_on_fixed: np.ndarray,
+    warped: np.ndarray,
+    displacement: np.ndarray,
+    jacobian: np.ndarray,
+    geometry: Geometry,
+    title: str = "",
+) -> None:
+    """Save a 2x3 panel figure of the middle slice (axial, k = const, in 3D) to ``path``.
+
+    ``moving_on_fixed`` is the moving image resampled on the fixed grid without deformation, so that
+    the 'before' difference compares like with like. The deformed grid shows the in-plane components.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nd = geometry.ndim
+    sl = (lambda a: a) if nd == 2 else (lambda a: np.take(a, a.shape[2] // 2, axis=2))
+    f, m, w, j = sl(fixed), sl(moving_on_fixed), sl(warped), sl(jacobian)
+    u = displacement if nd == 2 else np.take(displacement, displacement.shape[2] // 2, axis=2)
+    vmax = float(np.percentile(np.abs(np.concatenate([f.ravel(), m.ravel()])), 99.5)) or 1.0
+    fig, axes = plt.subplots(2, 4, figsize=(14, 7))
+    show = dict(cmap="gray", vmin=0, vmax=vmax, origin="lower")
+    panels = [(f, "fixed"), (m, "moving (on fixed grid)"), (w, "warped moving")]
+    for ax, (img, name) in zip(axes[0], panels):
+        ax.imshow(img.T, **show)
+        ax.set_title(name)
+    dshow = dict(cmap="RdBu_r", vmin=-vmax / 2, vmax=vmax / 2, origin="lower")
+    axes[0, 3].imshow((m - f).T, **dshow)
+    axes[0, 3].set_title("moving - fixed (before)")
+    axes[1, 0].imshow((w - f).T, **dshow)
+    axes[1, 0].set_title("warped - fixed (after)")
+
+    # deformed grid: lines of constant voxel index moved by the in-plane displacement (voxel units)
+    ax = axes[1, 1]
+    ax.imshow(f.T, **show)
+    inv = np.linalg.inv(geometry.affine_nd[:nd, :nd])
+    du = (u @ inv.T)[..., :2]  # displacement in voxel units of the fixed grid, in-plane axes
+    ii, jj = np.meshgrid(np.arange(f.shape[0]), np.arange(f.shape[1]), indexing="ij")
+    pi, pj = ii + du[..., 0], jj + du[..., 1]
+    step = max(1, min(f.shape) // 16)
+    for r in range(0, f.shape[0], step):
+        ax.plot(pi[r, :], pj[r, :], color="yellow", lw=0.6)
+    for c in range(0, f.shape[1], step):
+        ax.plot(pi[:, c], pj[:, c], color="yellow", lw=0.6)
+    ax.set_title("deformed grid")
+    mag = np.linalg.norm(u, axis=-1)
+    im = axes[1, 2].imshow(mag.T, cmap="magma", origin="lower")
+    axes[1, 2].set_title("|u| (mm)")
+    fig.colorbar(im, ax=axes[1, 2], fraction=0.046)
+    im = axes[1, 3].imshow(j.T, cmap="coolwarm", vmin=0.0, vmax=2.0, origin="lower")
+    axes[1, 3].set_title(f"det J (min {float(jacobian.min()):.2f})")
+    fig.colorbar(im, ax=axes[1, 3], fraction=0.046)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=80)
+    plt.close(fig)

@@ -1,0 +1,787 @@
+"""Evaluate a trained INR on planes and boxes in world millimetres, coarse to fine and in bounded chunks.
+
+What ``medinr render`` and the napari plugin both call; nothing here imports Qt or napari.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from medinr.checkpoint import Checkpoint
+from medinr.errors import MedinrError
+from medinr.geometry import Geometry, sample_grid
+from medinr.models import INR
+
+#: Coordinates per forward call: 2k-16k is fastest on CPU (cache) and keeps memory bounded.
+DEFAULT_CHUNK = 16384
+
+#: Components that :func:`render_plane` can show besides a channel index.
+COMPONENTS = ("auto", "value", "magnitude", "real", "imag", "phase", "jacobian")
+
+# Display frames of the presets in RAS+ world mm: (normal, row axis (down the screen), column axis).
+# Anterior/superior point up the screen and the patient's right points right ("neurological" view).
+_PRESETS: dict[str, tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]] = {
+    "axial": ((0, 0, 1), (0, -1, 0), (1, 0, 0)),
+    "coronal": ((0, 1, 0), (0, 0, -1), (1, 0, 0)),
+    "sagittal": ((1, 0, 0), (0, 0, -1), (0, 1, 0)),
+}
+PRESETS = tuple(_PRESETS)
+
+
+# -- planes --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Plane:
+    """An oriented rectangle in world millimetres, sampled on a pixel grid by :meth:`world_points`.
+
+    Attributes
+    ----------
+    centre : ndarray
+        World position of the rectangle's centre, mm; 3 components (2 for a 2D checkpoint).
+    row_axis, col_axis : ndarray
+        Orthonormal world directions of increasing row index (down the screen) and column index.
+    fov_mm : tuple of float
+        Edge-to-edge extent ``(height, width)`` along ``row_axis`` and ``col_axis``, mm.
+    handed : float
+        +1 or -1: the normal is ``handed * (row_axis x col_axis)``, so that a view can show the
+        anterior (or superior) side up and still have its normal point along +y.
+
+    Notes
+    -----
+    Pixel ``(r, c)`` of an ``(H, W)`` sampling covers a cell of ``fov/shape`` mm; its centre is at
+    ``centre + (r - (H-1)/2) dr row_axis + (c - (W-1)/2) dc col_axis``.
+    """
+
+    centre: np.ndarray
+    row_axis: np.ndarray
+    col_axis: np.ndarray
+    fov_mm: tuple[float, float]
+    handed: float = 1.0
+
+    def __post_init__(self) -> None:
+        c = np.asarray(self.centre, dtype=np.float64).reshape(-1)
+        r = np.asarray(self.row_axis, dtype=np.float64).reshape(-1)
+        k = np.asarray(self.col_axis, dtype=np.float64).reshape(-1)
+        if c.shape != r.shape or c.shape != k.shape or c.shape[0] not in (2, 3):
+            raise MedinrError("a plane needs a centre and two axes with the same 2 or 3 components")
+        if not (np.all(np.isfinite(c)) and np.all(np.isfinite(r)) and np.all(np.isfinite(k))):
+            raise MedinrError("a plane's centre and axes must be finite")
+        nr, nk = np.linalg.norm(r), np.linalg.norm(k)
+        if nr < 1e-9 or nk < 1e-9:
+            raise MedinrError("a plane's axes must be non-zero vectors")
+        r, k = r / nr, k / nk
+        if abs(float(r @ k)) > 1e-6:
+            raise MedinrError("a plane's row and column axes must be perpendicular")
+        fov = tuple(float(f) for f in self.fov_mm)
+        if len(fov) != 2 or not all(math.isfinite(f) and f > 0 for f in fov):
+            raise MedinrError(f"the field of view must be two positive sizes in mm, got {self.fov_mm}")
+        object.__setattr__(self, "centre", c)
+        object.__setattr__(self, "row_axis", r)
+        object.__setattr__(self, "col_axis", k)
+        object.__setattr__(self, "fov_mm", fov)
+        object.__setattr__(self, "handed", -1.0 if self.handed < 0 else 1.0)
+
+    @property
+    def ndim(self) -> int:
+        """Number of world dimensions (3, or 2 for a 2D checkpoint's in-plane world)."""
+        return int(self.centre.shape[0])
+
+    @property
+    def normal(self) -> np.ndarray:
+        """Unit normal ``handed * (row_axis x col_axis)`` (3D planes only)."""
+        if self.ndim != 3:
+            raise MedinrError("a 2D plane has no normal")
+        return self.handed * np.cross(self.row_axis, self.col_axis)
+
+    def spacing(self, shape: Sequence[int]) -> tuple[float, float]:
+        """Pixel size ``(dr, dc)`` in mm when sampled on ``shape`` = (H, W)."""
+        h, w = _shape2(shape)
+        return self.fov_mm[0] / h, self.fov_mm[1] / w
+
+    def pixel_matrix(self, shape: Sequence[int]) -> np.ndarray:
+        """``(ndim+1, 3)`` matrix taking homogeneous pixel indices ``(r, c, 1)`` to world mm."""
+        h, w = _shape2(shape)
+        dr, dc = self.spacing((h, w))
+        m = np.zeros((self.ndim + 1, 3))
+        m[: self.ndim, 0] = self.row_axis * dr
+        m[: self.ndim, 1] = self.col_axis * dc
+        m[: self.ndim, 2] = self.centre - (h - 1) / 2 * dr * self.row_axis - (w - 1) / 2 * dc * self.col_axis
+        m[self.ndim, 2] = 1.0
+        return m
+
+    def world_points(self, shape: Sequence[int]) -> np.ndarray:
+        """World mm of every pixel centre, ``(H, W, ndim)`` float64."""
+        h, w = _shape2(shape)
+        m = self.pixel_matrix((h, w))
+        r, c = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
+        return r[..., None] * m[: self.ndim, 0] + c[..., None] * m[: self.ndim, 1] + m[: self.ndim, 2]
+
+    def affine(self, shape: Sequence[int]) -> np.ndarray:
+        """4x4 voxel-to-world affine of the slice stored as an ``(H, W, 1)`` 3D image (3D planes).
+
+        Voxel ``(r, c, 0)`` lands on the world centre of pixel ``(r, c)``; the third column is the normal
+        scaled to the smaller pixel size, so the matrix is invertible and right-handed.
+        """
+        if self.ndim != 3:
+            raise MedinrError("use slice_geometry() for a 2D checkpoint's plane")
+        m = self.pixel_matrix(shape)
+        out = np.eye(4)
+        out[:3, 0], out[:3, 1], out[:3, 3] = m[:3, 0], m[:3, 1], m[:3, 2]
+        out[:3, 2] = self.normal * min(self.spacing(shape))
+        return out
+
+    # -- derived planes ----------------------------------------------------------------------------
+    def shifted(self, offset_mm: float) -> "Plane":
+        """The same plane moved ``offset_mm`` along its normal."""
+        return replace(self, centre=self.centre + float(offset_mm) * self.normal)
+
+    def panned(self, delta_mm: Sequence[float]) -> "Plane":
+        """The same plane with its centre moved by ``(d_row, d_col)`` mm within the plane."""
+        d = np.asarray(delta_mm, dtype=np.float64)
+        return replace(self, centre=self.centre + d[0] * self.row_axis + d[1] * self.col_axis)
+
+    def zoomed(self, zoom: float) -> "Plane":
+        """The field of view divided by ``zoom`` (zoom > 1 magnifies)."""
+        if not (math.isfinite(zoom) and zoom > 0):
+            raise MedinrError(f"zoom must be a positive number, got {zoom}")
+        return replace(self, fov_mm=(self.fov_mm[0] / zoom, self.fov_mm[1] / zoom))
+
+    def rotated(self, about_col_deg: float, about_row_deg: float) -> "Plane":
+        """Tilt the plane: rotate its frame about its column axis, then about its (new) row axis, in degrees."""
+        if self.ndim != 3:
+            raise MedinrError("a 2D plane cannot be tilted")
+        r1 = _rotation(self.col_axis, math.radians(about_col_deg))
+        row, col = r1 @ self.row_axis, self.col_axis
+        r2 = _rotation(row, math.radians(about_row_deg))
+        return replace(self, row_axis=row, col_axis=r2 @ col)
+
+    def with_fov(self, fov_mm: Sequence[float]) -> "Plane":
+        return replace(self, fov_mm=tuple(float(f) for f in fov_mm))
+
+    def region(self, centre_rc_mm: Sequence[float], size_mm: Sequence[float]) -> "Plane":
+        """A sub-rectangle: centre ``(row, col)`` mm relative to this plane's top-left corner, size mm.
+
+        This is how the viewer asks for the visible part of the slice: its camera works in plane mm.
+        """
+        corner = self.centre - self.fov_mm[0] / 2 * self.row_axis - self.fov_mm[1] / 2 * self.col_axis
+        c = corner + float(centre_rc_mm[0]) * self.row_axis + float(centre_rc_mm[1]) * self.col_axis
+        return replace(self, centre=c, fov_mm=(float(size_mm[0]), float(size_mm[1])))
+
+
+def _shape2(shape: Sequence[int]) -> tuple[int, int]:
+    try:
+        h, w = (int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise MedinrError(f"an output size is two positive integers (H, W), got {shape}") from None
+    if h < 1 or w < 1:
+        raise MedinrError(f"an output size must be positive, got {h}x{w}")
+    return h, w
+
+
+def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
+    """Rodrigues rotation matrix about a unit ``axis`` by ``angle`` radians."""
+    a = axis / np.linalg.norm(axis)
+    k = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
+    return np.eye(3) + math.sin(angle) * k + (1 - math.cos(angle)) * (k @ k)
+
+
+def frame_from_normal(normal: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Display frame ``(normal, row_axis, col_axis)`` for any normal, continuous with the nearest preset.
+
+    The column axis is the nearest preset's column axis projected onto the plane and the row axis is
+    the preset's row axis made perpendicular to both, so a normal close to +y gives (almost) the coronal
+    view, superior up, rather than an arbitrary spin.
+    """
+    n = np.asarray(normal, dtype=np.float64).reshape(-1)
+    if n.shape != (3,) or not np.all(np.isfinite(n)) or np.linalg.norm(n) < 1e-9:
+        raise MedinrError(f"a plane normal is three numbers, not all zero, got {list(normal)}")
+    n = n / np.linalg.norm(n)
+    best = max(_PRESETS.values(), key=lambda p: abs(float(np.dot(p[0], n))))
+    ref_row, ref_col = np.asarray(best[1], float), np.asarray(best[2], float)
+    col = ref_col - (ref_col @ n) * n
+    if np.linalg.norm(col) < 1e-6:
+        col = ref_row - (ref_row @ n) * n
+    col /= np.linalg.norm(col)
+    row = np.cross(col, n)
+    if row @ ref_row < 0:
+        row = -row
+    return n, row, col
+
+
+def plane_from_frame(
+    centre: Sequence[float],
+    normal: Sequence[float],
+    row: Sequence[float],
+    col: Sequence[float],
+    fov_mm: Sequence[float],
+) -> Plane:
+    """A :class:`Plane` whose :attr:`Plane.normal` is ``normal`` (which must be perpendicular to row and col)."""
+    n = np.asarray(normal, dtype=np.float64)
+    handed = float(np.sign(n @ np.cross(np.asarray(row, float), np.asarray(col, float)))) or 1.0
+    return Plane(np.asarray(centre, float), np.asarray(row, float), np.asarray(col, float), tuple(fov_mm), handed)
+
+
+def parse_plane_spec(spec: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``'axial'|'coronal'|'sagittal'|'NX,NY,NZ'`` -> display frame ``(normal, row_axis, col_axis)``."""
+    text = spec.strip().lower()
+    if text in _PRESETS:
+        n, r, c = (np.asarray(v, dtype=np.float64) for v in _PRESETS[text])
+        return n, r, c
+    parts = text.split(",")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != 3:
+        raise MedinrError(f"--plane must be axial, coronal, sagittal or a normal 'NX,NY,NZ', got '{spec}'")
+    return frame_from_normal(values)
+
+
+# -- what a checkpoint covers ----------------------------------------------------------------------------
+def _as_checkpoint(source: Checkpoint | INR) -> Checkpoint:
+    """A bare model is taken to live in its own network coordinates (world = network, no scaling)."""
+    if isinstance(source, Checkpoint):
+        return source
+    if isinstance(source, torch.nn.Module):
+        return Checkpoint(model=source, geometry=None, coords="identity")  # type: ignore[arg-type]
+    raise MedinrError(f"cannot render a {type(source).__name__}: expected a Checkpoint or an INR")
+
+
+def world_ndim(source: Checkpoint | INR) -> int:
+    """Number of world dimensions the checkpoint lives in (2 or 3)."""
+    ckpt = _as_checkpoint(source)
+    if ckpt.geometry is not None:
+        return ckpt.geometry.ndim
+    if ckpt.world_box is not None:
+        return ckpt.world_box.ndim
+    return int(ckpt.model.in_features)
+
+
+def world_bounds(source: Checkpoint | INR) -> tuple[np.ndarray, np.ndarray]:
+    """World box ``(lo, hi)`` mm of the fitted region (voxel centres), or [-1, 1] for a bare model."""
+    ckpt = _as_checkpoint(source)
+    if ckpt.geometry is not None:
+        box = ckpt.geometry.world_box()
+        return box.lo, box.hi
+    if ckpt.world_box is not None:
+        return ckpt.world_box.lo, ckpt.world_box.hi
+    n = world_ndim(ckpt)
+    return -np.ones(n), np.ones(n)
+
+
+def training_spacing(source: Checkpoint | INR) -> float:
+    """The finest voxel size of the training grid, mm (the natural pixel size of a render)."""
+    ckpt = _as_checkpoint(source)
+    if ckpt.geometry is not None:
+        return float(ckpt.geometry.spacing[: ckpt.geometry.ndim].min())
+    lo, hi = world_bounds(ckpt)
+    return float((hi - lo).max() / 255.0)
+
+
+def _voxel_extent(ckpt: Checkpoint) -> np.ndarray:
+    """World extent of one training voxel along each world axis, mm."""
+    if ckpt.geometry is not None:
+        n = ckpt.geometry.ndim
+        return np.abs(ckpt.geometry.affine_nd[:n, :n]).sum(axis=1)
+    return np.full(world_ndim(ckpt), training_spacing(ckpt))
+
+
+def default_plane(
+    source: Checkpoint | INR, spec: str = "axial", offset_mm: float = 0.0, tilt_deg: Sequence[float] = (0.0, 0.0)
+) -> Plane:
+    """A plane through the centre of the fitted region that shows all of it.
+
+    Parameters
+    ----------
+    spec : str
+        'axial', 'coronal', 'sagittal' or a normal 'NX,NY,NZ' (ignored for 2D checkpoints, which show their
+        own plane with rows along voxel axis i).
+    offset_mm : float
+        Shift along the normal, mm.
+    tilt_deg : tuple of float
+        Rotations about the view's column then row axis, degrees (see :meth:`Plane.rotated`); the field
+        of view is sized for the tilted plane.
+    """
+    ckpt = _as_checkpoint(source)
+    lo, hi = world_bounds(ckpt)
+    centre = (lo + hi) / 2
+    pad = _voxel_extent(ckpt)  # the box joins voxel centres: add one voxel so the edge voxels show whole
+    if world_ndim(ckpt) == 2:
+        if offset_mm:
+            raise MedinrError("--offset needs a 3D checkpoint; a 2D checkpoint has a single plane")
+        if ckpt.geometry is not None:
+            lin = ckpt.geometry.affine_nd[:2, :2]
+            row, col = lin[:, 0] / np.linalg.norm(lin[:, 0]), lin[:, 1] / np.linalg.norm(lin[:, 1])
+            if abs(float(row @ col)) > 1e-6:  # sheared grid: keep rows, make columns perpendicular
+                col = np.array([-row[1], row[0]]) * np.sign(row[0] * col[1] - row[1] * col[0])
+        else:
+            row, col = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+        ext = np.abs(np.stack([row, col])) @ (hi - lo + pad)
+        return Plane(centre, row, col, (float(ext[0]), float(ext[1])))
+    normal, row, col = parse_plane_spec(spec)
+    plane = plane_from_frame(centre, normal, row, col, (1.0, 1.0))
+    if any(tilt_deg):
+        plane = plane.rotated(float(tilt_deg[0]), float(tilt_deg[1]))
+    ext = np.abs(np.stack([plane.row_axis, plane.col_axis])) @ (hi - lo + pad)
+    return plane.with_fov((float(ext[0]), float(ext[1]))).shifted(offset_mm)
+
+
+def default_shape(plane: Plane, spacing_mm: float, max_side: int = 2048) -> tuple[int, int]:
+    """Pixel counts that sample ``plane`` at about ``spacing_mm``, capped at ``max_side`` per side."""
+    h = max(1, min(max_side, int(round(plane.fov_mm[0] / spacing_mm))))
+    w = max(1, min(max_side, int(round(plane.fov_mm[1] / spacing_mm))))
+    return h, w
+
+
+def fit_fov_to_shape(plane: Plane, shape: Sequence[int]) -> Plane:
+    """Grow the field of view along one axis so that ``shape`` has square pixels and shows all of it."""
+    h, w = _shape2(shape)
+    step = max(plane.fov_mm[0] / h, plane.fov_mm[1] / w)
+    return plane.with_fov((h * step, w * step))
+
+
+def describe(source: Checkpoint | INR) -> str:
+    """One line for the UI/CLI: family, output kind and how values between samples arise."""
+    ckpt = _as_checkpoint(source)
+    kind = ckpt.output.get("kind", "intensity")
+    text = f"{ckpt.model.family} {world_ndim(ckpt)}D {kind}"
+    if getattr(ckpt.model, "lattice_bound", False):
+        text += " (lattice-bound: values between lattice points are interpolated from its grid output)"
+    else:
+        text += " (evaluated at every pixel)"
+    return text
+
+
+# -- evaluation ------------------------------------------------------------------------------------------
+def _model_device(model: torch.nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+def _network_coords(ckpt: Checkpoint, xyz: torch.Tensor) -> torch.Tensor:
+    if ckpt.coords == "identity":
+        return xyz
+    return ckpt.coords_from_world(xyz)
+
+
+def _inside_margin(ckpt: Checkpoint) -> np.ndarray | None:
+    """Half a voxel in network units per axis: how far past [-1, 1] the fitted data reaches."""
+    if ckpt.coords == "identity":
+        return None
+    if ckpt.coords == "network" and ckpt.geometry is not None:
+        n = np.asarray(ckpt.geometry.shape, dtype=np.float64)
+        return np.where(n > 1, 1.0 / np.maximum(n - 1, 1), 1.0)
+    if ckpt.geometry is not None and ckpt.world_box is not None:
+        return ckpt.geometry.spacing[: ckpt.world_box.ndim] / 2 / ckpt.world_box.half_extent_mm
+    return np.full(world_ndim(ckpt), 0.02)
+
+
+_LATTICE_CACHE: "weakref.WeakKeyDictionary[torch.nn.Module, torch.Tensor]" = weakref.WeakKeyDictionary()
+
+
+def _lattice_values(ckpt: Checkpoint) -> torch.Tensor:
+    """``(C, *shape)`` output of a lattice-bound model on its own grid, computed once per model."""
+    model = ckpt.model
+    cached = _LATTICE_CACHE.get(model)
+    if cached is not None:
+        return cached
+    if ckpt.geometry is None:
+        raise MedinrError(f"{model.family} is lattice-bound but the checkpoint holds no grid geometry")
+    device = _model_device(model)
+    grid = ckpt.geometry.network_grid(device=device)
+    with torch.inference_mode():
+        values = model.eval()(grid)  # the whole lattice at once: its output at a point depends on neighbours
+    values = values.reshape(*ckpt.geometry.shape, -1)
+    out = values.permute(values.dim() - 1, *range(values.dim() - 1)).contiguous()
+    _LATTICE_CACHE[model] = out
+    return out
+
+
+def evaluate_world(
+    source: Checkpoint | INR,
+    xyz: np.ndarray | torch.Tensor,
+    chunk: int = DEFAULT_CHUNK,
+    outside: float | None = 0.0,
+    device: str | torch.device | None = None,
+    compile: bool = False,
+) -> np.ndarray:
+    """Network output in output units at world points.
+
+    Parameters
+    ----------
+    source : Checkpoint or INR
+        A bare INR is evaluated at ``xyz`` as network coordinates, in raw units.
+    xyz : array
+        World points, mm, shape ``(..., ndim)``.
+    chunk : int
+        Points per forward call (memory stays bounded by it).
+    outside : float or None
+        Value for points more than half a voxel outside the fitted box (they are not evaluated); ``None``
+        evaluates everywhere (extrapolation).
+    device : str or torch.device, optional
+        Where to evaluate; defaults to the model's device.
+    compile : bool
+        Evaluate through :func:`compiled` (``torch.compile``): several times faster per frame once warm.
+
+    Returns
+    -------
+    ndarray
+        ``(..., channels)`` float32 in output units (intensity units; mm for displacements).
+    """
+    ckpt = _as_checkpoint(source)
+    model = ckpt.model
+    dev = torch.device(device) if device is not None else _model_device(model)
+    pts = torch.as_tensor(np.asarray(xyz, dtype=np.float64) if not isinstance(xyz, torch.Tensor) else xyz)
+    lead = pts.shape[:-1]
+    flat = pts.reshape(-1, pts.shape[-1]).to(torch.float64)
+    coords = _network_coords(ckpt, flat).to(dev, torch.float32)
+    out = torch.zeros(coords.shape[0], model.out_features, dtype=torch.float32, device=dev)
+    margin = _inside_margin(ckpt)
+    if outside is not None and margin is not None:
+        lim = torch.as_tensor(1.0 + margin + 1e-6, dtype=torch.float32, device=dev)
+        keep = (coords.abs() <= lim).all(dim=-1)
+        out.fill_(float(outside))
+        idx = keep.nonzero().squeeze(1)
+    else:
+        idx = None
+    sel = coords if idx is None else coords[idx]
+    if sel.shape[0]:
+        values = _evaluate_network(ckpt, sel, chunk, compile)
+        if ckpt.coords != "identity":
+            values = ckpt.to_output_units(values)
+        if idx is None:
+            out = values
+        else:
+            out[idx] = values
+    return out.reshape(*lead, model.out_features).cpu().numpy()
+
+
+_COMPILED: "weakref.WeakKeyDictionary[torch.nn.Module, object]" = weakref.WeakKeyDictionary()
+
+
+def compiled(model: torch.nn.Module) -> object:
+    """``torch.compile(model)`` once per model (used by ``compile=True``; the first call takes seconds).
+
+    Rendering always feeds it full chunks (the last one padded), so it compiles for one shape only.
+    """
+    fn = _COMPILED.get(model)
+    if fn is None:
+        fn = torch.compile(model, dynamic=False)
+        _COMPILED[model] = fn
+    return fn
+
+
+def _evaluate_network(ckpt: Checkpoint, coords: torch.Tensor, chunk: int, compile: bool = False) -> torch.Tensor:
+    model = ckpt.model
+    if getattr(model, "lattice_bound", False):
+        lattice = _lattice_values(ckpt)
+        parts = [sample_grid(lattice, coords[s : s + chunk].clamp(-1, 1)) for s in range(0, coords.shape[0], chunk)]
+        return torch.cat(parts, 0)
+    was_training = model.training
+    model.eval()
+    forward = compiled(model) if compile else model
+    try:
+        with torch.inference_mode():
+            parts = []
+            for s in range(0, coords.shape[0], chunk):
+                part = coords[s : s + chunk]
+                n = part.shape[0]
+                if compile and n < chunk:  # a short last chunk would trigger a recompile: pad it
+                    part = torch.cat([part, part.new_zeros(chunk - n, part.shape[1])])
+                parts.append(forward(part)[:n])
+    finally:
+        model.train(was_training)
+    return torch.cat(parts, 0).float()
+
+
+def to_component(values: np.ndarray, kind: str, component: str | int = "auto") -> np.ndarray:
+    """Reduce ``(..., C)`` output-unit values to one scalar image.
+
+    'auto' shows intensity as is, complex and displacement outputs as their magnitude; 'real', 'imag',
+    'phase' (radians) apply to complex outputs; an integer picks a channel.
+    """
+    if isinstance(component, (int, np.integer)) or (isinstance(component, str) and component.isdigit()):
+        c = int(component)
+        if not 0 <= c < values.shape[-1]:
+            raise MedinrError(f"channel {c} does not exist: the model has {values.shape[-1]} output channels")
+        return values[..., c]
+    if component in ("auto", "value"):
+        component = "magnitude" if kind in ("complex", "displacement") or values.shape[-1] > 1 else "value"
+    if component == "value":
+        return values[..., 0]
+    if component == "magnitude":
+        return np.sqrt(np.sum(values.astype(np.float64) ** 2, axis=-1)).astype(np.float32)
+    if kind != "complex" and component in ("real", "imag", "phase"):
+        raise MedinrError(f"'{component}' needs a complex checkpoint, this one is '{kind}'")
+    if component == "real":
+        return values[..., 0]
+    if component == "imag":
+        return values[..., 1]
+    if component == "phase":
+        return np.arctan2(values[..., 1], values[..., 0]).astype(np.float32)
+    raise MedinrError(f"unknown component '{component}'; choose one of {', '.join(COMPONENTS)} or a channel number")
+
+
+def jacobian_determinant(
+    source: Checkpoint | INR, xyz: np.ndarray, step_mm: float | None = None, chunk: int = DEFAULT_CHUNK
+) -> np.ndarray:
+    """det(I + du/dx) of a displacement checkpoint at world points, by central differences.
+
+    Parameters
+    ----------
+    xyz : ndarray
+        World points, mm, ``(..., ndim)``.
+    step_mm : float, optional
+        Finite-difference step; defaults to half the finest training voxel size (smaller than any detail
+        the fit resolved, larger than float32 round-off).
+
+    Returns
+    -------
+    ndarray
+        ``(...)`` determinant; values <= 0 mark folding.
+    """
+    ckpt = _as_checkpoint(source)
+    if ckpt.output.get("kind") != "displacement":
+        raise MedinrError("a Jacobian determinant needs a displacement (registration) checkpoint")
+    pts = np.asarray(xyz, dtype=np.float64)
+    nd = pts.shape[-1]
+    h = float(step_mm) if step_mm else training_spacing(ckpt) / 2
+    offsets = np.concatenate([np.eye(nd) * h, -np.eye(nd) * h])  # (2 nd, nd)
+    stencil = pts[..., None, :] + offsets  # (..., 2nd, nd)
+    u = evaluate_world(ckpt, stencil, chunk=chunk, outside=None)[..., :nd].astype(np.float64)
+    grad = (u[..., :nd, :] - u[..., nd:, :]) / (2 * h)  # (..., d/dx_k, u_i)
+    jac = np.swapaxes(grad, -1, -2) + np.eye(nd)  # J_ik = delta_ik + du_i/dx_k
+    return np.linalg.det(jac).astype(np.float32)
+
+
+def render_plane(
+    source: Checkpoint | INR,
+    plane: Plane,
+    shape: Sequence[int],
+    component: str | int = "auto",
+    chunk: int = DEFAULT_CHUNK,
+    outside: float | None = 0.0,
+    device: str | torch.device | None = None,
+    compile: bool = False,
+) -> np.ndarray:
+    """Evaluate the INR at the pixel centres of ``plane`` sampled on ``shape`` = (H, W).
+
+    Returns
+    -------
+    ndarray
+        ``(H, W)`` float32 in output units ('jacobian' gives det(I + du/dx)); see :func:`to_component`.
+    """
+    ckpt = _as_checkpoint(source)
+    _check_plane(ckpt, plane)
+    pts = plane.world_points(shape)
+    if component == "jacobian":
+        return jacobian_determinant(ckpt, pts, chunk=chunk)
+    values = evaluate_world(ckpt, pts, chunk=chunk, outside=outside, device=device, compile=compile)
+    return to_component(values, ckpt.output.get("kind", "intensity"), component)
+
+
+def _check_plane(ckpt: Checkpoint, plane: Plane) -> None:
+    if plane.ndim != world_ndim(ckpt):
+        raise MedinrError(f"a {plane.ndim}D plane cannot slice a {world_ndim(ckpt)}D checkpoint")
+
+
+@dataclass
+class Frame:
+    """One step of :func:`render_progressive`.
+
+    ``image`` samples every ``stride``-th pixel of the full ``shape`` (pixel ``(i, j)`` of ``image`` is
+    pixel ``(stride i, stride j)`` of the full frame); ``final`` is True for the last, full frame.
+    """
+
+    image: np.ndarray
+    stride: int
+    shape: tuple[int, int]
+    plane: Plane
+    final: bool
+
+    def upsampled(self) -> np.ndarray:
+        """The image repeated to the full ``shape`` (nearest neighbour), for display in place."""
+        if self.stride == 1:
+            return self.image
+        s = self.stride
+        big = np.repeat(np.repeat(self.image, s, axis=0), s, axis=1)
+        return big[: self.shape[0], : self.shape[1]]
+
+    @property
+    def affine(self) -> np.ndarray:
+        """4x4 affine of ``image`` itself (its pixel spacing is ``stride`` times the full frame's)."""
+        a = self.plane.affine(self.shape)
+        a[:3, :2] *= self.stride
+        return a
+
+
+def render_progressive(
+    source: Checkpoint | INR,
+    plane: Plane,
+    shape: Sequence[int],
+    strides: Sequence[int] = (4, 1),
+    component: str | int = "auto",
+    chunk: int = DEFAULT_CHUNK,
+    outside: float | None = 0.0,
+    device: str | torch.device | None = None,
+    compile: bool = False,
+) -> Iterator[Frame]:
+    """Render coarse to fine: yield a :class:`Frame` per stride, each reusing the pixels already computed.
+
+    The coarse frames are exact subsamples of the full frame (no pixel is computed twice), so the last
+    frame is the image :func:`render_plane` gives for the same arguments.
+    """
+    ckpt = _as_checkpoint(source)
+    _check_plane(ckpt, plane)
+    h, w = _shape2(shape)
+    levels = sorted({max(1, int(s)) for s in strides} | {1}, reverse=True)
+    pts = plane.world_points((h, w))
+    kind = ckpt.output.get("kind", "intensity")
+    full = np.zeros((h, w), dtype=np.float32)
+    done = np.zeros((h, w), dtype=bool)
+    for s in levels:
+        want = np.zeros((h, w), dtype=bool)
+        want[::s, ::s] = True
+        todo = want & ~done
+        if todo.any():
+            sel = pts[todo]
+            if component == "jacobian":
+                full[todo] = jacobian_determinant(ckpt, sel, chunk=chunk)
+            else:
+                vals = evaluate_world(ckpt, sel, chunk=chunk, outside=outside, device=device, compile=compile)
+                full[todo] = to_component(vals, kind, component)
+            done |= todo
+        yield Frame(full[::s, ::s].copy(), s, (h, w), plane, final=s == 1)
+
+
+# -- volumes ---------------------------------------------------------------------------------------------
+def volume_geometry(
+    source: Checkpoint | INR, max_voxels: int | None = None, spacing_mm: float | None = None
+) -> Geometry:
+    """The grid a volume render uses: the training grid, resampled to ``spacing_mm`` or to fit ``max_voxels``.
+
+    Resampling keeps the field of view (first and last voxel centres) and the orientation of the training
+    grid; ``max_voxels`` shrinks every axis by the same factor.
+    """
+    ckpt = _as_checkpoint(source)
+    if ckpt.geometry is not None:
+        geom = ckpt.geometry
+    else:
+        lo, hi = world_bounds(ckpt)
+        n = world_ndim(ckpt)
+        shape = [64] * n
+        aff = np.eye(4)
+        for a in range(n):
+            aff[a, a] = (hi[a] - lo[a]) / (shape[a] - 1)
+            aff[a, 3] = lo[a]
+        geom = Geometry(shape, aff)
+    shape = np.asarray(geom.shape, dtype=np.float64)
+    if spacing_mm is not None:
+        if not spacing_mm > 0:
+            raise MedinrError(f"the voxel size must be positive, got {spacing_mm}")
+        extent = (shape - 1) * geom.spacing[: geom.ndim]
+        shape = np.maximum(1, np.round(extent / spacing_mm) + 1)
+    if max_voxels is not None and np.prod(shape) > max_voxels:
+        shape = np.maximum(1, np.floor(shape * (max_voxels / np.prod(shape)) ** (1 / len(shape))))
+    new_shape = tuple(int(s) for s in shape)
+    return geom if new_shape == geom.shape else geom.resized(new_shape)
+
+
+def render_volume(
+    source: Checkpoint | INR,
+    geometry: Geometry | None = None,
+    max_voxels: int | None = None,
+    component: str | int = "auto",
+    chunk: int = DEFAULT_CHUNK,
+    device: str | torch.device | None = None,
+) -> tuple[np.ndarray, Geometry]:
+    """Evaluate the INR on a whole grid (any resolution, any box).
+
+    Parameters
+    ----------
+    geometry : Geometry, optional
+        The grid to sample (its affine places each voxel in world mm); defaults to
+        :func:`volume_geometry` (the training grid, shrunk to ``max_voxels`` if given).
+
+    Returns
+    -------
+    array : ndarray
+        ``geometry.shape`` float32 in output units.
+    geometry : Geometry
+    """
+    ckpt = _as_checkpoint(source)
+    geom = geometry if geometry is not None else volume_geometry(ckpt, max_voxels=max_voxels)
+    if geom.ndim != world_ndim(ckpt):
+        raise MedinrError(f"a {geom.ndim}D grid cannot sample a {world_ndim(ckpt)}D checkpoint")
+    # one plane of the grid at a time bounds the float64 world-point array as well as the network batches
+    out = np.empty(geom.shape, dtype=np.float32)
+    vox = geom.voxel_grid(dtype=torch.float64)
+    for i in range(geom.shape[0]):
+        pts = geom.voxel_to_world(vox[i])
+        if component == "jacobian":
+            out[i] = jacobian_determinant(ckpt, pts.numpy(), chunk=chunk)
+        else:
+            vals = evaluate_world(ckpt, pts, chunk=chunk, outside=None, device=device)
+            out[i] = to_component(vals, ckpt.output.get("kind", "intensity"), component)
+    return out, geom
+
+
+def slice_geometry(source: Checkpoint | INR, plane: Plane, shape: Sequence[int]) -> Geometry:
+    """Geometry of a rendered slice so that a saved file puts every pixel at its world position in mm.
+
+    A 3D plane gives an ``(H, W, 1)``-style affine (:meth:`Plane.affine`) on a 2D grid; a 2D checkpoint's
+    plane is mapped back through the checkpoint's own 4x4 affine, so the slice lands where the image was.
+    """
+    ckpt = _as_checkpoint(source)
+    h, w = _shape2(shape)
+    if plane.ndim == 3:
+        return Geometry((h, w), plane.affine((h, w)))
+    pix = plane.pixel_matrix((h, w))  # (3, 3): (r, c, 1) -> in-plane world (x, y, 1)
+    if ckpt.geometry is None:
+        aff = np.eye(4)
+        aff[:2, :2], aff[:2, 3] = pix[:2, :2], pix[:2, 2]
+        return Geometry((h, w), aff)
+    to_vox = np.linalg.inv(ckpt.geometry.affine_nd) @ pix  # pixel -> training voxel (i, j, 1)
+    embed = np.eye(4)
+    embed[:2, :2], embed[:2, 3] = to_vox[:2, :2], to_vox[:2, 2]
+    return Geometry((h, w), ckpt.geometry.affine @ embed)
+
+
+def deformed_grid(
+    source: Checkpoint | INR, plane: Plane, shape: Sequence[int], spacing_mm: float = 8.0, samples: int = 4
+) -> list[np.ndarray]:
+    """Grid lines of the plane moved by a displacement checkpoint, as paths in pixel coordinates.
+
+    Each line of constant row (or column), every ``spacing_mm`` mm, is sampled ``samples`` times per cell;
+    its points ``x`` move to ``x + u(x)`` (fixed -> moving, CONVENTIONS.md) and are projected back onto the
+    plane. Returns a list of ``(n, 2)`` arrays of ``(row, col)`` pixel positions.
+    """
+    ckpt = _as_checkpoint(source)
+    if ckpt.output.get("kind") != "displacement":
+        raise MedinrError("a deformed grid needs a displacement (registration) checkpoint")
+    h, w = _shape2(shape)
+    dr, dc = plane.spacing((h, w))
+    m = plane.pixel_matrix((h, w))
+    rows = np.arange(0, h, max(1.0, spacing_mm / dr))
+    cols = np.arange(0, w, max(1.0, spacing_mm / dc))
+    fine_r = np.linspace(0, h - 1, max(2, int(len(rows) * samples)))
+    fine_c = np.linspace(0, w - 1, max(2, int(len(cols) * samples)))
+    lines = [np.stack([np.full_like(fine_c, r), fine_c], -1) for r in rows]
+    lines += [np.stack([fine_r, np.full_like(fine_r, c)], -1) for c in cols]
+    nd = plane.ndim
+    lin = np.stack([m[:nd, 0], m[:nd, 1]], axis=1)  # (nd, 2): pixel step -> world
+    pinv = np.linalg.pinv(lin)
+    out = []
+    for rc in lines:
+        world = rc @ lin.T + m[:nd, 2]
+        u = evaluate_world(ckpt, world, outside=None)[..., :nd]
+        out.append((u @ pinv.T + rc).astype(np.float32))
+    return out

@@ -1,0 +1,168 @@
+"""INR reconstruction and the ``medinr reconstruct`` command: quality against zero-filled, inputs, bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from medinr.checkpoint import load_checkpoint
+from medinr.geometry import Geometry
+from medinr.io import load_image
+from medinr.metrics import psnr, tissue_mask
+from medinr.mri import SenseOp
+from medinr.mri.baselines import zero_filled
+from medinr.mri.inr_recon import InrReconConfig, inr_reconstruct
+from medinr.mri.problem import problem_from_image
+from pipelines.cli import main
+
+SLICE = "sample_scans/t1_coronal_slice.nii.gz"
+
+
+@pytest.fixture(scope="module")
+def small_image() -> np.ndarray:
+    """The dipy coronal slice, downsampled to 64 x 64 (values 0..1)."""
+    from skimage.transform import resize
+
+    image, _ = load_image(SLICE)
+    return resize(image, (64, 64), anti_aliasing=True).astype(np.float32)
+
+
+@pytest.fixture()
+def image_file(tmp_path, small_image):
+    path = tmp_path / "slice.nii.gz"
+    affine = np.diag([2.0, 3.0, 1.0, 1.0])
+    affine[:3, 3] = [-10, 5, 7]
+    nib.save(nib.Nifti1Image(small_image, affine), path)
+    return path
+
+
+def test_inr_beats_zero_filled_and_is_data_consistent(small_image):
+    torch.set_num_threads(2)
+    problem = problem_from_image(small_image, Geometry(small_image.shape), "random", 4, 0.08, 8, "simulated",
+                                 snr_db=35, seed=0)
+    kspace, maps, mask = problem.tensors()
+    tissue = tissue_mask(small_image)
+    zf = psnr(small_image, np.abs(zero_filled(problem.kspace, problem.maps, problem.mask.mask)), tissue)
+    config = InrReconConfig(steps=200, lr=0.02)
+    result = inr_reconstruct(kspace, maps, mask, problem.geometry, config, seed=0, progress=False)
+    inr = psnr(small_image, np.abs(result.image), tissue)
+    assert inr > zf + 4.0, (inr, zf)  # measured: about +7 dB (zero-filled ~17 dB)
+    # single coil: the data-consistent output reproduces the acquired samples exactly
+    single = problem_from_image(small_image, Geometry(small_image.shape), "random", 4, 0.08, 1, "simulated", seed=0)
+    k1, m1, mask1 = single.tensors()
+    dc = inr_reconstruct(k1, m1, mask1, single.geometry, InrReconConfig(steps=30, data_consistency=True), progress=False)
+    pred = SenseOp(m1, mask1)(torch.from_numpy(dc.image))
+    assert torch.allclose(pred, k1 * mask1, atol=1e-4 * float(k1.abs().max()))
+    # a held-out choice of the iterate runs and records its step (no ground truth involved)
+    config = InrReconConfig(steps=40, lr=0.02, holdout_fraction=0.05)
+    held = inr_reconstruct(kspace, maps, mask, problem.geometry, config, seed=0, progress=False)
+    assert held.best_step is not None and 0 <= held.best_step < 40
+
+
+def test_cli_image_input_writes_everything(tmp_path, image_file, capsys):
+    out = tmp_path / "out"
+    rc = main(["reconstruct", str(image_file), "--out", str(out), "--steps", "40", "--snr", "30", "--quiet",
+               "--baselines", "zf,l1wavelet"])
+    assert rc == 0, capsys.readouterr().err
+    for name in ["recon.nii.gz", "zero_filled.nii.gz", "l1wavelet.nii.gz", "mask.nii.gz", "recon.inr",
+                 "metrics.json", "report.png"]:
+        assert (out / name).is_file(), name
+    src = nib.load(image_file)
+    rec = nib.load(out / "recon.nii.gz")
+    assert rec.shape[:2] == src.shape[:2] and np.allclose(rec.affine, src.affine)
+    # same intensity units as the input (values 0..1 here, not normalised to something else)
+    assert 0.5 < np.percentile(rec.get_fdata(), 99.5) < 1.5
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["reference"] == "ground_truth" and metrics["seed"] == 0
+    assert set(metrics["methods"]) == {"inr", "zero_filled", "l1wavelet"}
+    assert abs(metrics["acceleration_achieved"] - 4) < 0.2
+    assert "psnr_tissue" in metrics["methods"]["inr"] and "inr" in metrics["seconds"]
+    ckpt = load_checkpoint(out / "recon.inr")
+    assert ckpt.output["kind"] == "complex" and ckpt.model.out_features == 2
+    values = ckpt.to_output_units(ckpt.model.evaluate(ckpt.geometry.network_grid()))
+    magnitude = torch.linalg.vector_norm(values, dim=-1).numpy()
+    np.testing.assert_allclose(magnitude, rec.get_fdata().squeeze(), atol=1e-4)
+    # a second run without --force refuses and keeps the files
+    assert main(["reconstruct", str(image_file), "--out", str(out), "--steps", "2", "--quiet"]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def _fully_sampled_kspace(image: np.ndarray, coils: int = 4) -> np.ndarray:
+    problem = problem_from_image(image, Geometry(image.shape), "random", 1, 0.08, coils, "simulated", seed=1)
+    return problem.kspace
+
+
+def test_cli_measured_npy_and_h5(tmp_path, small_image, capsys):
+    full = _fully_sampled_kspace(small_image)
+    np.save(tmp_path / "full.npy", full)
+    rc = main(["reconstruct", str(tmp_path / "full.npy"), "--out", str(tmp_path / "a"), "--steps", "30",
+               "--quiet", "--baselines", "zf", "--center-fraction", "0.25"])
+    assert rc == 0, capsys.readouterr().err
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert metrics["reference"] == "fully_sampled_rss" and "inr" in metrics["methods"]
+
+    # fastMRI layout: (slices, coils, ky, kx) and a 1D mask over the last axis
+    lines = np.zeros(64, bool)
+    lines[::2] = True
+    lines[24:40] = True
+    with h5py.File(tmp_path / "scan.h5", "w") as f:
+        f["kspace"] = np.stack([full * lines, full * lines])
+        f["mask"] = lines
+    rc = main(["reconstruct", str(tmp_path / "scan.h5"), "--out", str(tmp_path / "b"), "--steps", "30",
+               "--quiet", "--baselines", "zf"])
+    assert rc == 0, capsys.readouterr().err
+    metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert metrics["reference"] == "none" and "methods" not in metrics
+    assert abs(metrics["acceleration_achieved"] - 64 / lines.sum()) < 1e-6
+    assert metrics["kspace_relative_error"]["inr"] < 0.5
+
+
+def test_cli_measured_sample_scan(tmp_path, capsys):
+    """The real 2-coil GRE from twixtools: fully sampled, undersampled here retrospectively."""
+    rc = main(["reconstruct", "sample_scans/gre_2coil_kspace.npy", "--out", str(tmp_path / "g"), "--steps", "20",
+               "--quiet", "--baselines", "zf", "--accel", "2", "--center-fraction", "0.15"])
+    assert rc == 0, capsys.readouterr().err
+    img = nib.load(tmp_path / "g" / "recon.nii.gz")
+    assert img.shape[:2] == (160, 160) and np.allclose(img.header.get_zooms()[:2], 1.25)
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("empty_mask", "samples nothing"),
+        ("mask_shape", "does not match"),
+        ("nan_kspace", "NaN"),
+        ("unknown_model", "unknown model"),
+        ("real_kspace_h5", "real values"),
+    ],
+)
+def test_cli_bad_inputs_fail_cleanly(tmp_path, image_file, small_image, capsys, case, message):
+    out = tmp_path / "out"
+    args = ["reconstruct", str(image_file), "--out", str(out), "--steps", "2", "--quiet", "--baselines", "zf"]
+    if case == "empty_mask":
+        np.save(tmp_path / "m.npy", np.zeros(64))
+        args += ["--mask", str(tmp_path / "m.npy")]
+    elif case == "mask_shape":
+        np.save(tmp_path / "m.npy", np.ones((32, 32)))
+        args += ["--mask", str(tmp_path / "m.npy")]
+    elif case == "nan_kspace":
+        k = _fully_sampled_kspace(small_image, 2)
+        k[0, 3, 3] = np.nan
+        np.save(tmp_path / "k.npy", k)
+        args[1] = str(tmp_path / "k.npy")
+    elif case == "unknown_model":
+        args += ["--model", "nosuchnet"]
+    elif case == "real_kspace_h5":
+        with h5py.File(tmp_path / "k.h5", "w") as f:
+            f["kspace"] = np.ones((2, 64, 64), np.float32)
+        args[1] = str(tmp_path / "k.h5")
+    rc = main(args)
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+    assert not out.exists()

@@ -1,0 +1,275 @@
+"""Registration: known deformations are recovered, identity stays identity, the ITK export reproduces the warp."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from scipy import ndimage
+
+from medinr.checkpoint import load_checkpoint
+from medinr.geometry import Geometry
+from medinr.io import load_image, save_image
+from medinr.registration import DisplacementField, register
+from medinr.registration.evaluation import jacobian_stats, read_landmarks
+from medinr.registration.field import dense_displacement, jacobian_map, jacobian_map_fd, warp_image
+from medinr.registration.register import settings_from_preset
+from pipelines.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SLICE = ROOT / "sample_scans" / "t1_coronal_slice.nii.gz"
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(1)  # tiny problems: threads cost more than they give on a shared machine
+
+
+@pytest.fixture(scope="module")
+def slice64() -> tuple[np.ndarray, Geometry]:
+    """The coronal T1 slice resampled to 64 x 64 (4 mm voxels), values about 0..1."""
+    image, geometry = load_image(SLICE)
+    small = geometry.resized((64, 64))
+    return warp_image(image, geometry, np.zeros((64, 64, 2)), small), small
+
+
+def smooth_field(geometry: Geometry, max_mm: float, seed: int, sigma_vox: float = 8.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    u = np.stack(
+        [ndimage.gaussian_filter(rng.standard_normal(geometry.shape), sigma_vox) for _ in range(geometry.ndim)], -1
+    )
+    return u * (max_mm / np.linalg.norm(u, axis=-1).max())
+
+
+def test_recovers_known_smooth_2d_deformation(slice64):
+    moving, g = slice64
+    truth = smooth_field(g, max_mm=6.0, seed=1)  # up to 1.5 voxels
+    fixed = warp_image(moving, g, truth, g)
+    tissue = ndimage.binary_erosion(fixed > 0.1, iterations=3)
+    s = settings_from_preset("default", steps=300, batch=4000)
+    res = register(fixed, g, moving, g, s, seed=0)
+    u = dense_displacement(res.field, g)
+    err = np.linalg.norm(u - truth, axis=-1)[tissue].mean()
+    before = np.linalg.norm(truth, axis=-1)[tissue].mean()
+    voxel = float(g.spacing.mean())
+    # stated target: mean error inside tissue below a quarter voxel (1 mm at 4 mm voxels)
+    assert err < 0.25 * voxel, (err, before)
+    assert err < 0.35 * before
+    assert jacobian_stats(jacobian_map(res.field, g))["folded_percent"] == 0.0
+
+
+def test_identity_stays_identity(slice64):
+    image, g = slice64
+    res = register(image, g, image, g, settings_from_preset("fast"), seed=3)
+    u = dense_displacement(res.field, g)
+    assert np.abs(u).max() < 0.1 * g.spacing.min()  # under a tenth of a voxel everywhere
+
+
+def test_different_voxel_sizes_and_orientations(slice64):
+    """Moving on a flipped, transposed, finer grid: a pure world shift is recovered in mm."""
+    image, g = slice64
+    shift = np.array([3.0, -2.0])  # mm, RAS in-plane
+    # moving grid: 1.5x finer voxels, axes swapped and the first one flipped, origin elsewhere
+    shape = (80, 90)
+    aff = np.eye(4)
+    aff[:2, :2] = np.array([[0.0, -3.0], [2.7, 0.0]])
+    lo = g.world_box().lo
+    aff[:2, 3] = [lo[0] + 3.0 * (shape[1] - 1) - 10, lo[1] - 12]
+    mg = Geometry(shape, aff)
+    # moving(y) = fixed(y - shift), so fixed(x) = moving(x + shift): u = shift
+    x = mg.world_grid(dtype=torch.float64).numpy() - shift
+    fixed_t = torch.as_tensor(image, dtype=torch.float64)
+    from medinr.geometry import sample_grid
+
+    moving = (
+        sample_grid(fixed_t, torch.as_tensor(g.world_to_network(x)), padding_mode="zeros").numpy().astype(np.float32)
+    )
+    s = settings_from_preset("fast", steps=200)
+    res = register(image, g, moving, mg, s, fixed_mask=(image > 0.1).astype(np.float32), seed=0)
+    u = dense_displacement(res.field, g)
+    inside = ndimage.binary_erosion(image > 0.1, iterations=4)
+    assert np.abs(u[inside].mean(axis=0) - shift).max() < 0.5, u[inside].mean(axis=0)
+
+
+def test_folding_metric_on_constructed_fold():
+    g = Geometry((40, 40), np.diag([2.0, 2.0, 1.0, 1.0]))
+    x = g.world_grid(dtype=torch.float64).numpy()
+    u = np.zeros_like(x)
+    # inside a band 10 voxels wide, u_x = -2 (x - c): det(I + grad u) = 1 - 2 = -1 (a mirror: folded)
+    band = (np.arange(40) >= 15) & (np.arange(40) < 25)
+    c = x[20, 0, 0]
+    u[band, :, 0] = -2.0 * (x[band, :, 0] - c)
+    det = jacobian_map_fd(u, g)
+    stats = jacobian_stats(det)
+    # interior of the band folds, its two edge columns use one-sided neighbours: 8 to 10 of 40 columns
+    assert 100 * 8 / 40 <= stats["folded_percent"] <= 100 * 10 / 40
+    assert stats["det_min"] == pytest.approx(-1.0, abs=1e-6)
+    away = np.ones(40, dtype=bool)
+    away[13:27] = False  # the band and the columns whose central differences straddle its jumps
+    assert np.allclose(det[away], 1.0)
+    assert np.allclose(det[16:24], -1.0)
+
+    class Fold(torch.nn.Module):  # the same fold as a network, through the autograd Jacobian map
+        def forward(self, p):
+            return torch.stack([-2.0 * p[..., 0], torch.zeros_like(p[..., 1])], -1)
+
+    box = g.world_box()
+    field = DisplacementField(Fold(), box, scale_mm=float(box.half_extent_mm[0]))
+    field.model.parameters = lambda: iter([torch.zeros(1)])  # device probe of jacobian_map
+    assert jacobian_stats(jacobian_map(field, g))["folded_percent"] == 100.0
+
+
+def _write_pair(tmp: Path, fixed: np.ndarray, moving: np.ndarray, g: Geometry) -> tuple[str, str]:
+    save_image(tmp / "fixed.nii.gz", fixed, g)
+    save_image(tmp / "moving.nii.gz", moving, g)
+    return str(tmp / "fixed.nii.gz"), str(tmp / "moving.nii.gz")
+
+
+def _sitk_resample_check(out: Path, moving_path: str, fixed_path: str) -> float:
+    """Apply displacement.nii.gz with SimpleITK and compare to warped.nii.gz; returns max |difference|."""
+    disp = sitk.ReadImage(str(out / "displacement.nii.gz"), sitk.sitkVectorFloat64)
+    fixed = sitk.ReadImage(fixed_path, sitk.sitkFloat64)
+    moving = sitk.ReadImage(moving_path, sitk.sitkFloat64)
+    tx = sitk.DisplacementFieldTransform(disp)
+    resampled = sitk.GetArrayFromImage(sitk.Resample(moving, fixed, tx, sitk.sitkLinear, 0.0))
+    warped = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "warped.nii.gz"), sitk.sitkFloat64))
+    return float(np.abs(resampled - warped).max())
+
+
+def test_cli_3d_outputs_itk_export_and_checkpoint(tmp_path):
+    """A tiny oblique 3D case end to end: the ITK field reproduces warped.nii.gz and the checkpoint contract holds."""
+    t1, g2 = load_image(ROOT / "sample_scans" / "mni152_t1_2mm.nii.gz")
+    labels, _ = load_image(ROOT / "sample_scans" / "mni152_labels_2mm.nii.gz")
+    rot = np.eye(4)
+    c, s = np.cos(0.3), np.sin(0.3)
+    rot[:2, :2] = [[c, -s], [s, c]]
+    g = Geometry((20, 24, 20), rot @ g2.resized((20, 24, 20)).affine)  # oblique, anisotropic voxels
+    zero = np.zeros(g.shape + (3,))
+    moving = warp_image(t1, g2, zero, g)
+    truth = smooth_field(g, 4.0, seed=2, sigma_vox=4.0)
+    fixed = warp_image(t1, g2, truth, g)
+    fpath, mpath = _write_pair(tmp_path, fixed, moving, g)
+    save_image(tmp_path / "fl.nii.gz", warp_image(labels, g2, truth, g, mode="nearest"), g)
+    save_image(tmp_path / "ml.nii.gz", labels, g2)
+    pts = g.voxel_to_world(np.array([[10.0, 12.0, 10.0], [6.0, 8.0, 12.0]]))
+    (tmp_path / "fp.csv").write_text("x,y,z\n" + "\n".join(",".join(f"{v:.4f}" for v in p) for p in pts) + "\n")
+    (tmp_path / "mp.csv").write_text("x,y,z\n" + "\n".join(",".join(f"{v:.4f}" for v in p) for p in pts) + "\n")
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "register",
+            fpath,
+            mpath,
+            "--out",
+            str(out),
+            "--steps",
+            "60",
+            "--quiet",
+            "--device",
+            "cpu",
+            "--fixed-labels",
+            str(tmp_path / "fl.nii.gz"),
+            "--moving-labels",
+            str(tmp_path / "ml.nii.gz"),
+            "--fixed-landmarks",
+            str(tmp_path / "fp.csv"),
+            "--moving-landmarks",
+            str(tmp_path / "mp.csv"),
+        ]
+    )
+    assert rc == 0
+    for name in [
+        "warped.nii.gz",
+        "warped_labels.nii.gz",
+        "displacement.nii.gz",
+        "jacobian.nii.gz",
+        "transform.inr",
+        "metrics.json",
+        "report.png",
+    ]:
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert metrics["ncc_after"] > metrics["ncc_before"]
+    assert set(metrics["dice"]) == {"1", "2"}
+    assert metrics["jacobian"]["folded_percent"] == 0.0
+    assert len(metrics["landmarks"]["tre_per_point_mm"]) == 2
+    # the field is not trivial, so the comparison below tests the LPS export and not just identity
+    disp, dg = load_image(out / "displacement.nii.gz", allow_vector=True)
+    assert np.abs(disp).max() > 0.5
+    assert _sitk_resample_check(out, mpath, fpath) < 1e-3
+    # checkpoint contract: to_output_units(model(coords_from_world(xyz))) is u in RAS mm at xyz
+    ckpt = load_checkpoint(out / "transform.inr")
+    assert ckpt.output["kind"] == "displacement" and ckpt.coords == "world_box"
+    xyz = g.world_grid().reshape(-1, 3)
+    with torch.no_grad():
+        u = ckpt.to_output_units(ckpt.model(ckpt.coords_from_world(xyz))).numpy().reshape(g.shape + (3,))
+    lps = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "displacement.nii.gz"), sitk.sitkVectorFloat64))
+    ras = lps.transpose(2, 1, 0, 3) * np.array([-1.0, -1.0, 1.0])
+    assert np.abs(u - ras).max() < 1e-4
+
+
+def test_cli_2d_export_reproduces_warp(tmp_path, slice64):
+    image, g = slice64
+    fixed = warp_image(image, g, smooth_field(g, 5.0, seed=4), g)
+    fpath, mpath = _write_pair(tmp_path, fixed, image, g)
+    out = tmp_path / "out2d"
+    assert (
+        main(
+            [
+                "register",
+                fpath,
+                mpath,
+                "--out",
+                str(out),
+                "--preset",
+                "fast",
+                "--steps",
+                "40",
+                "--quiet",
+                "--loss",
+                "lncc",
+                "--bending",
+                "1.0",
+            ]
+        )
+        == 0
+    )
+    assert _sitk_resample_check(out, mpath, fpath) < 1e-3
+    # a second run does not overwrite without --force
+    assert main(["register", fpath, mpath, "--out", str(out), "--steps", "5", "--quiet"]) != 0
+
+
+def test_landmarks_csv_format(tmp_path):
+    p = tmp_path / "l.csv"
+    p.write_text("x,y,z,name\n1,2,3,a\n4.5,-6,7,b\n")
+    assert read_landmarks(p, 3).tolist() == [[1, 2, 3], [4.5, -6, 7]]
+    p.write_text("x,y,z\n1,2\n")
+    with pytest.raises(Exception, match="expected 3 coordinates"):
+        read_landmarks(p, 3)
+
+
+@pytest.mark.parametrize("case", ["missing", "dims", "empty_mask", "labels_alone"])
+def test_bad_inputs_clear_error_nothing_written(tmp_path, capsys, slice64, case):
+    image, g = slice64
+    fpath, mpath = _write_pair(tmp_path, image, image, g)
+    args = ["register", fpath, mpath]
+    if case == "missing":
+        args[2] = str(tmp_path / "nope.nii.gz")
+    elif case == "dims":
+        save_image(tmp_path / "vol.nii.gz", np.random.rand(8, 8, 8).astype(np.float32), Geometry((8, 8, 8)))
+        args[2] = str(tmp_path / "vol.nii.gz")
+    elif case == "empty_mask":
+        save_image(tmp_path / "mask.nii.gz", np.zeros_like(image), g)
+        args += ["--fixed-mask", str(tmp_path / "mask.nii.gz")]
+    else:
+        args += ["--fixed-labels", fpath]
+    out = tmp_path / "out"
+    rc = main(args + ["--out", str(out), "--quiet", "--steps", "5"])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0
+    assert len(err.splitlines()) == 1 and err.startswith("medinr: error:"), err
+    assert not out.exists()

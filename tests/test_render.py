@@ -1,0 +1,305 @@
+"""Rendering core and ``medinr render`` without Qt: planes land where they should, values are the network's."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from medinr.checkpoint import Checkpoint, save_checkpoint
+from medinr.geometry import Geometry, WorldBox
+from medinr.models import INR, MODEL_REGISTRY, register_model
+from medinr.render import (
+    Plane,
+    default_plane,
+    deformed_grid,
+    evaluate_world,
+    jacobian_determinant,
+    parse_plane_spec,
+    plane_from_frame,
+    render_plane,
+    render_progressive,
+    render_volume,
+    slice_geometry,
+)
+from pipelines.cli import main
+
+# A volume with anisotropic voxels and a flipped x axis, as in a real scan.
+SHAPE = (20, 16, 12)
+AFFINE = np.array([[-1.5, 0, 0, 30.0], [0, 2.0, 0, -20.0], [0, 0, 3.0, 5.0], [0, 0, 0, 1]])
+FREQ = np.array([0.05, -0.08, 0.11])
+
+
+def analytic(world: np.ndarray) -> np.ndarray:
+    """A smooth function of world mm with no symmetry a wrong axis order or sign could hide behind."""
+    return np.sin(world @ FREQ) + 0.01 * world[..., 0] - 0.02 * world[..., 2]
+
+
+@register_model("test_world_function")
+class WorldFunction(INR):
+    """Evaluates :func:`analytic` after mapping network coordinates back to world mm by hand."""
+
+    def __init__(self, in_features: int, out_features: int, shape=SHAPE, affine=None) -> None:
+        affine = AFFINE.tolist() if affine is None else np.asarray(affine).tolist()
+        super().__init__(in_features, out_features, shape=list(shape), affine=affine)
+        self.register_buffer("n", torch.tensor(shape, dtype=torch.float64))
+        self.register_buffer("affine", torch.tensor(affine, dtype=torch.float64))
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        voxel = (coords.double() + 1) / 2 * (self.n - 1)  # -1 / +1 at the first / last voxel centre
+        world = voxel @ self.affine[:3, :3].T + self.affine[:3, 3]
+        values = torch.as_tensor(analytic(world.cpu().numpy()), dtype=torch.float32)
+        return values.unsqueeze(-1).repeat(1, self.out_features)
+
+
+def _box() -> tuple[list[float], list[float]]:
+    corners = np.array(np.meshgrid(*[[0, s - 1] for s in SHAPE], indexing="ij")).reshape(3, -1).T
+    world = corners @ AFFINE[:3, :3].T + AFFINE[:3, 3]
+    return world.min(0).tolist(), world.max(0).tolist()
+
+
+@pytest.fixture(scope="module")
+def analytic_ckpt() -> Checkpoint:
+    return Checkpoint(WorldFunction(3, 1), Geometry(SHAPE, AFFINE), {"kind": "intensity", "scale": 1.0})
+
+
+def _pixel_world(centre, row, col, fov, shape) -> np.ndarray:
+    """Pixel centres by the definition (independent of Plane.world_points)."""
+    h, w = shape
+    r = (np.arange(h) - (h - 1) / 2) * fov[0] / h
+    c = (np.arange(w) - (w - 1) / 2) * fov[1] / w
+    return np.asarray(centre) + r[:, None, None] * np.asarray(row) + c[None, :, None] * np.asarray(col)
+
+
+def test_oblique_render_matches_the_analytic_function(analytic_ckpt):
+    normal = np.array([1.0, 2.0, 3.0]) / np.sqrt(14)
+    n, row, col = parse_plane_spec("1,2,3")
+    assert np.allclose(n, normal) and abs(row @ col) < 1e-12 and abs(row @ n) < 1e-12
+    lo, hi = _box()
+    centre = (np.asarray(lo) + np.asarray(hi)) / 2 + 2.0 * normal  # 2 mm off-centre
+    plane = plane_from_frame(centre, n, row, col, (18.0, 24.0))
+    image = render_plane(analytic_ckpt, plane, (36, 48))
+    expected = analytic(_pixel_world(centre, row, col, (18.0, 24.0), (36, 48)))
+    assert image.shape == (36, 48)
+    assert np.max(np.abs(image - expected)) < 1e-4
+    # the default plane with an offset moves along the normal
+    shifted = default_plane(analytic_ckpt, "1,2,3", offset_mm=2.0)
+    assert np.allclose(shifted.centre, centre) and np.allclose(shifted.normal, normal)
+
+
+def test_points_outside_the_fitted_box_are_blank_not_extrapolated(analytic_ckpt):
+    plane = default_plane(analytic_ckpt, "axial").zoomed(0.25)  # 4x the field of view
+    image = render_plane(analytic_ckpt, plane, (64, 64))
+    assert image[0, 0] == 0.0 and image[32, 32] != 0.0
+    full = render_plane(analytic_ckpt, plane, (64, 64), outside=None)
+    assert full[0, 0] != 0.0
+
+
+def test_coarse_then_fine_ends_with_the_direct_render(analytic_ckpt):
+    plane = default_plane(analytic_ckpt, "coronal").rotated(20, -10)
+    direct = render_plane(analytic_ckpt, plane, (50, 37))
+    frames = list(render_progressive(analytic_ckpt, plane, (50, 37), strides=(8, 4, 1)))
+    assert [f.stride for f in frames] == [8, 4, 1] and [f.final for f in frames] == [False, False, True]
+    assert frames[0].image.shape == (7, 5) and frames[0].upsampled().shape == (50, 37)
+    assert np.array_equal(frames[0].image, frames[-1].image[::8, ::8])
+    assert np.allclose(frames[-1].image, direct, atol=1e-6)
+
+
+def test_axial_render_of_a_fitted_volume_matches_the_training_volume():
+    pytest.importorskip("medinr.models.encodings")
+    if "hashgrid" not in MODEL_REGISTRY:
+        pytest.skip("hashgrid family not registered")
+    from medinr.image_fit import fit_image
+    from medinr.io import load_image
+    from medinr.metrics import psnr
+
+    image, geom = load_image("sample_scans/mni152_t1_2mm.nii.gz")
+    start = [s // 2 - 12 for s in image.shape]
+    crop = image[start[0] : start[0] + 24, start[1] : start[1] + 24, start[2] : start[2] + 24]
+    affine = geom.affine.copy()
+    affine[:3, 3] = geom.voxel_to_world(np.asarray(start, dtype=np.float64))
+    cgeom = Geometry(crop.shape, affine)
+    options = dict(levels=4, log2_table_size=15, base_resolution=4, max_resolution=24, hidden=16, layers=1)
+    fitted = fit_image(
+        crop, cgeom, "hashgrid", steps=100, lr=5e-3, batch_size=2048, progress=False, model_options=options
+    )
+    ckpt = fitted.checkpoint
+
+    k = 13
+    plane = default_plane(ckpt, "axial")
+    plane = plane_from_frame(
+        cgeom.voxel_to_world(np.array([11.5, 11.5, k])), [0, 0, 1], plane.row_axis, plane.col_axis, plane.fov_mm
+    )
+    rendered = render_plane(ckpt, plane, (24, 24))
+    # which voxel each pixel landed on, found through the geometry's inverse: all on voxel centres of slice k
+    ijk = cgeom.world_to_voxel(plane.world_points((24, 24)))
+    assert np.allclose(ijk, np.round(ijk), atol=1e-6) and np.all(np.round(ijk[..., 2]) == k)
+    idx = np.round(ijk).astype(int)
+    truth = crop[idx[..., 0], idx[..., 1], idx[..., 2]]
+    value = psnr(truth, rendered)
+    assert value > 22.0, f"axial render PSNR {value:.1f} dB against the training slice"
+    # and the render is exactly the network on its own grid (no shift, no interpolation)
+    grid, _ = render_volume(ckpt)
+    assert np.allclose(rendered, grid[idx[..., 0], idx[..., 1], idx[..., 2]], atol=1e-3 * crop.max())
+
+
+def _linear_displacement() -> tuple[Checkpoint, np.ndarray]:
+    """u(x) = A x mm, so det(I + du/dx) = det(I + A) everywhere."""
+    a = np.array([[0.1, 0.05, 0.0], [-0.02, -0.1, 0.03], [0.0, 0.04, 0.2]])
+
+    class Linear(INR):
+        def forward(self, coords):  # world-box coords with a [-50, 50] mm box: world = 50 * coords
+            return (50.0 * coords) @ torch.as_tensor(a.T, dtype=coords.dtype) / 5.0  # scale 5 below
+
+    box = WorldBox(np.full(3, -50.0), np.full(3, 50.0))
+    ckpt = Checkpoint(Linear(3, 3), None, {"kind": "displacement", "scale": 5.0}, coords="world_box", world_box=box)
+    return ckpt, a
+
+
+def test_displacement_magnitude_jacobian_and_deformed_grid():
+    ckpt, a = _linear_displacement()
+    plane = default_plane(ckpt, "sagittal", offset_mm=7.0).with_fov((60.0, 80.0))
+    world = plane.world_points((30, 40))
+    mag = render_plane(ckpt, plane, (30, 40))
+    assert np.allclose(mag, np.linalg.norm(world @ a.T, axis=-1), atol=1e-3)
+    assert np.allclose(evaluate_world(ckpt, world), world @ a.T, atol=1e-3)
+    jac = render_plane(ckpt, plane, (30, 40), component="jacobian")
+    assert np.allclose(jac, np.linalg.det(np.eye(3) + a), atol=1e-3)
+    assert np.allclose(jacobian_determinant(ckpt, world[:2, :2], step_mm=0.5), np.linalg.det(np.eye(3) + a), atol=1e-3)
+    lines = deformed_grid(ckpt, plane, (30, 40), spacing_mm=10.0)
+    assert len(lines) == 6 + 8  # every 5 pixels of 2 mm over 30 rows and 40 columns
+    # a point of a line moves by the in-plane part of u, in pixels of 2 mm
+    rc = lines[0][5]
+    m = plane.pixel_matrix((30, 40))
+    start = np.array([0.0, np.linspace(0, 39, lines[0].shape[0])[5]])
+    x = m[:3, 0] * start[0] + m[:3, 1] * start[1] + m[:3, 2]
+    u = a @ x
+    assert np.allclose(rc, start + [u @ plane.row_axis / 2.0, u @ plane.col_axis / 2.0], atol=1e-3)
+
+
+def test_two_d_checkpoint_zoom_and_slice_geometry():
+    affine = np.array([[0.5, 0, 0, -10.0], [0, 0.8, 0, 4.0], [0, 0, 1.0, 7.0], [0, 0, 0, 1]])
+    geom = Geometry((40, 30), affine)
+    lo, hi = geom.world_box().lo, geom.world_box().hi
+
+    class Fn(INR):
+        def forward(self, coords):
+            world = torch.as_tensor(lo) + (coords.double() + 1) / 2 * torch.as_tensor(hi - lo)
+            return (torch.sin(world[..., :1] * 0.3) + world[..., 1:] * 0.1).float()
+
+    ckpt = Checkpoint(Fn(2, 1), geom)
+    plane = default_plane(ckpt).zoomed(4.0)
+    image = render_plane(ckpt, plane, (40, 30))
+    g = slice_geometry(ckpt, plane, (40, 30))
+    pts = g.voxel_to_world(np.stack(np.meshgrid(np.arange(40.0), np.arange(30.0), indexing="ij"), -1))
+    assert np.allclose(image, np.sin(pts[..., 0] * 0.3) + pts[..., 1] * 0.1, atol=1e-4)
+    assert np.allclose(g.affine[2, 3], 7.0) and np.allclose(g.spacing[:2], [0.125, 0.2])
+
+
+def test_lattice_bound_models_are_interpolated_from_their_grid():
+    geom = Geometry((9, 7, 5), np.diag([2.0, 3.0, 4.0, 1.0]))
+
+    class Lattice(INR):
+        lattice_bound = True
+
+        def forward(self, coords):  # only ever called on the whole lattice
+            assert coords.shape[:-1] == geom.shape
+            return coords.sum(-1, keepdim=True) ** 2
+
+    ckpt = Checkpoint(Lattice(3, 1), geom)
+    plane = Plane([8.0, 9.0, 8.0], [1, 0, 0], [0, 1, 0], (16.0, 18.0))  # pixel centres between lattice points
+    image = render_plane(ckpt, plane, (8, 6))
+    from scipy.ndimage import map_coordinates
+
+    lattice = geom.network_grid().sum(-1).numpy() ** 2
+    ijk = geom.world_to_voxel(plane.world_points((8, 6)))
+    assert np.allclose(image, map_coordinates(lattice, np.moveaxis(ijk, -1, 0), order=1), atol=1e-5)
+
+
+# -- the CLI ---------------------------------------------------------------------------------------------
+@pytest.fixture()
+def analytic_file(tmp_path, analytic_ckpt):
+    return save_checkpoint(tmp_path / "fn.inr", analytic_ckpt)
+
+
+def test_cli_writes_nifti_whose_affine_places_every_pixel(tmp_path, analytic_file, capsys):
+    out = tmp_path / "slice.nii.gz"
+    rc = main(
+        [
+            "render",
+            str(analytic_file),
+            "--plane",
+            "0.3,-1,0.5",
+            "--offset",
+            "3",
+            "--zoom",
+            "1.5",
+            "--size",
+            "40x50",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
+    assert rc == 0, capsys.readouterr().err
+    assert "40x50" in capsys.readouterr().out
+    img = nib.load(str(out))
+    data = np.asarray(img.dataobj)
+    data = data[..., 0] if data.ndim == 3 else data
+    assert data.shape == (40, 50)
+    rcz = np.stack(np.meshgrid(np.arange(40.0), np.arange(50.0), [0.0], indexing="ij"), -1)[:, :, 0]
+    world = rcz @ img.affine[:3, :3].T + img.affine[:3, 3]
+    voxel = (world - AFFINE[:3, 3]) @ np.linalg.inv(AFFINE[:3, :3]).T
+    inside = np.all((voxel > -0.49) & (voxel < np.asarray(SHAPE) - 0.51), axis=-1)
+    assert inside.mean() > 0.3
+    assert np.allclose(data[inside], analytic(world[inside]), atol=1e-4)
+    assert np.all(data[~inside & ~np.all((voxel > -0.51) & (voxel < np.asarray(SHAPE) - 0.49), -1)] == 0)
+    # the plane is offset 3 mm along the unit normal from the box centre
+    lo, hi = _box()
+    n = np.array([0.3, -1, 0.5]) / np.linalg.norm([0.3, -1, 0.5])
+    assert np.allclose((world.mean(axis=(0, 1)) - (np.asarray(lo) + np.asarray(hi)) / 2) @ n, 3.0, atol=1e-6)
+
+
+def test_cli_writes_png(tmp_path, analytic_file, capsys):
+    import matplotlib.image
+
+    out = tmp_path / "slice.png"
+    assert main(["render", str(analytic_file), "--plane", "coronal", "--out", str(out)]) == 0
+    png = matplotlib.image.imread(str(out))
+    # field of view: 12 x 3 mm by 20 x 1.5 mm, sampled at the finest voxel size (1.5 mm)
+    assert png.shape[:2] == (24, 20) and png[..., 0].std() > 0.05
+    assert main(["render", str(analytic_file), "--out", str(out)]) == 2  # exists, no --force
+    assert "--force" in capsys.readouterr().err
+    assert main(["render", str(analytic_file), "--out", str(out), "--force"]) == 0
+
+
+@pytest.mark.parametrize(
+    "case, args, message",
+    [
+        ("missing", ["--plane", "axial"], "not found"),
+        ("damaged", ["--plane", "axial"], "not a medinr checkpoint"),
+        ("ok", ["--plane", "oblique"], "--plane must be"),
+        ("ok", ["--plane", "1,2"], "--plane must be"),
+        ("ok", ["--plane", "0,0,0"], "not all zero"),
+        ("ok", ["--size", "12"], "--size must be"),
+        ("ok", ["--zoom", "0"], "--zoom"),
+        ("ok", ["--component", "phase"], "complex"),
+    ],
+)
+def test_cli_bad_input_gives_one_line_and_writes_nothing(tmp_path, analytic_file, capsys, case, args, message):
+    ckpt = {"missing": tmp_path / "nope.inr", "ok": analytic_file}.get(case)
+    if case == "damaged":
+        ckpt = tmp_path / "bad.inr"
+        ckpt.write_bytes(b"\x80\x04garbage that is not safetensors")
+    out = tmp_path / "o" / "slice.nii.gz"
+    rc = main(["render", str(ckpt), *args, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists() and not any(p.name.startswith(".") for p in tmp_path.rglob("*"))
+
+
+def test_cli_rejects_unknown_output_suffix(tmp_path, analytic_file, capsys):
+    assert main(["render", str(analytic_file), "--out", str(tmp_path / "x.jpg")]) == 2
+    assert ".png, .nii or .nii.gz" in capsys.readouterr().err
