@@ -79,8 +79,18 @@ def main() -> None:
         tissue = tissue_mask(image)
         for accel in [int(a) for a in args.accels.split(",")]:
             for coils in [int(c) for c in args.coils.split(",")]:
-                problem = problem_from_image(image, geometry, "random", accel, CENTER.get(accel, 0.08), coils,
-                                             "espirit", args.snr, True, args.seed)
+                problem = problem_from_image(
+                    image,
+                    geometry,
+                    "random",
+                    accel,
+                    CENTER.get(accel, 0.08),
+                    coils,
+                    "espirit",
+                    args.snr,
+                    True,
+                    args.seed,
+                )
                 results: dict[str, tuple[np.ndarray, float, float, str]] = {}
                 for method in methods:
                     wall, cpu = time.perf_counter(), time.process_time()
@@ -88,9 +98,16 @@ def main() -> None:
                     if method == "zf":
                         est = zero_filled(problem.kspace, problem.maps, problem.mask.mask)
                     elif method in ("l1wavelet", "tv"):
-                        sweep = cs_sweep(problem.kspace, problem.maps, problem.mask.mask, method, DEFAULT_LAMBDAS,
-                                         args.cs_iters, score=lambda x: -psnr(image, np.abs(x), tissue),
-                                         criterion="ground truth")
+                        sweep = cs_sweep(
+                            problem.kspace,
+                            problem.maps,
+                            problem.mask.mask,
+                            method,
+                            DEFAULT_LAMBDAS,
+                            args.cs_iters,
+                            score=lambda x, ref=image, t=tissue: -psnr(ref, np.abs(x), t),
+                            criterion="ground truth",
+                        )
                         est, note = sweep.image, f"lambda {sweep.lamda:g} (best of {len(DEFAULT_LAMBDAS)})"
                     elif method == "inr":
                         k, m, s = problem.tensors()
@@ -106,15 +123,28 @@ def main() -> None:
                 for method, (est, wall, cpu, note) in results.items():
                     met = image_metrics(image, est, tissue)
                     rows.append(
-                        f"| {name} | {accel}x | {coils} | {method} | {met['psnr_tissue']:.2f} | {met['ssim_tissue']:.3f} "
-                        f"| {met['psnr']:.2f} | {met['ssim']:.3f} | {wall:.1f} | {cpu:.1f} | {note} |"
+                        f"| {name} | {accel}x | {coils} | {method} | {met['psnr_tissue']:.2f} "
+                        f"| {met['ssim_tissue']:.3f} | {met['psnr']:.2f} | {met['ssim']:.3f} "
+                        f"| {wall:.1f} | {cpu:.1f} | {note} |"
                     )
-                    records.append({"slice": name, "accel": accel, "coils": coils, "method": method, **met,
-                                    "wall_s": wall, "cpu_s": cpu, "note": note,
-                                    "accel_achieved": problem.mask.achieved_acceleration})
-                print(rows[-len(results)], file=sys.stderr, flush=True)
-    print(f"\nSNR {args.snr} dB, {args.size}x{args.size}, 1D random masks, ESPIRiT maps, {args.threads} threads; "
-          f"INR: {json.dumps(inr_config.to_dict())}\n")
+                    records.append(
+                        {
+                            "slice": name,
+                            "accel": accel,
+                            "coils": coils,
+                            "method": method,
+                            **met,
+                            "wall_s": wall,
+                            "cpu_s": cpu,
+                            "note": note,
+                            "accel_achieved": problem.mask.achieved_acceleration,
+                        }
+                    )
+                print("\n".join(rows[-len(results) :]), file=sys.stderr, flush=True)
+    print(
+        f"\nSNR {args.snr} dB, {args.size}x{args.size}, 1D random masks, ESPIRiT maps, {args.threads} threads; "
+        f"INR: {json.dumps(inr_config.to_dict())}\n"
+    )
     print("| slice | R | coils | method | PSNR tissue | SSIM tissue | PSNR | SSIM | wall s | CPU s | note |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))

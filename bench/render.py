@@ -25,6 +25,8 @@ from medinr.io import load_image  # noqa: E402
 from medinr.models import MODEL_REGISTRY, build_model  # noqa: E402
 from medinr.render import default_plane, fit_fov_to_shape, render_progressive  # noqa: E402
 
+#: The light hash grid the plugin's sample uses (napari_plugin/_sample_data.py): the default viewing model.
+VIEWING_MODEL = {"levels": 8, "log2_table_size": 14, "base_resolution": 8, "max_resolution": 96, "hidden": 32}
 SCAN = Path(__file__).resolve().parents[1] / "sample_scans" / "mni152_t1_2mm.nii.gz"
 
 
@@ -38,8 +40,13 @@ def _time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def bench_family(name: str, geometry, plane, shape, repeats: int, device: torch.device, compile: bool = False) -> dict:
-    options = {"lattice": list(geometry.shape)} if MODEL_REGISTRY[name].lattice_bound else {}
+def bench_family(
+    name: str, geometry, plane, shape, repeats: int, device: torch.device, compile: bool = False, options=None
+) -> dict:
+    label = name if options is None else f"{name} {options}"
+    options = dict(options or {})
+    if MODEL_REGISTRY[name].lattice_bound:
+        options.setdefault("lattice", list(geometry.shape))
     model = build_model(name, 3, 1, **options).to(device).eval()
     ckpt = Checkpoint(model, geometry)
 
@@ -54,7 +61,7 @@ def bench_family(name: str, geometry, plane, shape, repeats: int, device: torch.
     full()  # includes a lattice-bound model's one-off whole-lattice pass, or compilation
     first = time.perf_counter() - first
     return {
-        "model": name + (" (torch.compile)" if compile else ""),
+        "model": label + (" (torch.compile)" if compile else ""),
         "params": sum(p.numel() for p in model.parameters()),
         "coarse": _time(coarse, repeats),
         "full": _time(full, repeats),
@@ -100,12 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     families = args.families.split(",") if args.families else sorted(MODEL_REGISTRY)
     rows = [bench_interpolation(volume, geometry, plane, shape, args.repeats)]
-    runs = [(f, False) for f in families] + [(f, True) for f in args.compiled.split(",") if f in families]
-    for name, comp in runs:
+    runs = [(f, False, None) for f in families] + [(f, True, None) for f in args.compiled.split(",") if f in families]
+    if "hashgrid" in families:  # the viewing model: the sample's light hash grid, eager and compiled
+        runs += [("hashgrid", False, VIEWING_MODEL), ("hashgrid", True, VIEWING_MODEL)]
+    for name, comp, opts in runs:
         if name.startswith("test_"):
             continue
         try:
-            rows.append(bench_family(name, geometry, plane, shape, args.repeats, device, comp))
+            rows.append(bench_family(name, geometry, plane, shape, args.repeats, device, comp, opts))
         except Exception as exc:  # a family that cannot be built at its defaults is reported, not fatal
             rows.append(
                 {

@@ -23,7 +23,7 @@ def psnr(reference: np.ndarray, estimate: np.ndarray, mask: np.ndarray | None = 
 
     With ``mask`` the mean squared error is taken inside the mask only (same data range).
     """
-    ref, est = np.abs(np.asarray(reference, np.float64)), np.abs(np.asarray(estimate, np.float64))
+    ref, est = np.abs(np.asarray(reference)).astype(np.float64), np.abs(np.asarray(estimate)).astype(np.float64)
     _check(ref, est, mask)
     err = (ref - est) ** 2
     mse = float(err[mask].mean() if mask is not None else err.mean())
@@ -35,7 +35,7 @@ def psnr(reference: np.ndarray, estimate: np.ndarray, mask: np.ndarray | None = 
 
 def nmse(reference: np.ndarray, estimate: np.ndarray, mask: np.ndarray | None = None) -> float:
     """Normalised mean squared error ||ref - est||^2 / ||ref||^2 (magnitudes)."""
-    ref, est = np.abs(np.asarray(reference, np.float64)), np.abs(np.asarray(estimate, np.float64))
+    ref, est = np.abs(np.asarray(reference)).astype(np.float64), np.abs(np.asarray(estimate)).astype(np.float64)
     _check(ref, est, mask)
     sel = mask if mask is not None else slice(None)
     return float(np.sum((ref - est)[sel] ** 2) / max(np.sum(ref[sel] ** 2), 1e-30))
@@ -43,7 +43,7 @@ def nmse(reference: np.ndarray, estimate: np.ndarray, mask: np.ndarray | None = 
 
 def ssim(reference: np.ndarray, estimate: np.ndarray, mask: np.ndarray | None = None) -> float:
     """Structural similarity (scikit-image, Gaussian window), averaged inside ``mask`` if given."""
-    ref, est = np.abs(np.asarray(reference, np.float64)), np.abs(np.asarray(estimate, np.float64))
+    ref, est = np.abs(np.asarray(reference)).astype(np.float64), np.abs(np.asarray(estimate)).astype(np.float64)
     _check(ref, est, mask)
     _, smap = structural_similarity(
         ref, est, data_range=float(ref.max()), gaussian_weights=True, sigma=1.5, use_sample_covariance=False, full=True
@@ -53,7 +53,7 @@ def ssim(reference: np.ndarray, estimate: np.ndarray, mask: np.ndarray | None = 
 
 def tissue_mask(image: np.ndarray, fraction: float = 0.1) -> np.ndarray:
     """Foreground mask: magnitude above ``fraction`` of the robust maximum, holes filled, largest blob."""
-    mag = np.abs(np.asarray(image, np.float64))
+    mag = np.abs(np.asarray(image)).astype(np.float64)
     thr = fraction * np.percentile(mag, 99.9)
     mask = ndimage.binary_opening(mag > thr, iterations=1)
     mask = ndimage.binary_fill_holes(mask)

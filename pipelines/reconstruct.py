@@ -40,27 +40,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--center-fraction", type=float, default=0.08, help="fully sampled centre (default 0.08)")
     parser.add_argument("--coils", type=int, default=8, help="simulated coils (default 8)")
-    parser.add_argument("--maps", choices=("simulated", "espirit"), default=None,
-                        help="coil maps for reconstruction (default: simulated for images, espirit for k-space)")
+    parser.add_argument(
+        "--maps",
+        choices=("simulated", "espirit"),
+        default=None,
+        help="coil maps for reconstruction (default: simulated for images, espirit for k-space)",
+    )
     parser.add_argument("--snr", type=float, default=None, help="complex noise at this SNR in dB (default: none)")
     parser.add_argument("--no-phase", action="store_true", help="simulate without a smooth background phase")
     parser.add_argument("--model", default="mrgrid", help="INR family (default mrgrid)")
     parser.add_argument("--model-options", default=None, help="JSON object of model options")
-    parser.add_argument("--steps", type=int, default=InrReconConfig.steps,
-                        help=f"fit steps, fixed (default {InrReconConfig.steps})")
+    parser.add_argument(
+        "--steps", type=int, default=InrReconConfig.steps, help=f"fit steps, fixed (default {InrReconConfig.steps})"
+    )
     parser.add_argument("--lr", type=float, default=None, help="base learning rate (default: the family's)")
-    parser.add_argument("--tv", type=float, default=InrReconConfig.tv_weight,
-                        help=f"weight of total variation (default {InrReconConfig.tv_weight})")
+    parser.add_argument(
+        "--tv",
+        type=float,
+        default=InrReconConfig.tv_weight,
+        help=f"weight of total variation (default {InrReconConfig.tv_weight})",
+    )
     parser.add_argument("--data-consistency", action="store_true", help="re-insert the acquired samples")
-    parser.add_argument("--holdout", type=float, default=0.0,
-                        help="fraction of acquired samples held out to pick the iterate (default 0: fixed steps)")
+    parser.add_argument(
+        "--holdout",
+        type=float,
+        default=0.0,
+        help="fraction of acquired samples held out to pick the iterate (default 0: fixed steps)",
+    )
     parser.add_argument("--prior", default=None, help="prior IMAGE of the same anatomy and grid (NeRP)")
     parser.add_argument("--prior-steps", type=int, default=200, help="steps of the prior fit (default 200)")
     parser.add_argument("--slice", type=int, default=None, help="slice index of a 3D input")
     parser.add_argument("--axis", type=int, default=2, help="axis of --slice (default 2)")
-    parser.add_argument("--baselines", default="zf,cs",
-                        help="comma list of zf, cs (both CS methods), l1wavelet, tv (default zf,cs); the CS lambda "
-                        "is chosen on held-out k-space samples, never on the ground truth")
+    parser.add_argument(
+        "--baselines",
+        default="zf,cs",
+        help="comma list of zf, cs (both CS methods), l1wavelet, tv (default zf,cs); the CS lambda "
+        "is chosen on held-out k-space samples, never on the ground truth",
+    )
 
 
 def _baselines(text: str) -> list[str]:
@@ -81,14 +97,25 @@ def _problem(args: argparse.Namespace):
         raise MedinrError(f"file not found: {path}")
     if is_kspace_file(path):
         measured = load_kspace(path, args.slice)
-        return problem_from_kspace(measured, args.mask, args.accel, args.center_fraction, args.maps or "espirit",
-                                   args.seed), measured.geometry
+        return problem_from_kspace(
+            measured, args.mask, args.accel, args.center_fraction, args.maps or "espirit", args.seed
+        ), measured.geometry
     image, geometry = load_image(path)
     if args.slice is not None:
         image, geometry = take_slice(image, geometry, args.slice, args.axis)
     mask = args.mask or ("random" if image.ndim == 2 else "poisson")
-    problem = problem_from_image(np.abs(image), geometry, mask, args.accel, args.center_fraction, args.coils,
-                                 args.maps or "simulated", args.snr, not args.no_phase, args.seed)
+    problem = problem_from_image(
+        np.abs(image),
+        geometry,
+        mask,
+        args.accel,
+        args.center_fraction,
+        args.coils,
+        args.maps or "simulated",
+        args.snr,
+        not args.no_phase,
+        args.seed,
+    )
     return problem, geometry
 
 
@@ -138,11 +165,16 @@ def run(args: argparse.Namespace) -> int:
             complex_images[method] = sweep.image
             images[method] = np.abs(sweep.image)
             seconds[method] = float(sum(sweep.seconds))
-            extra[method] = {"lambda": sweep.lamda, "lambdas": sweep.lambdas, "holdout_error": sweep.scores,
-                             "lambda_choice": "lowest error on 5% held-out acquired k-space samples"}
+            extra[method] = {
+                "lambda": sweep.lamda,
+                "lambdas": sweep.lambdas,
+                "holdout_error": sweep.scores,
+                "lambda_choice": "lowest error on 5% held-out acquired k-space samples",
+            }
         kspace, maps, mask = problem.tensors(device)
-        result = inr_reconstruct(kspace, maps, mask, geometry, config, prior=prior, seed=args.seed,
-                                 progress=not args.quiet, device=device)
+        result = inr_reconstruct(
+            kspace, maps, mask, geometry, config, prior=prior, seed=args.seed, progress=not args.quiet, device=device
+        )
         images["inr"] = np.abs(result.image)
         seconds["inr"] = result.seconds
         extra["inr"] = {"best_step": result.best_step, **result.extra, "final_loss": result.fit.losses[-1]}
@@ -184,8 +216,9 @@ def run(args: argparse.Namespace) -> int:
         save_checkpoint(out / "recon.inr", ckpt)
         save_report(out / "report.png", images, problem.mask.mask, problem.reference, titles)
     if not args.quiet:
-        summary = ", ".join(
-            f"{n} {m['psnr_tissue']:.2f} dB" for n, m in metrics.get("methods", {}).items()
-        ) or f"k-space relative error {rel:.3g}"
+        summary = (
+            ", ".join(f"{n} {m['psnr_tissue']:.2f} dB" for n, m in metrics.get("methods", {}).items())
+            or f"k-space relative error {rel:.3g}"
+        )
         print(f"reconstructed {Path(args.input).name} at {problem.mask.achieved_acceleration:.2f}x: {summary}")
     return 0

@@ -10,7 +10,7 @@ from medinr.errors import MedinrError
 from medinr.geometry import Geometry
 from medinr.mri import SenseOp, fftc, ifftc, make_mask
 from medinr.mri.coils import birdcage_maps, espirit_maps
-from medinr.mri.grid_inr import MultiResGrid
+from medinr.models.mrgrid import MultiResGrid
 from medinr.mri.masks import fully_sampled_center, validate_mask
 from medinr.mri.simulate import simulate_acquisition
 

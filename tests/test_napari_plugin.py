@@ -169,7 +169,10 @@ def test_sample_data_is_fitted_once_then_cached(monkeypatch, tmp_path):
 
     monkeypatch.setenv("MEDINR_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(_sample_data, "SHIPPED", tmp_path / "not_shipped.inr")
+    from napari_plugin import _layers
+
     monkeypatch.setattr(_sample_data, "SAMPLE_STEPS", 3)  # the real sample fits 300 steps; the plumbing is tested
+    monkeypatch.setattr(_layers, "VOLUME_VOXELS", 1 << 14)
     ((data, meta, kind),) = _sample_data.make_sample_data()
     path = tmp_path / "cache" / _sample_data.SAMPLE_NAME
     assert kind == "image" and data.ndim == 3 and path.is_file() and path.stat().st_size < 2_000_000

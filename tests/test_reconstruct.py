@@ -43,8 +43,9 @@ def image_file(tmp_path, small_image):
 
 def test_inr_beats_zero_filled_and_is_data_consistent(small_image):
     torch.set_num_threads(2)
-    problem = problem_from_image(small_image, Geometry(small_image.shape), "random", 4, 0.08, 8, "simulated",
-                                 snr_db=35, seed=0)
+    problem = problem_from_image(
+        small_image, Geometry(small_image.shape), "random", 4, 0.08, 8, "simulated", snr_db=35, seed=0
+    )
     kspace, maps, mask = problem.tensors()
     tissue = tissue_mask(small_image)
     zf = psnr(small_image, np.abs(zero_filled(problem.kspace, problem.maps, problem.mask.mask)), tissue)
@@ -55,7 +56,9 @@ def test_inr_beats_zero_filled_and_is_data_consistent(small_image):
     # single coil: the data-consistent output reproduces the acquired samples exactly
     single = problem_from_image(small_image, Geometry(small_image.shape), "random", 4, 0.08, 1, "simulated", seed=0)
     k1, m1, mask1 = single.tensors()
-    dc = inr_reconstruct(k1, m1, mask1, single.geometry, InrReconConfig(steps=30, data_consistency=True), progress=False)
+    dc = inr_reconstruct(
+        k1, m1, mask1, single.geometry, InrReconConfig(steps=30, data_consistency=True), progress=False
+    )
     pred = SenseOp(m1, mask1)(torch.from_numpy(dc.image))
     assert torch.allclose(pred, k1 * mask1, atol=1e-4 * float(k1.abs().max()))
     # a held-out choice of the iterate runs and records its step (no ground truth involved)
@@ -66,11 +69,31 @@ def test_inr_beats_zero_filled_and_is_data_consistent(small_image):
 
 def test_cli_image_input_writes_everything(tmp_path, image_file, capsys):
     out = tmp_path / "out"
-    rc = main(["reconstruct", str(image_file), "--out", str(out), "--steps", "40", "--snr", "30", "--quiet",
-               "--baselines", "zf,l1wavelet"])
+    rc = main(
+        [
+            "reconstruct",
+            str(image_file),
+            "--out",
+            str(out),
+            "--steps",
+            "40",
+            "--snr",
+            "30",
+            "--quiet",
+            "--baselines",
+            "zf,l1wavelet",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
-    for name in ["recon.nii.gz", "zero_filled.nii.gz", "l1wavelet.nii.gz", "mask.nii.gz", "recon.inr",
-                 "metrics.json", "report.png"]:
+    for name in [
+        "recon.nii.gz",
+        "zero_filled.nii.gz",
+        "l1wavelet.nii.gz",
+        "mask.nii.gz",
+        "recon.inr",
+        "metrics.json",
+        "report.png",
+    ]:
         assert (out / name).is_file(), name
     src = nib.load(image_file)
     rec = nib.load(out / "recon.nii.gz")
@@ -100,8 +123,21 @@ def _fully_sampled_kspace(image: np.ndarray, coils: int = 4) -> np.ndarray:
 def test_cli_measured_npy_and_h5(tmp_path, small_image, capsys):
     full = _fully_sampled_kspace(small_image)
     np.save(tmp_path / "full.npy", full)
-    rc = main(["reconstruct", str(tmp_path / "full.npy"), "--out", str(tmp_path / "a"), "--steps", "30",
-               "--quiet", "--baselines", "zf", "--center-fraction", "0.25"])
+    rc = main(
+        [
+            "reconstruct",
+            str(tmp_path / "full.npy"),
+            "--out",
+            str(tmp_path / "a"),
+            "--steps",
+            "30",
+            "--quiet",
+            "--baselines",
+            "zf",
+            "--center-fraction",
+            "0.25",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert metrics["reference"] == "fully_sampled_rss" and "inr" in metrics["methods"]
@@ -113,8 +149,19 @@ def test_cli_measured_npy_and_h5(tmp_path, small_image, capsys):
     with h5py.File(tmp_path / "scan.h5", "w") as f:
         f["kspace"] = np.stack([full * lines, full * lines])
         f["mask"] = lines
-    rc = main(["reconstruct", str(tmp_path / "scan.h5"), "--out", str(tmp_path / "b"), "--steps", "30",
-               "--quiet", "--baselines", "zf"])
+    rc = main(
+        [
+            "reconstruct",
+            str(tmp_path / "scan.h5"),
+            "--out",
+            str(tmp_path / "b"),
+            "--steps",
+            "30",
+            "--quiet",
+            "--baselines",
+            "zf",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert metrics["reference"] == "none" and "methods" not in metrics
@@ -124,8 +171,23 @@ def test_cli_measured_npy_and_h5(tmp_path, small_image, capsys):
 
 def test_cli_measured_sample_scan(tmp_path, capsys):
     """The real 2-coil GRE from twixtools: fully sampled, undersampled here retrospectively."""
-    rc = main(["reconstruct", "sample_scans/gre_2coil_kspace.npy", "--out", str(tmp_path / "g"), "--steps", "20",
-               "--quiet", "--baselines", "zf", "--accel", "2", "--center-fraction", "0.15"])
+    rc = main(
+        [
+            "reconstruct",
+            "sample_scans/gre_2coil_kspace.npy",
+            "--out",
+            str(tmp_path / "g"),
+            "--steps",
+            "20",
+            "--quiet",
+            "--baselines",
+            "zf",
+            "--accel",
+            "2",
+            "--center-fraction",
+            "0.15",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     img = nib.load(tmp_path / "g" / "recon.nii.gz")
     assert img.shape[:2] == (160, 160) and np.allclose(img.header.get_zooms()[:2], 1.25)

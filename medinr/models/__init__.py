@@ -3,6 +3,6 @@
 from medinr.models.base import INR, MODEL_REGISTRY, build_model, register_model
 
 # Importing the family modules registers them with build_model.
-from medinr.models import conv_inr, encodings, kan, siren, wire  # noqa: E402,F401
+from medinr.models import conv_inr, encodings, kan, mrgrid, siren, wire  # noqa: E402,F401
 
 __all__ = ["INR", "MODEL_REGISTRY", "build_model", "register_model"]

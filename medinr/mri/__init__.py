@@ -1,6 +1,5 @@
 """MRI physics and reconstruction: centred FFTs, sampling masks, coil maps, the SENSE operator, INR and CS recon."""
 
-from medinr.mri import grid_inr  # noqa: F401  (registers the "mrgrid" family)
 from medinr.mri.fft import fftc, ifftc
 from medinr.mri.masks import SamplingMask, make_mask
 from medinr.mri.operators import Linop, SenseOp

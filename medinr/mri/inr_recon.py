@@ -19,7 +19,6 @@ from medinr.errors import MedinrError
 from medinr.fit import FitResult, fit
 from medinr.geometry import Geometry
 from medinr.models import INR, build_model
-from medinr.mri import grid_inr  # noqa: F401  (registers 'mrgrid')
 from medinr.mri.fft import fftc
 from medinr.mri.operators import SenseOp
 
@@ -252,6 +251,9 @@ def inr_reconstruct(
         x = torch.complex(out[..., 0], out[..., 1])
         if config.data_consistency:
             x = full_op.data_consistent(x, y)
+        # Where every coil sensitivity is zero (outside ESPIRiT's support) the data say nothing about the image:
+        # return the minimum-norm value 0 there, as SENSE and CS do, instead of the network's free extrapolation.
+        x = x * (maps.abs().sum(dim=0) > 0)
     seconds = time.perf_counter() - start
     extra: dict[str, Any] = {"scale": scale, "lr": lr}
     if prior_result is not None:

@@ -126,7 +126,9 @@ def poisson_2d(shape: tuple[int, int], acceleration: float, center_fraction: flo
     # SigPy's bisection on the density occasionally misses the target for a given seed: try a few more.
     for attempt in range(8):
         try:
-            pattern = sigpy.mri.poisson(tuple(shape), acceleration, calib=calib, dtype=np.complex64, seed=seed + attempt)
+            pattern = sigpy.mri.poisson(
+                tuple(shape), acceleration, calib=calib, dtype=np.complex64, seed=seed + attempt
+            )
             break
         except ValueError:
             continue

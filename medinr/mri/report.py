@@ -50,8 +50,13 @@ def save_report(
         if reference is not None:
             err_ax = axes[1, c]
             if name in images:
-                err_ax.imshow(np.abs(_middle(images[name]) - _middle(reference)).T, cmap="magma", vmin=0,
-                              vmax=0.2 * vmax, origin="lower")
+                err_ax.imshow(
+                    np.abs(_middle(images[name]) - _middle(reference)).T,
+                    cmap="magma",
+                    vmin=0,
+                    vmax=0.2 * vmax,
+                    origin="lower",
+                )
                 err_ax.set_title(f"|error| {name}", fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([])

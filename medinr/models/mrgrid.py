@@ -100,4 +100,3 @@ class MultiResGrid(INR):
             {"params": list(self.grids.parameters()), "lr": base_lr * self.grid_lr_scale},
             {"params": list(self.mlp.parameters()), "lr": base_lr},
         ]
-
