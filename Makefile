@@ -12,6 +12,7 @@ APT_PACKAGES := xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb
 	libdbus-1-3 libfontconfig1
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 OUT    := outputs
+MEDINR := $(VENV)/bin/medinr
 
 .PHONY: setup demo test apt bench clean
 
@@ -28,15 +29,31 @@ apt:
 	else $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); fi
 
 demo: $(VENV)/.installed-bench
-	$(VENV)/bin/medinr fit sample_scans/t1_coronal_slice.nii.gz --out $(OUT)/fit --force
-	$(VENV)/bin/medinr register sample_scans/mni152_t1_2mm.nii.gz sample_scans/mni152_t1_1mm.nii.gz --out $(OUT)/register \
+	@echo "== 1/5 fit an INR to a real coronal T1 slice"
+	$(MEDINR) fit sample_scans/t1_coronal_slice.nii.gz --out $(OUT)/fit --force
+	@echo "== 2/5 reconstruct 4x undersampled 8-coil k-space simulated from that slice (noise at 30 dB SNR, ESPIRiT maps)"
+	$(MEDINR) reconstruct sample_scans/t1_coronal_slice.nii.gz --accel 4 --coils 8 --snr 30 --maps espirit \
+		--out $(OUT)/reconstruct --force
+	@echo "== 3/5 reconstruct measured 2-coil GRE k-space (3T), retrospectively undersampled 3x"
+	$(MEDINR) reconstruct sample_scans/gre_2coil_kspace.npy --accel 3 --center-fraction 0.12 \
+		--out $(OUT)/reconstruct_raw --force
+	@echo "== 4/5 register the 1 mm MNI T1 onto its 2 mm copy (different grids), with GM/WM labels"
+	$(MEDINR) register sample_scans/mni152_t1_2mm.nii.gz sample_scans/mni152_t1_1mm.nii.gz --out $(OUT)/register \
 		--fixed-labels sample_scans/mni152_labels_2mm.nii.gz --moving-labels sample_scans/mni152_labels_2mm.nii.gz --force
+	@echo "== 5/5 render an oblique plane of the continuous MNI volume at 3x zoom, as PNG and as NIfTI"
+	$(MEDINR) render napari_plugin/data/mni152_t1_2mm_hashgrid_v1.inr --plane 1,1,0 --zoom 3 --out $(OUT)/render/oblique.png --force
+	$(MEDINR) render napari_plugin/data/mni152_t1_2mm_hashgrid_v1.inr --plane 1,1,0 --zoom 3 --out $(OUT)/render/oblique.nii.gz --force
+	@echo "Results are in $(OUT)/ (each folder holds its metrics.json and a report PNG)."
 
 test: apt setup
 	xvfb-run -a -s "-screen 0 1280x1024x24" $(PY) -m pytest -q
 
+# Benchmarks take tens of minutes; run them on an otherwise idle machine (2 busy threads slow torch down badly).
 bench: $(VENV)/.installed-bench
 	$(PY) bench/models.py
+	$(PY) bench/recon.py --slices coronal
+	$(PY) bench/register.py
+	$(PY) bench/render.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache
