@@ -59,8 +59,24 @@ def array_to_sitk(array: np.ndarray, geometry: Geometry, vector: bool = False) -
     arr = np.asarray(array)
     perm = tuple(range(nd))[::-1] + ((nd,) if vector else ())
     image = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(perm)), isVector=vector)
-    affine_to_sitk(image, geometry.affine)
+    affine_to_sitk(image, _sitk_affine(geometry))
     return image
+
+
+def _sitk_affine(geometry: Geometry) -> np.ndarray:
+    """The 4x4 affine a SimpleITK image of ``geometry`` can hold.
+
+    A 2D ITK image has a 2D origin and direction, so it cannot sit in an arbitrary plane of 3D space: it gets
+    the image's in-plane world frame (:attr:`Geometry.affine_nd`), the frame in which medinr measures 2D
+    positions and displacements. For slices in the x-y plane this is the original affine.
+    """
+    if geometry.ndim == 3:
+        return geometry.affine
+    nd = geometry.affine_nd
+    out = np.eye(4)
+    out[:2, :2] = nd[:2, :2]
+    out[:2, 3] = nd[:2, 2]
+    return out
 
 
 def sitk_to_array(image: "sitk.Image") -> np.ndarray:  # noqa: F821

@@ -90,3 +90,17 @@ def test_pickled_npy_is_refused(tmp_path):
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(MedinrError):
         load_image(tmp_path / "obj.npy")
+
+
+def test_2d_slice_outside_the_xy_plane_is_written_in_its_plane_frame(tmp_path):
+    # a coronal slice: axis 0 along x, axis 1 along z
+    a = np.array([[1.5, 0, 0, -10.0], [0, 0, 1.0, 4.0], [0, 2.0, 0, -20.0], [0, 0, 0, 1]])
+    g = Geometry((5, 6), a)
+    data = np.arange(30, dtype=np.float32).reshape(5, 6)
+    save_image(tmp_path / "c.mha", data, g)
+    back, g2 = load_image(tmp_path / "c.mha")
+    np.testing.assert_array_equal(back, data)
+    np.testing.assert_allclose(g2.spacing, [1.5, 2.0])
+    # positions measured in the plane are kept: the same in-plane millimetres for every voxel
+    ij = np.array([[0.0, 0.0], [4.0, 5.0], [2.0, 1.0]])
+    np.testing.assert_allclose(g2.voxel_to_world(ij), g.voxel_to_world(ij), atol=1e-6)

@@ -175,7 +175,7 @@ def _corner_combine(per_axis: torch.Tensor, op) -> torch.Tensor:
     return out
 
 
-def _relu_mlp(n_in: int, hidden: int, layers: int, n_out: int) -> nn.Sequential:
+def relu_mlp(n_in: int, hidden: int, layers: int, n_out: int) -> nn.Sequential:
     """``layers`` ReLU layers of width ``hidden`` then a linear head."""
     mods: list[nn.Module] = []
     width = n_in
@@ -219,7 +219,7 @@ class FourierMLP(INR):
             in_features, out_features, n_frequencies=n_frequencies, sigma=sigma, hidden=hidden, layers=layers, seed=seed
         )
         self.encoding = FourierEncoding(in_features, n_frequencies, sigma, seed=seed)
-        self.mlp = _relu_mlp(self.encoding.out_features, hidden, layers, out_features)
+        self.mlp = relu_mlp(self.encoding.out_features, hidden, layers, out_features)
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.encoding(coords))
@@ -273,7 +273,7 @@ class HashGridMLP(INR):
         self.encoding = HashGridEncoding(
             in_features, levels, features_per_level, log2_table_size, base_resolution, max_resolution
         )
-        self.mlp = _relu_mlp(self.encoding.out_features, hidden, layers, out_features)
+        self.mlp = relu_mlp(self.encoding.out_features, hidden, layers, out_features)
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.encoding(coords))

@@ -16,6 +16,7 @@ from torch import nn
 
 from medinr.geometry import sample_grid
 from medinr.models.base import INR, register_model
+from medinr.models.encodings import relu_mlp
 
 
 @register_model("mrgrid")
@@ -71,13 +72,7 @@ class MultiResGrid(INR):
             nn.Parameter(torch.empty(features_per_level, *([r] * in_features)).uniform_(-1e-4, 1e-4))
             for r in self.resolutions
         )
-        width = levels * features_per_level
-        body: list[nn.Module] = []
-        for _ in range(layers):
-            body += [nn.Linear(width, hidden), nn.ReLU()]
-            width = hidden
-        body.append(nn.Linear(width, out_features))
-        self.mlp = nn.Sequential(*body)
+        self.mlp = relu_mlp(levels * features_per_level, hidden, layers, out_features)
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         feats = [sample_grid(g, coords, mode="bilinear", padding_mode="border") for g in self.grids]

@@ -57,7 +57,7 @@ class InrReconConfig:
 
     model: str = "mrgrid"
     model_options: dict[str, Any] = field(default_factory=dict)
-    steps: int = 600
+    steps: int = 1200  # 256x256, 8 coils: about 50 s on 2 CPU cores (bench/recon.py)
     lr: float | None = None
     tv_weight: float = 2e-3
     data_consistency: bool = False
