@@ -37,9 +37,9 @@ demo: $(VENV)/.installed-bench
 	@echo "== 3/5 reconstruct measured 2-coil GRE k-space (3T), retrospectively undersampled 3x"
 	$(MEDINR) reconstruct sample_scans/gre_2coil_kspace.npy --accel 3 --center-fraction 0.12 \
 		--out $(OUT)/reconstruct_raw --force
-	@echo "== 4/5 register the 1 mm MNI T1 onto its 2 mm copy (different grids), with GM/WM labels"
-	$(MEDINR) register sample_scans/mni152_t1_2mm.nii.gz sample_scans/mni152_t1_1mm.nii.gz --out $(OUT)/register \
-		--fixed-labels sample_scans/mni152_labels_2mm.nii.gz --moving-labels sample_scans/mni152_labels_2mm.nii.gz --force
+	@echo "== 4/5 register the MNI T1 to a copy warped by a known smooth deformation (up to 5 mm), with GM/WM labels"
+	$(MEDINR) register sample_scans/mni152_t1_2mm.nii.gz sample_scans/mni152_t1_2mm_warped.nii.gz --out $(OUT)/register \
+		--fixed-labels sample_scans/mni152_labels_2mm.nii.gz --moving-labels sample_scans/mni152_labels_2mm_warped.nii.gz --force
 	@echo "== 5/5 render an oblique plane of the continuous MNI volume at 3x zoom, as PNG and as NIfTI"
 	$(MEDINR) render napari_plugin/data/mni152_t1_2mm_hashgrid_v1.inr --plane 1,1,0 --zoom 3 --out $(OUT)/render/oblique.png --force
 	$(MEDINR) render napari_plugin/data/mni152_t1_2mm_hashgrid_v1.inr --plane 1,1,0 --zoom 3 --out $(OUT)/render/oblique.nii.gz --force

@@ -104,3 +104,15 @@ def test_2d_slice_outside_the_xy_plane_is_written_in_its_plane_frame(tmp_path):
     # positions measured in the plane are kept: the same in-plane millimetres for every voxel
     ij = np.array([[0.0, 0.0], [4.0, 5.0], [2.0, 1.0]])
     np.testing.assert_allclose(g2.voxel_to_world(ij), g.voxel_to_world(ij), atol=1e-6)
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        path = save_image(tmp_path / "p.nii.gz", np.zeros((3, 3), np.float32), Geometry((3, 3)))
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
