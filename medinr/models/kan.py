@@ -288,7 +288,8 @@ def layer_regularization(l1: torch.Tensor, mu_1: float, mu_2: float) -> torch.Te
 # The INR family
 # --------------------------------------------------------------------------------------------------------------
 
-_FOURIER_DEFAULTS: dict[str, Any] = {"n_frequencies": 32, "sigma": 6.0, "seed": 0}
+# sigma 2 (not 6): 24 vs 14 dB on the 256x256 slice after 30 s; finer features come from the spline grid
+_FOURIER_DEFAULTS: dict[str, Any] = {"n_frequencies": 32, "sigma": 2.0, "seed": 0}
 _HASH_DEFAULTS: dict[str, Any] = {
     "levels": 8,
     "features_per_level": 2,
@@ -324,7 +325,7 @@ class KAN(INR):
     encoding : {'fourier', 'hashgrid', None}
         Input encoding (default 'fourier').
     encoding_options : dict, optional
-        Options of :class:`~medinr.models.encodings.FourierEncoding` (default ``n_frequencies=32, sigma=6,
+        Options of :class:`~medinr.models.encodings.FourierEncoding` (default ``n_frequencies=32, sigma=2,
         seed=0``) or :class:`~medinr.models.encodings.HashGridEncoding` (default 8 levels x 2 features, table
         2^17, resolutions 8..256). The resolved options are stored in :attr:`config`.
     noise_scale : float
@@ -344,7 +345,7 @@ class KAN(INR):
     parameters are new tensors: rebuild the optimiser.
     """
 
-    default_lr = 3e-3
+    default_lr = 3e-3  # 1e-2 fits faster with small batches but is unstable in short full-batch fits
     #: Coordinates per internal chunk of :meth:`forward` (speed only; the function does not depend on it).
     chunk_size: int = 8192
 
