@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from medinr.errors import MedinrError
+from medinr.intensity import IntensityScale
 from medinr.mri.operators import SenseOp
 
 #: The lambda grid (for k-space normalised so that the zero-filled image peaks near 1).
@@ -71,10 +72,15 @@ def cs_reconstruct(
 
 def normalisation(kspace: np.ndarray, maps: np.ndarray, mask: np.ndarray) -> float:
     """Robust maximum (99.9th percentile) of the zero-filled magnitude: the unit CS lambdas are quoted in."""
-    scale = float(np.percentile(np.abs(zero_filled(kspace, maps, mask)), 99.9))
-    if not np.isfinite(scale) or scale <= 0:
-        raise MedinrError("the acquired k-space is zero or not finite")
-    return scale
+    return zero_filled_scale(zero_filled(kspace, maps, mask))
+
+
+def zero_filled_scale(image: np.ndarray) -> float:
+    """The robust maximum of a zero-filled image, the unit both the INR and CS reconstructions work in."""
+    try:
+        return IntensityScale.robust(image).scale
+    except MedinrError:
+        raise MedinrError("the acquired k-space is zero or not finite") from None
 
 
 @dataclass

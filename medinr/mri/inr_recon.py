@@ -19,6 +19,7 @@ from medinr.errors import MedinrError
 from medinr.fit import FitResult, fit
 from medinr.geometry import Geometry
 from medinr.models import INR, build_model
+from medinr.mri.baselines import zero_filled_scale
 from medinr.mri.fft import fftc
 from medinr.mri.operators import SenseOp
 
@@ -184,9 +185,7 @@ def inr_reconstruct(
     # Work in normalised units: the zero-filled image's robust maximum becomes ~1, so that learning rates and
     # the TV weight do not depend on the scanner's scaling.
     zero_filled = full_op.H(kspace * mask)
-    scale = float(torch.quantile(zero_filled.abs().flatten()[:: max(1, zero_filled.numel() // 200000)], 0.999))
-    if not np.isfinite(scale) or scale <= 0:
-        raise MedinrError("the acquired k-space is zero or not finite")
+    scale = zero_filled_scale(zero_filled.abs().cpu().numpy())
     y = kspace / scale
 
     train = mask
