@@ -14,10 +14,10 @@ from medinr.fit import FitResult, fit, seed_everything
 from medinr.geometry import Geometry
 from medinr.intensity import IntensityScale
 from medinr.metrics import psnr
-from medinr.models import INR, build_model
+from medinr.models import INR, MODEL_REGISTRY, build_model
 
-#: Models whose default lattice gives a grid the size of the image get it filled in automatically.
-_FULL_GRID_LIMIT = 1 << 17
+#: Lattice-bound models (Conv-INR) run on the whole image every step; beyond this many voxels that is refused.
+_LATTICE_VOXEL_LIMIT = 1 << 21
 
 
 @dataclass
@@ -92,8 +92,6 @@ def fit_image(
     if isinstance(model, str):
         options = dict(model_options or {})
         family = model
-        from medinr.models import MODEL_REGISTRY
-
         if family in MODEL_REGISTRY and MODEL_REGISTRY[family].lattice_bound:
             options.setdefault("lattice", list(geometry.shape))
         model = build_model(family, geometry.ndim, 1, **options)
@@ -106,7 +104,7 @@ def fit_image(
     target = torch.as_tensor(scale.normalise(image), dtype=torch.float32, device=device).reshape(-1, 1)
     n = coords.shape[0]
     full_grid = model.lattice_bound or n <= max(batch_size, 1)
-    if model.lattice_bound and n > _FULL_GRID_LIMIT * 16:
+    if model.lattice_bound and n > _LATTICE_VOXEL_LIMIT:
         raise MedinrError(f"{model.family} is trained on its whole lattice; {n} voxels is too many")
 
     def loss_fn(step: int) -> torch.Tensor:
