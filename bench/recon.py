@@ -27,7 +27,7 @@ from medinr.geometry import Geometry  # noqa: E402
 from medinr.io import load_image, take_slice  # noqa: E402
 from medinr.metrics import image_metrics, psnr, tissue_mask  # noqa: E402
 from medinr.mri.baselines import DEFAULT_LAMBDAS, cs_sweep, zero_filled  # noqa: E402
-from medinr.mri.inr_recon import InrReconConfig, inr_reconstruct  # noqa: E402
+from medinr.mri.inr_recon import InrReconConfig, inr_reconstruct, reconstructed_image  # noqa: E402
 from medinr.mri.problem import problem_from_image  # noqa: E402
 
 CENTER = {4: 0.08, 8: 0.04}
@@ -112,7 +112,8 @@ def main() -> None:
                     elif method == "inr":
                         k, m, s = problem.tensors()
                         res = inr_reconstruct(k, m, s, geometry, inr_config, seed=args.seed, progress=False)
-                        est, note = res.image, f"{inr_config.model}, {inr_config.steps} steps"
+                        est = reconstructed_image(res, k, m, s, inr_config.data_consistency)
+                        note = f"{inr_config.model}, {inr_config.steps} steps"
                     else:
                         raise SystemExit(f"unknown method '{method}'")
                     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu

@@ -64,7 +64,7 @@ def make_case(size: int, seed: int, max_mm: float, smooth_mm: float) -> dict:
 def run_medinr(case: dict, preset: str, seed: int, device: str) -> np.ndarray:
     g = case["geometry"]
     res = register(case["fixed"], g, case["moving"], g, settings_from_preset(preset), seed=seed, device=device)
-    return dense_displacement(res.field, g)
+    return dense_displacement(res, g)
 
 
 def _sitk_pair(case: dict):

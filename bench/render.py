@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medinr.checkpoint import Checkpoint  # noqa: E402
+from medinr.continuous import ContinuousImage  # noqa: E402
 from medinr.io import load_image  # noqa: E402
 from medinr.models import MODEL_REGISTRY, build_model  # noqa: E402
 from medinr.render import default_plane, fit_fov_to_shape, render_progressive  # noqa: E402
@@ -48,7 +48,7 @@ def bench_family(
     if MODEL_REGISTRY[name].lattice_bound:
         options.setdefault("lattice", list(geometry.shape))
     model = build_model(name, 3, 1, **options).to(device).eval()
-    ckpt = Checkpoint(model, geometry)
+    ckpt = ContinuousImage(model, geometry)
 
     def coarse():
         next(render_progressive(ckpt, plane, shape, strides=(4, 1), device=device, compile=compile))
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     volume, geometry = load_image(SCAN)
     shape = (args.size, args.size)
     plane = fit_fov_to_shape(
-        default_plane(Checkpoint(build_model("siren", 3, 1), geometry), "1,1,2", 0.0, (10, -15)), shape
+        default_plane(ContinuousImage(build_model("siren", 3, 1), geometry), "1,1,2", 0.0, (10, -15)), shape
     )
     families = args.families.split(",") if args.families else sorted(MODEL_REGISTRY)
     rows = [bench_interpolation(volume, geometry, plane, shape, args.repeats)]

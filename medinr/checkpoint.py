@@ -1,4 +1,5 @@
-"""The ``.inr`` checkpoint: one safetensors file, weights as plain tensors, everything else as JSON.
+"""The ``.inr`` checkpoint: one safetensors file holding a :class:`ContinuousImage`: weights as plain tensors,
+everything else (family and config, output meaning, geometry, coordinate frame) as JSON in the header.
 
 Loading parses a JSON header and raw tensor bytes only; nothing in the file is ever unpickled or run.
 """
@@ -7,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,77 +16,36 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 import medinr
+from medinr.continuous import ContinuousImage, OutputMeaning
 from medinr.errors import MedinrError
 from medinr.geometry import Geometry, WorldBox
 from medinr.io import atomic_path
-from medinr.models import INR, build_model
+from medinr.models import build_model
 
 FORMAT = "medinr-inr"
 FORMAT_VERSION = 1
 _META_KEY = "medinr"
 
 
-@dataclass
-class Checkpoint:
-    """A trained INR and what its output means.
-
-    Attributes
-    ----------
-    model : INR
-        The network, in eval mode.
-    geometry : Geometry or None
-        The grid the network was fitted on (affine, shape, spacing).
-    output : dict
-        What the channels mean: ``kind`` ('intensity', 'complex' (2 channels: real, imaginary),
-        'displacement' (ndim channels, mm)), and ``scale``/``offset`` so that
-        ``value = network * scale + offset`` is in the input's units.
-    coords : str
-        'network' (coordinates are the geometry's [-1, 1] grid) or 'world_box' (world mm scaled by
-        :attr:`world_box`).
-    world_box : WorldBox or None
-    extra : dict
-        Free-form JSON metadata (settings of the fit, metrics, ...).
-    """
-
-    model: INR
-    geometry: Geometry | None = None
-    output: dict[str, Any] = field(default_factory=lambda: {"kind": "intensity", "scale": 1.0, "offset": 0.0})
-    coords: str = "network"
-    world_box: WorldBox | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def metadata(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "medinr_version": medinr.__version__,
-            "model": {"family": self.model.family, "config": self.model.config},
-            "output": self.output,
-            "geometry": self.geometry.to_dict() if self.geometry is not None else None,
-            "coords": self.coords,
-            "world_box": self.world_box.to_dict() if self.world_box is not None else None,
-            "extra": self.extra,
-        }
-
-    def to_output_units(self, values: torch.Tensor) -> torch.Tensor:
-        """Map raw network outputs to the units of the data the network was fitted to."""
-        return values * float(self.output.get("scale", 1.0)) + float(self.output.get("offset", 0.0))
-
-    def coords_from_world(self, xyz: torch.Tensor) -> torch.Tensor:
-        """Network input coordinates for world points in millimetres."""
-        if self.coords == "world_box":
-            if self.world_box is None:
-                raise MedinrError("checkpoint uses world-box coordinates but holds no world box")
-            return self.world_box.to_network(xyz)
-        if self.geometry is None:
-            raise MedinrError("checkpoint has no geometry: cannot place it in world coordinates")
-        return self.geometry.world_to_network(xyz)
+def metadata(image: ContinuousImage) -> dict[str, Any]:
+    """The JSON header of ``image``'s checkpoint."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "medinr_version": medinr.__version__,
+        "model": {"family": image.model.family, "config": image.model.config},
+        "output": image.output.to_dict(),
+        "geometry": image.geometry.to_dict() if image.geometry is not None else None,
+        "coords": image.frame,
+        "world_box": image.world_box.to_dict() if image.world_box is not None else None,
+        "extra": image.extra,
+    }
 
 
-def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> Path:
-    """Write ``ckpt`` atomically to ``path`` (conventionally ``*.inr``)."""
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in ckpt.model.state_dict().items()}
-    header = json.dumps(ckpt.metadata(), allow_nan=False)
+def save_checkpoint(path: str | os.PathLike, image: ContinuousImage) -> Path:
+    """Write ``image`` atomically to ``path`` (conventionally ``*.inr``)."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in image.model.state_dict().items()}
+    header = json.dumps(metadata(image), allow_nan=False)
     target = Path(path)
     with atomic_path(target) as tmp:
         save_file(tensors, str(tmp), metadata={_META_KEY: header})
@@ -119,7 +78,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> ContinuousImage:
     """Load a checkpoint written by :func:`save_checkpoint`.
 
     Raises
@@ -136,20 +95,20 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as f:
             state = {k: f.get_tensor(k) for k in f.keys()}
-        prepare = getattr(model, "prepare_state", None)
-        if prepare is not None:  # families whose shapes change in training (pruned KAN) resize first
-            prepare(state)
         model.load_state_dict(state, strict=True)
     except (SafetensorError, RuntimeError, KeyError, ValueError) as exc:
         raise MedinrError(f"{path}: weights do not match the model config ({str(exc).splitlines()[0]})") from None
     model.to(device).eval()
     geometry = Geometry.from_dict(meta["geometry"]) if meta.get("geometry") else None
     world_box = WorldBox.from_dict(meta["world_box"]) if meta.get("world_box") else None
-    return Checkpoint(
-        model=model,
-        geometry=geometry,
-        output=meta.get("output") or {"kind": "intensity", "scale": 1.0, "offset": 0.0},
-        coords=meta.get("coords", "network"),
-        world_box=world_box,
-        extra=meta.get("extra") or {},
-    )
+    try:
+        return ContinuousImage(
+            model=model,
+            geometry=geometry,
+            output=OutputMeaning.from_dict(meta.get("output") or {}),
+            frame=meta.get("coords", "network"),
+            world_box=world_box,
+            extra=meta.get("extra") or {},
+        )
+    except MedinrError as exc:
+        raise MedinrError(f"{path} has inconsistent metadata: {exc}") from None

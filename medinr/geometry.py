@@ -7,8 +7,9 @@ axis with -1 and +1 at the centres of the first and last voxel (``align_corners=
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from medinr.checkpoint import Checkpoint
+from medinr.continuous import ContinuousImage, OutputMeaning
 from medinr.errors import MedinrError
-from medinr.fit import FitResult, fit, seed_everything
+from medinr.fit import fit, seed_everything
 from medinr.geometry import Geometry
 from medinr.intensity import IntensityScale
 from medinr.metrics import psnr
@@ -18,25 +17,6 @@ from medinr.models import INR, MODEL_REGISTRY, build_model
 
 #: Lattice-bound models (Conv-INR) run on the whole image every step; beyond this many voxels that is refused.
 _LATTICE_VOXEL_LIMIT = 1 << 21
-
-
-@dataclass
-class ImageFit:
-    """A fitted INR, the intensity scaling it was fitted with and what the fit did."""
-
-    checkpoint: Checkpoint
-    result: FitResult
-
-    @property
-    def model(self) -> INR:
-        return self.checkpoint.model
-
-
-def render_on_grid(model: INR, geometry: Geometry, chunk: int = 32768) -> np.ndarray:
-    """Evaluate ``model`` at every voxel centre of ``geometry``: array ``(*shape, channels)``."""
-    device = next(model.parameters()).device
-    coords = geometry.network_grid(device=device)
-    return model.evaluate(coords, chunk=chunk).cpu().numpy()
 
 
 def fit_image(
@@ -51,7 +31,7 @@ def fit_image(
     progress: bool = True,
     model_options: dict[str, Any] | None = None,
     time_budget: float | None = None,
-) -> ImageFit:
+) -> ContinuousImage:
     """Fit an INR to a real image sampled on ``geometry``'s grid.
 
     Parameters
@@ -77,7 +57,8 @@ def fit_image(
 
     Returns
     -------
-    ImageFit
+    ContinuousImage
+        In the image's units on its grid; ``history`` holds the fit's losses and metrics.
     """
     image = np.asarray(image)
     if image.shape != tuple(geometry.shape):
@@ -120,7 +101,7 @@ def fit_image(
     norm_image = scale.normalise(image)
 
     def current_psnr() -> float:
-        return psnr(norm_image, render_on_grid(model, geometry)[..., 0])
+        return psnr(norm_image, ContinuousImage(model, geometry).on_grid()[..., 0])
 
     result = fit(
         model.param_groups(lr),
@@ -134,10 +115,5 @@ def fit_image(
         time_budget=time_budget,
     )
     model.eval()
-    ckpt = Checkpoint(
-        model=model,
-        geometry=geometry,
-        output={"kind": "intensity", "channels": 1, **scale.to_dict()},
-        coords="network",
-    )
-    return ImageFit(checkpoint=ckpt, result=result)
+    output = OutputMeaning("intensity", scale=scale.scale, offset=scale.offset)
+    return ContinuousImage(model=model, geometry=geometry, output=output, frame="network", history=result)

@@ -6,20 +6,17 @@ What ``medinr render`` and the napari plugin both call; nothing here imports Qt 
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from medinr.checkpoint import Checkpoint
+from medinr.continuous import ContinuousImage
 from medinr.errors import MedinrError
-from medinr.geometry import Geometry, sample_grid
+from medinr.geometry import Geometry
 from medinr.models import INR
-
-#: Coordinates per forward call: 2k-16k is fastest on CPU (cache) and keeps memory bounded.
-DEFAULT_CHUNK = 16384
+from medinr.models.base import DEFAULT_CHUNK
 
 #: Components that :func:`render_plane` can show besides a channel index.
 COMPONENTS = ("auto", "value", "magnitude", "real", "imag", "phase", "jacobian")
@@ -242,57 +239,27 @@ def parse_plane_spec(spec: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return frame_from_normal(values)
 
 
-# -- what a checkpoint covers ----------------------------------------------------------------------------
-def _as_checkpoint(source: Checkpoint | INR) -> Checkpoint:
-    """A bare model is taken to live in its own network coordinates (world = network, no scaling)."""
-    if isinstance(source, Checkpoint):
-        return source
-    if isinstance(source, torch.nn.Module):
-        return Checkpoint(model=source, geometry=None, coords="identity")  # type: ignore[arg-type]
-    raise MedinrError(f"cannot render a {type(source).__name__}: expected a Checkpoint or an INR")
+# -- what a continuous image covers ----------------------------------------------------------------------
+Source = ContinuousImage | INR
 
 
-def world_ndim(source: Checkpoint | INR) -> int:
-    """Number of world dimensions the checkpoint lives in (2 or 3)."""
-    ckpt = _as_checkpoint(source)
-    if ckpt.geometry is not None:
-        return ckpt.geometry.ndim
-    if ckpt.world_box is not None:
-        return ckpt.world_box.ndim
-    return int(ckpt.model.in_features)
+def world_ndim(source: Source) -> int:
+    """Number of world dimensions the image lives in (2 or 3)."""
+    return ContinuousImage.of(source).ndim
 
 
-def world_bounds(source: Checkpoint | INR) -> tuple[np.ndarray, np.ndarray]:
+def world_bounds(source: Source) -> tuple[np.ndarray, np.ndarray]:
     """World box ``(lo, hi)`` mm of the fitted region (voxel centres), or [-1, 1] for a bare model."""
-    ckpt = _as_checkpoint(source)
-    if ckpt.geometry is not None:
-        box = ckpt.geometry.world_box()
-        return box.lo, box.hi
-    if ckpt.world_box is not None:
-        return ckpt.world_box.lo, ckpt.world_box.hi
-    n = world_ndim(ckpt)
-    return -np.ones(n), np.ones(n)
+    return ContinuousImage.of(source).bounds()
 
 
-def training_spacing(source: Checkpoint | INR) -> float:
+def training_spacing(source: Source) -> float:
     """The finest voxel size of the training grid, mm (the natural pixel size of a render)."""
-    ckpt = _as_checkpoint(source)
-    if ckpt.geometry is not None:
-        return float(ckpt.geometry.spacing[: ckpt.geometry.ndim].min())
-    lo, hi = world_bounds(ckpt)
-    return float((hi - lo).max() / 255.0)
-
-
-def _voxel_extent(ckpt: Checkpoint) -> np.ndarray:
-    """World extent of one training voxel along each world axis, mm."""
-    if ckpt.geometry is not None:
-        n = ckpt.geometry.ndim
-        return np.abs(ckpt.geometry.affine_nd[:n, :n]).sum(axis=1)
-    return np.full(world_ndim(ckpt), training_spacing(ckpt))
+    return ContinuousImage.of(source).spacing_mm
 
 
 def default_plane(
-    source: Checkpoint | INR, spec: str = "axial", offset_mm: float = 0.0, tilt_deg: Sequence[float] = (0.0, 0.0)
+    source: Source, spec: str = "axial", offset_mm: float = 0.0, tilt_deg: Sequence[float] = (0.0, 0.0)
 ) -> Plane:
     """A plane through the centre of the fitted region that shows all of it.
 
@@ -307,10 +274,10 @@ def default_plane(
         Rotations about the view's column then row axis, degrees (see :meth:`Plane.rotated`); the field
         of view is sized for the tilted plane.
     """
-    ckpt = _as_checkpoint(source)
+    ckpt = ContinuousImage.of(source)
     lo, hi = world_bounds(ckpt)
     centre = (lo + hi) / 2
-    pad = _voxel_extent(ckpt)  # the box joins voxel centres: add one voxel so the edge voxels show whole
+    pad = ckpt.voxel_extent()  # the box joins voxel centres: add one voxel so the edge voxels show whole
     if world_ndim(ckpt) == 2:
         if offset_mm:
             raise MedinrError("--offset needs a 3D checkpoint; a 2D checkpoint has a single plane")
@@ -345,161 +312,25 @@ def fit_fov_to_shape(plane: Plane, shape: Sequence[int]) -> Plane:
     return plane.with_fov((h * step, w * step))
 
 
-def describe(source: Checkpoint | INR) -> str:
+def describe(source: Source) -> str:
     """One line for the UI/CLI: family, output kind and how values between samples arise."""
-    ckpt = _as_checkpoint(source)
-    kind = ckpt.output.get("kind", "intensity")
-    text = f"{ckpt.model.family} {world_ndim(ckpt)}D {kind}"
-    if getattr(ckpt.model, "lattice_bound", False):
-        text += " (lattice-bound: values between lattice points are interpolated from its grid output)"
-    else:
-        text += " (evaluated at every pixel)"
-    return text
+    return ContinuousImage.of(source).describe()
 
 
 # -- evaluation ------------------------------------------------------------------------------------------
-def _model_device(model: torch.nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
-
-
-def _network_coords(ckpt: Checkpoint, xyz: torch.Tensor) -> torch.Tensor:
-    if ckpt.coords == "identity":
-        return xyz
-    return ckpt.coords_from_world(xyz)
-
-
-def _inside_margin(ckpt: Checkpoint) -> np.ndarray | None:
-    """Half a voxel in network units per axis: how far past [-1, 1] the fitted data reaches."""
-    if ckpt.coords == "identity":
-        return None
-    if ckpt.coords == "network" and ckpt.geometry is not None:
-        n = np.asarray(ckpt.geometry.shape, dtype=np.float64)
-        return np.where(n > 1, 1.0 / np.maximum(n - 1, 1), 1.0)
-    if ckpt.geometry is not None and ckpt.world_box is not None:
-        return ckpt.geometry.spacing[: ckpt.world_box.ndim] / 2 / ckpt.world_box.half_extent_mm
-    return np.full(world_ndim(ckpt), 0.02)
-
-
-_LATTICE_CACHE: "weakref.WeakKeyDictionary[torch.nn.Module, torch.Tensor]" = weakref.WeakKeyDictionary()
-
-
-def _lattice_values(ckpt: Checkpoint) -> torch.Tensor:
-    """``(C, *shape)`` output of a lattice-bound model on its own grid, computed once per model."""
-    model = ckpt.model
-    cached = _LATTICE_CACHE.get(model)
-    if cached is not None:
-        return cached
-    if ckpt.geometry is None:
-        raise MedinrError(f"{model.family} is lattice-bound but the checkpoint holds no grid geometry")
-    device = _model_device(model)
-    grid = ckpt.geometry.network_grid(device=device)
-    with torch.inference_mode():
-        values = model.eval()(grid)  # the whole lattice at once: its output at a point depends on neighbours
-    values = values.reshape(*ckpt.geometry.shape, -1)
-    out = values.permute(values.dim() - 1, *range(values.dim() - 1)).contiguous()
-    _LATTICE_CACHE[model] = out
-    return out
-
-
 def evaluate_world(
-    source: Checkpoint | INR,
+    source: Source,
     xyz: np.ndarray | torch.Tensor,
     chunk: int = DEFAULT_CHUNK,
     outside: float | None = 0.0,
     device: str | torch.device | None = None,
     compile: bool = False,
 ) -> np.ndarray:
-    """Network output in output units at world points.
-
-    Parameters
-    ----------
-    source : Checkpoint or INR
-        A bare INR is evaluated at ``xyz`` as network coordinates, in raw units.
-    xyz : array
-        World points, mm, shape ``(..., ndim)``.
-    chunk : int
-        Points per forward call (memory stays bounded by it).
-    outside : float or None
-        Value for points more than half a voxel outside the fitted box (they are not evaluated); ``None``
-        evaluates everywhere (extrapolation).
-    device : str or torch.device, optional
-        Where to evaluate; defaults to the model's device.
-    compile : bool
-        Evaluate through :func:`compiled` (``torch.compile``): several times faster per frame once warm.
-
-    Returns
-    -------
-    ndarray
-        ``(..., channels)`` float32 in output units (intensity units; mm for displacements).
-    """
-    ckpt = _as_checkpoint(source)
-    model = ckpt.model
-    dev = torch.device(device) if device is not None else _model_device(model)
-    pts = torch.as_tensor(np.asarray(xyz, dtype=np.float64) if not isinstance(xyz, torch.Tensor) else xyz)
-    lead = pts.shape[:-1]
-    flat = pts.reshape(-1, pts.shape[-1]).to(torch.float64)
-    coords = _network_coords(ckpt, flat).to(dev, torch.float32)
-    out = torch.zeros(coords.shape[0], model.out_features, dtype=torch.float32, device=dev)
-    margin = _inside_margin(ckpt)
-    if outside is not None and margin is not None:
-        lim = torch.as_tensor(1.0 + margin + 1e-6, dtype=torch.float32, device=dev)
-        keep = (coords.abs() <= lim).all(dim=-1)
-        out.fill_(float(outside))
-        idx = keep.nonzero().squeeze(1)
-    else:
-        idx = None
-    sel = coords if idx is None else coords[idx]
-    if sel.shape[0]:
-        values = _evaluate_network(ckpt, sel, chunk, compile)
-        if ckpt.coords != "identity":
-            values = ckpt.to_output_units(values)
-        if idx is None:
-            out = values
-        else:
-            out[idx] = values
-    return out.reshape(*lead, model.out_features).cpu().numpy()
-
-
-_COMPILED: "weakref.WeakKeyDictionary[torch.nn.Module, object]" = weakref.WeakKeyDictionary()
-
-
-def compiled(model: torch.nn.Module) -> object:
-    """``torch.compile(model)`` once per model (used by ``compile=True``; the first call takes seconds).
-
-    Rendering always feeds it full chunks (the last one padded), so it compiles for one shape only.
-    """
-    fn = _COMPILED.get(model)
-    if fn is None:
-        fn = torch.compile(model, dynamic=False)
-        _COMPILED[model] = fn
-    return fn
-
-
-def _evaluate_network(ckpt: Checkpoint, coords: torch.Tensor, chunk: int, compile: bool = False) -> torch.Tensor:
-    model = ckpt.model
-    if getattr(model, "lattice_bound", False):
-        lattice = _lattice_values(ckpt)
-        parts = [sample_grid(lattice, coords[s : s + chunk].clamp(-1, 1)) for s in range(0, coords.shape[0], chunk)]
-        return torch.cat(parts, 0)
-    was_training = model.training
-    model.eval()
-    forward = compiled(model) if compile else model
-    try:
-        with torch.inference_mode():
-            parts = []
-            for s in range(0, coords.shape[0], chunk):
-                part = coords[s : s + chunk]
-                n = part.shape[0]
-                if compile and n < chunk:  # a short last chunk would trigger a recompile: pad it
-                    part = torch.cat([part, part.new_zeros(chunk - n, part.shape[1])])
-                parts.append(forward(part)[:n])
-    finally:
-        model.train(was_training)
-    return torch.cat(parts, 0).float()
+    """Values in output units at world points ``(..., ndim)`` mm (see :meth:`ContinuousImage.evaluate`)."""
+    image = ContinuousImage.of(source)
+    if device is not None and torch.device(device) != image.model.device:
+        image.model.to(device)
+    return image.sample(xyz, chunk=chunk, outside=outside, compile=compile)
 
 
 def to_component(values: np.ndarray, kind: str, component: str | int = "auto") -> np.ndarray:
@@ -531,7 +362,7 @@ def to_component(values: np.ndarray, kind: str, component: str | int = "auto") -
 
 
 def jacobian_determinant(
-    source: Checkpoint | INR, xyz: np.ndarray, step_mm: float | None = None, chunk: int = DEFAULT_CHUNK
+    source: Source, xyz: np.ndarray, step_mm: float | None = None, chunk: int = DEFAULT_CHUNK
 ) -> np.ndarray:
     """det(I + du/dx) of a displacement checkpoint at world points, by central differences.
 
@@ -548,8 +379,8 @@ def jacobian_determinant(
     ndarray
         ``(...)`` determinant; values <= 0 mark folding.
     """
-    ckpt = _as_checkpoint(source)
-    if ckpt.output.get("kind") != "displacement":
+    ckpt = ContinuousImage.of(source)
+    if ckpt.kind != "displacement":
         raise MedinrError("a Jacobian determinant needs a displacement (registration) checkpoint")
     pts = np.asarray(xyz, dtype=np.float64)
     nd = pts.shape[-1]
@@ -563,7 +394,7 @@ def jacobian_determinant(
 
 
 def render_plane(
-    source: Checkpoint | INR,
+    source: Source,
     plane: Plane,
     shape: Sequence[int],
     component: str | int = "auto",
@@ -579,16 +410,16 @@ def render_plane(
     ndarray
         ``(H, W)`` float32 in output units ('jacobian' gives det(I + du/dx)); see :func:`to_component`.
     """
-    ckpt = _as_checkpoint(source)
+    ckpt = ContinuousImage.of(source)
     _check_plane(ckpt, plane)
     pts = plane.world_points(shape)
     if component == "jacobian":
         return jacobian_determinant(ckpt, pts, chunk=chunk)
     values = evaluate_world(ckpt, pts, chunk=chunk, outside=outside, device=device, compile=compile)
-    return to_component(values, ckpt.output.get("kind", "intensity"), component)
+    return to_component(values, ckpt.kind, component)
 
 
-def _check_plane(ckpt: Checkpoint, plane: Plane) -> None:
+def _check_plane(ckpt: ContinuousImage, plane: Plane) -> None:
     if plane.ndim != world_ndim(ckpt):
         raise MedinrError(f"a {plane.ndim}D plane cannot slice a {world_ndim(ckpt)}D checkpoint")
 
@@ -624,7 +455,7 @@ class Frame:
 
 
 def render_progressive(
-    source: Checkpoint | INR,
+    source: Source,
     plane: Plane,
     shape: Sequence[int],
     strides: Sequence[int] = (4, 1),
@@ -639,12 +470,12 @@ def render_progressive(
     The coarse frames are exact subsamples of the full frame (no pixel is computed twice), so the last
     frame is the image :func:`render_plane` gives for the same arguments.
     """
-    ckpt = _as_checkpoint(source)
+    ckpt = ContinuousImage.of(source)
     _check_plane(ckpt, plane)
     h, w = _shape2(shape)
     levels = sorted({max(1, int(s)) for s in strides} | {1}, reverse=True)
     pts = plane.world_points((h, w))
-    kind = ckpt.output.get("kind", "intensity")
+    kind = ckpt.kind
     full = np.zeros((h, w), dtype=np.float32)
     done = np.zeros((h, w), dtype=bool)
     for s in levels:
@@ -664,14 +495,14 @@ def render_progressive(
 
 # -- volumes ---------------------------------------------------------------------------------------------
 def volume_geometry(
-    source: Checkpoint | INR, max_voxels: int | None = None, spacing_mm: float | None = None
+    source: Source, max_voxels: int | None = None, spacing_mm: float | None = None
 ) -> Geometry:
     """The grid a volume render uses: the training grid, resampled to ``spacing_mm`` or to fit ``max_voxels``.
 
     Resampling keeps the field of view (first and last voxel centres) and the orientation of the training
     grid; ``max_voxels`` shrinks every axis by the same factor.
     """
-    ckpt = _as_checkpoint(source)
+    ckpt = ContinuousImage.of(source)
     if ckpt.geometry is not None:
         geom = ckpt.geometry
     else:
@@ -696,7 +527,7 @@ def volume_geometry(
 
 
 def render_volume(
-    source: Checkpoint | INR,
+    source: Source,
     geometry: Geometry | None = None,
     max_voxels: int | None = None,
     component: str | int = "auto",
@@ -717,7 +548,7 @@ def render_volume(
         ``geometry.shape`` float32 in output units.
     geometry : Geometry
     """
-    ckpt = _as_checkpoint(source)
+    ckpt = ContinuousImage.of(source)
     geom = geometry if geometry is not None else volume_geometry(ckpt, max_voxels=max_voxels)
     if geom.ndim != world_ndim(ckpt):
         raise MedinrError(f"a {geom.ndim}D grid cannot sample a {world_ndim(ckpt)}D checkpoint")
@@ -730,17 +561,17 @@ def render_volume(
             out[i] = jacobian_determinant(ckpt, pts.numpy(), chunk=chunk)
         else:
             vals = evaluate_world(ckpt, pts, chunk=chunk, outside=None, device=device)
-            out[i] = to_component(vals, ckpt.output.get("kind", "intensity"), component)
+            out[i] = to_component(vals, ckpt.kind, component)
     return out, geom
 
 
-def slice_geometry(source: Checkpoint | INR, plane: Plane, shape: Sequence[int]) -> Geometry:
+def slice_geometry(source: Source, plane: Plane, shape: Sequence[int]) -> Geometry:
     """Geometry of a rendered slice so that a saved file puts every pixel at its world position in mm.
 
     A 3D plane gives an ``(H, W, 1)``-style affine (:meth:`Plane.affine`) on a 2D grid; a 2D checkpoint's
     plane is mapped back through the checkpoint's own 4x4 affine, so the slice lands where the image was.
     """
-    ckpt = _as_checkpoint(source)
+    ckpt = ContinuousImage.of(source)
     h, w = _shape2(shape)
     if plane.ndim == 3:
         return Geometry((h, w), plane.affine((h, w)))
@@ -756,7 +587,7 @@ def slice_geometry(source: Checkpoint | INR, plane: Plane, shape: Sequence[int])
 
 
 def deformed_grid(
-    source: Checkpoint | INR, plane: Plane, shape: Sequence[int], spacing_mm: float = 8.0, samples: int = 4
+    source: Source, plane: Plane, shape: Sequence[int], spacing_mm: float = 8.0, samples: int = 4
 ) -> list[np.ndarray]:
     """Grid lines of the plane moved by a displacement checkpoint, as paths in pixel coordinates.
 
@@ -764,8 +595,8 @@ def deformed_grid(
     its points ``x`` move to ``x + u(x)`` (fixed -> moving, CONVENTIONS.md) and are projected back onto the
     plane. Returns a list of ``(n, 2)`` arrays of ``(row, col)`` pixel positions.
     """
-    ckpt = _as_checkpoint(source)
-    if ckpt.output.get("kind") != "displacement":
+    ckpt = ContinuousImage.of(source)
+    if ckpt.kind != "displacement":
         raise MedinrError("a deformed grid needs a displacement (registration) checkpoint")
     h, w = _shape2(shape)
     dr, dc = plane.spacing((h, w))

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from medinr.checkpoint import Checkpoint, load_checkpoint
+from medinr.checkpoint import load_checkpoint
+from medinr.continuous import ContinuousImage
 from medinr.render import describe, render_volume, volume_geometry
 
 #: Voxel budget of the volume a drag-and-drop shows (about 80^3): a preview, the slicer gives full detail.
@@ -27,10 +28,10 @@ def napari_affine(geometry_affine: np.ndarray, ndim: int, affine_nd: np.ndarray 
 
 
 def checkpoint_layers(
-    ckpt: Checkpoint, name: str, path: str | os.PathLike | None = None
+    ckpt: ContinuousImage, name: str, path: str | os.PathLike | None = None
 ) -> list[tuple[Any, dict, str]]:
     """Layer data tuples for a checkpoint: its volume, plus magnitude and Jacobian for a registration."""
-    kind = ckpt.output.get("kind", "intensity")
+    kind = ckpt.kind
     note = describe(ckpt)
     meta = {CHECKPOINT_KEY: ckpt, "medinr_path": str(path) if path else None, "medinr_description": note}
     volume, geom = render_volume(ckpt, max_voxels=VOLUME_VOXELS)
@@ -68,5 +69,5 @@ def open_checkpoint(path: str | os.PathLike) -> list[tuple[Any, dict, str]]:
     return checkpoint_layers(ckpt, os.path.basename(str(path)).removesuffix(".inr"), path)
 
 
-def volume_shape(ckpt: Checkpoint) -> tuple[int, ...]:
+def volume_shape(ckpt: ContinuousImage) -> tuple[int, ...]:
     return volume_geometry(ckpt, max_voxels=VOLUME_VOXELS).shape

@@ -58,8 +58,8 @@ def sample_checkpoint(steps: int | None = None) -> Path:
         progress=False,
         model_options=dict(SAMPLE_MODEL),
     )
-    fitted.checkpoint.extra["sample"] = "MNI152 2009a T1, 2 mm"
-    save_checkpoint(target, fitted.checkpoint)
+    fitted.extra["sample"] = "MNI152 2009a T1, 2 mm"
+    save_checkpoint(target, fitted)
     return target
 
 

@@ -175,7 +175,7 @@ class SliceWidget(QWidget):
         self._contrast_set = False
         self._use_compile = False
         self.compile.setChecked(False)
-        kind = ckpt.output.get("kind", "intensity")
+        kind = ckpt.kind
         comps = {"intensity": ["auto"], "complex": ["magnitude", "real", "imag", "phase"]}.get(
             kind, ["magnitude", "jacobian", "0", "1", "2"][: 2 + world_ndim(ckpt)]
         )
@@ -283,7 +283,7 @@ class SliceWidget(QWidget):
         component = int(component) if component.isdigit() else component
         want_grid = self.grid.isChecked() and self.grid.isEnabled() and self.viewer.dims.ndisplay == 2
         strides = (1,) if self.viewer.dims.ndisplay == 3 else (COARSE_STRIDE, 1)
-        use_compile = self._use_compile and not getattr(ckpt.model, "lattice_bound", False)
+        use_compile = self._use_compile and not ckpt.lattice_bound
 
         @thread_worker
         def work():

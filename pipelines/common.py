@@ -4,17 +4,52 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+from collections.abc import Callable
 
 import torch
 
 from medinr.errors import MedinrError
 
 
+# -- validated argument types: a bad number is refused at parse time with one line (argparse exits with 2) ----
+def _number(kind: type, low: float | None, high: float | None, low_open: bool, high_open: bool) -> Callable:
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a{'n integer' if kind is int else ' number'}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"'{text}' is not a finite number")
+        if low is not None and (value < low or (low_open and value == low)):
+            raise argparse.ArgumentTypeError(f"{text} must be {'>' if low_open else '>='} {low:g}")
+        if high is not None and (value > high or (high_open and value == high)):
+            raise argparse.ArgumentTypeError(f"{text} must be {'<' if high_open else '<='} {high:g}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its message
+    return parse
+
+
+def number(low: float | None = None, high: float | None = None, *, low_open: bool = False, high_open: bool = False,
+           integer: bool = False) -> Callable:
+    """An argparse ``type=`` for a finite number in a range, e.g. ``number(0, 1, high_open=True)`` for [0, 1)."""
+    return _number(int if integer else float, low, high, low_open, high_open)
+
+
+positive_float = number(0, low_open=True)
+nonnegative_float = number(0)
+positive_int = number(1, integer=True)
+nonnegative_int = number(0, integer=True)
+#: A fraction of samples held out or kept: [0, 1).
+fraction = number(0, 1, high_open=True)
+
+
 def add_common_arguments(parser: argparse.ArgumentParser, out: bool = True) -> None:
     if out:
         parser.add_argument("--out", required=True, help="output folder")
         parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default 0)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda if available)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -6,11 +6,9 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
-
 from medinr.checkpoint import save_checkpoint
 from medinr.figures import panel_figure
-from medinr.image_fit import fit_image, render_on_grid
+from medinr.image_fit import fit_image
 from medinr.io import load_image, save_image, take_slice
 from medinr.metrics import image_metrics
 from medinr.outputs import OutputDir
@@ -42,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if args.slice is not None:
         image, geometry = take_slice(image, geometry, args.slice, args.axis)
     start = time.perf_counter()
-    fitted = fit_image(
+    ckpt = fit_image(
         image,
         geometry,
         model=args.model,
@@ -55,10 +53,9 @@ def run(args: argparse.Namespace) -> int:
         model_options=options,
     )
     seconds = time.perf_counter() - start
-    ckpt = fitted.checkpoint
-    values = ckpt.to_output_units(torch.as_tensor(render_on_grid(ckpt.model, geometry)[..., 0])).numpy()
+    values = ckpt.on_grid()[..., 0]
     metrics = image_metrics(image, values)
-    ckpt.extra = {"source": str(Path(args.image).name), "steps": fitted.result.steps, "seed": args.seed, "metrics": metrics}
+    ckpt.extra = {"source": str(Path(args.image).name), "steps": ckpt.history.steps, "seed": args.seed, "metrics": metrics}
     with out:
         save_checkpoint(out / "model.inr", ckpt)
         save_image(out / "fitted.nii.gz", values, geometry)
@@ -67,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             {
                 "metrics": metrics,
                 "wall_time_s": seconds,
-                "final_loss": fitted.result.losses[-1],
+                "final_loss": ckpt.history.losses[-1],
                 "settings": {
                     "image": str(args.image),
                     "model": args.model,

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from medinr.checkpoint import Checkpoint, save_checkpoint
+from medinr.checkpoint import save_checkpoint
 from medinr.errors import MedinrError
 from medinr.fit import seed_everything
 from medinr.io import load_image, save_image, take_slice
 from medinr.metrics import image_metrics, tissue_mask
 from medinr.models import MODEL_REGISTRY
 from medinr.mri.baselines import CS_METHODS, cs_sweep_holdout, zero_filled
-from medinr.mri.inr_recon import InrReconConfig, inr_reconstruct
+from medinr.mri.inr_recon import InrReconConfig, inr_reconstruct, reconstructed_image
 from medinr.mri.kspace_io import is_kspace_file, load_kspace
 from medinr.mri.problem import kspace_relative_error, problem_from_image, problem_from_kspace
 from medinr.mri.report import save_report
@@ -172,14 +172,14 @@ def run(args: argparse.Namespace) -> int:
                 "lambda_choice": "lowest error on 5% held-out acquired k-space samples",
             }
         kspace, maps, mask = problem.tensors(device)
-        result = inr_reconstruct(
+        recon = inr_reconstruct(
             kspace, maps, mask, geometry, config, prior=prior, seed=args.seed, progress=not args.quiet, device=device
         )
-        images["inr"] = np.abs(result.image)
-        seconds["inr"] = result.seconds
-        extra["inr"] = {"best_step": result.best_step, **result.extra, "final_loss": result.fit.losses[-1]}
+        complex_images["inr"] = reconstructed_image(recon, kspace, maps, mask, config.data_consistency)
+        images["inr"] = np.abs(complex_images["inr"])
+        seconds["inr"] = recon.extra["seconds"]
+        extra["inr"] = {**recon.extra, "final_loss": recon.history.losses[-1]}
 
-        complex_images["inr"] = result.image
         # What can always be computed, with or without a reference: how well each image explains the data.
         consistency = {n: kspace_relative_error(problem, img) for n, img in complex_images.items()}
         rel = consistency["inr"]
@@ -207,13 +207,8 @@ def run(args: argparse.Namespace) -> int:
         for method in methods:
             save_image(out / f"{method}.nii.gz", images[method], geometry)
         save_image(out / "mask.nii.gz", problem.mask.mask.astype(np.uint8), geometry, dtype=np.uint8)
-        ckpt = Checkpoint(
-            model=result.model,
-            geometry=geometry,
-            output={"kind": "complex", "scale": result.scale, "offset": 0.0},
-            extra={"pipeline": "reconstruct", "inr": config.to_dict(), "mask": problem.mask.to_dict()},
-        )
-        save_checkpoint(out / "recon.inr", ckpt)
+        recon.extra["mask"] = problem.mask.to_dict()
+        save_checkpoint(out / "recon.inr", recon)
         save_report(out / "report.png", images, problem.mask.mask, problem.reference, titles)
     if not args.quiet:
         summary = (

@@ -7,9 +7,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from medinr.checkpoint import Checkpoint, save_checkpoint
+from medinr.checkpoint import save_checkpoint
 from medinr.errors import MedinrError
 from medinr.geometry import Geometry
 from medinr.io import load_image, save_image
@@ -119,14 +118,14 @@ def run(args: argparse.Namespace) -> int:
         raise MedinrError(f"fixed and moving landmarks differ in number ({len(fixed_pts)} vs {len(moving_pts)})")
 
     start = time.perf_counter()
-    result = register(
+    field = register(
         fixed, fg, moving, mg, settings, fixed_mask=mask, seed=args.seed, device=device, progress=not args.quiet
     )
-    u = dense_displacement(result.field, fg)
+    u = dense_displacement(field, fg)
     zero = np.zeros_like(u)
     warped = warp_image(moving, mg, u, fg)
     before = warp_image(moving, mg, zero, fg)
-    det = jacobian_map(result.field, fg)
+    det = jacobian_map(field, fg)
     metrics: dict = {
         "ncc_before": image_ncc(fixed, before, mask),
         "ncc_after": image_ncc(fixed, warped, mask),
@@ -139,15 +138,13 @@ def run(args: argparse.Namespace) -> int:
         metrics["dice_before"] = dice_per_label(fixed_labels, warp_image(moving_labels, mlg, zero, fg, mode="nearest"))
         metrics["dice"] = dice_per_label(fixed_labels, warped_labels)
     if fixed_pts is not None:
-        with torch.no_grad():
-            dev = next(result.field.model.parameters()).device
-            at = result.field(torch.as_tensor(fixed_pts, dtype=torch.float32, device=dev)).cpu().numpy()
+        at = field.sample(fixed_pts)
         metrics["landmarks"] = target_registration_error(fixed_pts, moving_pts, at)
     seconds = time.perf_counter() - start
     metrics["wall_time_s"] = seconds
-    metrics["fit_seconds"] = result.fit.seconds
-    metrics["final_loss"] = result.fit.losses[-1]
-    s = result.settings
+    metrics["fit_seconds"] = field.history.seconds
+    metrics["final_loss"] = field.history.losses[-1]
+    s = field.extra["settings"]
     record = {
         "fixed": str(args.fixed),
         "moving": str(args.moving),
@@ -157,27 +154,20 @@ def run(args: argparse.Namespace) -> int:
         "fixed_landmarks": args.fixed_landmarks,
         "moving_landmarks": args.moving_landmarks,
         "preset": args.preset,
-        **s.to_dict(),
-        "model_config": result.field.model.config,
-        "parameters": result.field.model.num_parameters(),
+        **s,
+        "model_config": field.model.config,
+        "parameters": field.model.num_parameters(),
         "seed": args.seed,
         "device": str(device),
-        "intensity": result.intensity,
+        "intensity": field.extra["intensity"],
         "landmark_format": "CSV, header row, x,y[,z] RAS mm",
     }
-    ckpt = Checkpoint(
-        model=result.field.model,
-        geometry=fg,
-        output={"kind": "displacement", "units": "mm", "scale": s.scale_mm, "offset": 0.0},
-        coords="world_box",
-        world_box=result.field.world_box,
-        extra={
-            "source": "medinr register",
+    field.extra.update(
+        {
             "fixed": Path(args.fixed).name,
             "moving": Path(args.moving).name,
-            "settings": s.to_dict(),
             "metrics": {k: v for k, v in metrics.items() if k != "landmarks"},
-        },
+        }
     )
     with out:
         save_image(out / "warped.nii.gz", warped, fg)
@@ -185,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
             save_image(out / "warped_labels.nii.gz", warped_labels, fg, dtype=np.int16)
         write_displacement(out / "displacement.nii.gz", u, fg)
         save_image(out / "jacobian.nii.gz", det, fg)
-        save_checkpoint(out / "transform.inr", ckpt)
+        save_checkpoint(out / "transform.inr", field)
         write_json(out / "metrics.json", {"metrics": metrics, "settings": record})
         write_report(
             out / "report.png",

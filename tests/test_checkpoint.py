@@ -8,18 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from medinr.checkpoint import Checkpoint, load_checkpoint, read_metadata, save_checkpoint
+from medinr.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from medinr.continuous import ContinuousImage
 from medinr.errors import MedinrError
 from medinr.geometry import Geometry, WorldBox
 from medinr.models import build_model
 
 
 @pytest.fixture()
-def ckpt() -> Checkpoint:
+def ckpt() -> ContinuousImage:
     torch.manual_seed(0)
     model = build_model("siren", 3, 1, hidden=32, layers=2)
     geo = Geometry((5, 6, 7), np.diag([1.5, 1.5, 3.0, 1.0]))
-    return Checkpoint(model, geo, {"kind": "intensity", "scale": 2.5, "offset": 1.0}, extra={"note": "test"})
+    return ContinuousImage(model, geo, {"kind": "intensity", "scale": 2.5, "offset": 1.0}, extra={"note": "test"})
 
 
 def test_round_trip_reproduces_outputs_exactly(tmp_path, ckpt):
@@ -28,14 +29,14 @@ def test_round_trip_reproduces_outputs_exactly(tmp_path, ckpt):
     x = torch.rand(100, 3) * 2 - 1
     assert torch.equal(back.model(x), ckpt.model.eval()(x))
     assert back.geometry == ckpt.geometry
-    assert back.output["scale"] == 2.5 and back.extra == {"note": "test"}
+    assert back.output.scale == 2.5 and back.extra == {"note": "test"}
     assert torch.allclose(back.to_output_units(torch.ones(1)), torch.tensor([3.5]))
 
 
 def test_world_box_coordinates(tmp_path, ckpt):
-    ckpt.coords, ckpt.world_box = "world_box", WorldBox(np.array([-10.0, -10, -10]), np.array([10.0, 10, 10]))
+    ckpt.frame, ckpt.world_box = "world_box", WorldBox(np.array([-10.0, -10, -10]), np.array([10.0, 10, 10]))
     back = load_checkpoint(save_checkpoint(tmp_path / "w.inr", ckpt))
-    assert torch.allclose(back.coords_from_world(torch.tensor([[10.0, 0.0, -10.0]])), torch.tensor([[1.0, 0.0, -1.0]]))
+    assert torch.allclose(back.to_network(torch.tensor([[10.0, 0.0, -10.0]])), torch.tensor([[1.0, 0.0, -1.0]]))
 
 
 def test_pickle_payload_is_refused_without_running_it(tmp_path):

@@ -43,7 +43,7 @@ def test_fit_writes_checkpoint_image_metrics_and_png(tmp_path, small_image, caps
     src = np.asarray(nib.load(small_image).dataobj)
     assert abs(float(np.asarray(fitted.dataobj).max()) - float(src.max())) < 0.2 * src.max()
     ckpt = load_checkpoint(out / "model.inr")
-    assert ckpt.geometry.shape == (64, 64) and ckpt.output["kind"] == "intensity"
+    assert ckpt.geometry.shape == (64, 64) and ckpt.kind == "intensity"
     assert (out / "comparison.png").stat().st_size > 10_000
 
     rc = main(["info", str(out / "model.inr")])

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from medinr.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from medinr.checkpoint import load_checkpoint, save_checkpoint
+from medinr.continuous import ContinuousImage
 from medinr.errors import MedinrError
 from medinr.fit import fit, seed_everything
 from medinr.geometry import Geometry
-from medinr.image_fit import fit_image, render_on_grid
+from medinr.image_fit import fit_image
 from medinr.metrics import psnr
 from medinr.models import build_model
 from medinr.models.kan import KAN, KANLayer, bspline_basis, cubic_basis_uniform, uniform_knots
@@ -93,8 +94,8 @@ def test_default_kan_fits_coronal_slice(coronal_64: np.ndarray) -> None:
     """The default "kan" (Fourier features -> KAN [64, 32, 32, 1], grid 8) reaches 28 dB in 100 steps at 64x64."""
     geometry = _grid_64()
     fitted = fit_image(coronal_64, geometry, model="kan", steps=100, seed=0, progress=False, batch_size=64 * 64)
-    values = fitted.checkpoint.to_output_units(torch.as_tensor(render_on_grid(fitted.model, geometry)[..., 0]))
-    assert psnr(coronal_64, values.numpy()) >= 28.0
+    values = fitted.on_grid()[..., 0]
+    assert psnr(coronal_64, values) >= 28.0
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +195,7 @@ def test_checkpoint_round_trip_after_pruning_and_grid_extension(sparse_fit: dict
     model = copy.deepcopy(sparse_fit["model"]).eval()
     model.extend_grid(12)
     coords = sparse_fit["coords"]
-    path = save_checkpoint(tmp_path / "kan.inr", Checkpoint(model=model, geometry=_grid_64()))
+    path = save_checkpoint(tmp_path / "kan.inr", ContinuousImage(model, _grid_64()))
     loaded = load_checkpoint(path).model
     assert isinstance(loaded, KAN)
     assert loaded.config == model.config
@@ -213,7 +214,7 @@ def test_hashgrid_and_raw_encodings_rebuild(tmp_path) -> None:
         model = build_model("kan", 3, 2, widths=[4], **options)
         out = model(coords)
         assert out.shape == (500, 2) and torch.isfinite(out).all()
-        path = save_checkpoint(tmp_path / "m.inr", Checkpoint(model=model))
+        path = save_checkpoint(tmp_path / "m.inr", ContinuousImage.bare(model))
         assert torch.equal(load_checkpoint(path).model.evaluate(coords), model.evaluate(coords))
 
 

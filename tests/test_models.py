@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from medinr.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from medinr.checkpoint import load_checkpoint, save_checkpoint
+from medinr.continuous import ContinuousImage
 from medinr.errors import MedinrError
 from medinr.fit import fit, seed_everything
 from medinr.geometry import Geometry
@@ -114,7 +115,7 @@ def test_rebuild_from_config_and_state_dict(family: str, grid: torch.Tensor) -> 
 def test_checkpoint_round_trip(family: str, grid: torch.Tensor, tmp_path: Path) -> None:
     model = small_model(family, seed=2).eval()
     _perturb(model)
-    path = save_checkpoint(tmp_path / f"{family}.inr", Checkpoint(model=model))
+    path = save_checkpoint(tmp_path / f"{family}.inr", ContinuousImage.bare(model))
     loaded = load_checkpoint(path)
     assert loaded.model.family == family
     assert loaded.model.config == model.config
@@ -191,3 +192,47 @@ def test_conv_inr_cache_follows_parameter_updates(grid: torch.Tensor) -> None:
     assert not torch.equal(before, after)
     with torch.no_grad():
         torch.testing.assert_close(after[..., 0], model.lattice_output()[0], rtol=0, atol=1e-5)
+
+
+# -- the explicit family hooks, one parametrised test over every family -------------------------------------
+@pytest.mark.parametrize("family", families())
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_family_hooks(family: str, ndim: int) -> None:
+    """zero_output_ gives exactly 0 and still trains; param_groups holds every parameter once; forward_lattice
+    equals forward on the lattice; the recorded config rebuilds the same architecture."""
+    seed_everything(0)
+    options = dict(FIT_CASES[family][0])
+    if "lattice" in options:
+        options["lattice"] = [8] * ndim
+    model = build_model(family, ndim, ndim, **options)
+    shape = (8,) * ndim
+    coords = torch.rand(50, ndim) * 2 - 1
+
+    lattice = model.forward_lattice(shape)
+    assert lattice.shape == (*shape, ndim)
+    from medinr.models.base import lattice_coords
+
+    assert torch.allclose(lattice, model(lattice_coords(shape)), atol=1e-5)
+
+    groups = model.param_groups(1e-3)
+    grouped = [id(p) for g in groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters()) and len(set(grouped)) == len(grouped)
+
+    rebuilt = build_model(family, **model.config)
+    assert rebuilt.config == model.config
+    assert [p.shape for p in rebuilt.parameters()] == [p.shape for p in model.parameters()]
+
+    model.zero_output_()
+    out = model(coords)
+    assert torch.count_nonzero(out) == 0
+    target = torch.ones_like(out)
+    ((out - target) ** 2).mean().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters()), "no gradient after zero"
+
+
+def test_config_is_recorded_from_the_constructor_once() -> None:
+    model = build_model("siren", 3, 2, hidden=16)
+    assert model.config == {"in_features": 3, "out_features": 2, "hidden": 16, "layers": 3, "omega_0": 30.0,
+                            "hidden_omega": 30.0}
+    with pytest.raises(MedinrError, match="bad options for model 'siren'"):
+        build_model("siren", 2, 1, hidden_size=3)

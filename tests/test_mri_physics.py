@@ -8,9 +8,9 @@ import torch
 
 from medinr.errors import MedinrError
 from medinr.geometry import Geometry
+from medinr.models.mrgrid import MultiResGrid
 from medinr.mri import SenseOp, fftc, ifftc, make_mask
 from medinr.mri.coils import birdcage_maps, espirit_maps
-from medinr.models.mrgrid import MultiResGrid
 from medinr.mri.masks import fully_sampled_center, validate_mask
 from medinr.mri.simulate import simulate_acquisition
 

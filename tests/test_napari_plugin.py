@@ -14,7 +14,8 @@ napari = pytest.importorskip("napari")
 pytest.importorskip("qtpy")
 pytest.importorskip("npe2")
 
-from medinr.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
+from medinr.checkpoint import save_checkpoint  # noqa: E402
+from medinr.continuous import ContinuousImage
 from medinr.geometry import Geometry, WorldBox  # noqa: E402
 from medinr.models import build_model  # noqa: E402
 from medinr.render import render_plane  # noqa: E402
@@ -47,7 +48,7 @@ def intensity_file(tmp_path_factory) -> Path:
     geom = Geometry(
         (24, 28, 20), np.diag([-2.0, 2.0, 2.0, 1.0]) + np.array([[0, 0, 0, 20], [0, 0, 0, -30], [0, 0, 0, 5], [0] * 4])
     )
-    ckpt = Checkpoint(model, geom, {"kind": "intensity", "scale": 100.0, "offset": 50.0})
+    ckpt = ContinuousImage(model, geom, {"kind": "intensity", "scale": 100.0, "offset": 50.0})
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "brain.inr", ckpt)
 
 
@@ -82,8 +83,8 @@ def test_registration_checkpoint_gives_magnitude_and_jacobian_layers(tmp_path):
     geom = Geometry((16, 16, 16), np.diag([2.0, 2.0, 2.0, 1.0]))
     box = geom.world_box()
     model = build_model("siren", 3, 3, hidden=16, layers=2, omega_0=5.0)
-    ckpt = Checkpoint(
-        model, geom, {"kind": "displacement", "scale": 1.0}, coords="world_box", world_box=WorldBox(box.lo, box.hi)
+    ckpt = ContinuousImage(
+        model, geom, {"kind": "displacement", "scale": 1.0}, frame="world_box", world_box=WorldBox(box.lo, box.hi)
     )
     path = save_checkpoint(tmp_path / "reg.inr", ckpt)
     layers = read_checkpoints(str(path))

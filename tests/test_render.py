@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from medinr.checkpoint import Checkpoint, save_checkpoint
+from medinr.checkpoint import save_checkpoint
+from medinr.continuous import ContinuousImage, OutputMeaning
 from medinr.geometry import Geometry, WorldBox
 from medinr.models import INR, MODEL_REGISTRY, register_model
 from medinr.render import (
@@ -42,7 +43,7 @@ class WorldFunction(INR):
 
     def __init__(self, in_features: int, out_features: int, shape=SHAPE, affine=None) -> None:
         affine = AFFINE.tolist() if affine is None else np.asarray(affine).tolist()
-        super().__init__(in_features, out_features, shape=list(shape), affine=affine)
+        super().__init__(in_features, out_features)
         self.register_buffer("n", torch.tensor(shape, dtype=torch.float64))
         self.register_buffer("affine", torch.tensor(affine, dtype=torch.float64))
 
@@ -60,8 +61,8 @@ def _box() -> tuple[list[float], list[float]]:
 
 
 @pytest.fixture(scope="module")
-def analytic_ckpt() -> Checkpoint:
-    return Checkpoint(WorldFunction(3, 1), Geometry(SHAPE, AFFINE), {"kind": "intensity", "scale": 1.0})
+def analytic_ckpt() -> ContinuousImage:
+    return ContinuousImage(WorldFunction(3, 1), Geometry(SHAPE, AFFINE), OutputMeaning("intensity", scale=1.0))
 
 
 def _pixel_world(centre, row, col, fov, shape) -> np.ndarray:
@@ -124,7 +125,7 @@ def test_axial_render_of_a_fitted_volume_matches_the_training_volume():
     fitted = fit_image(
         crop, cgeom, "hashgrid", steps=100, lr=5e-3, batch_size=2048, progress=False, model_options=options
     )
-    ckpt = fitted.checkpoint
+    ckpt = fitted
 
     k = 13
     plane = default_plane(ckpt, "axial")
@@ -144,7 +145,7 @@ def test_axial_render_of_a_fitted_volume_matches_the_training_volume():
     assert np.allclose(rendered, grid[idx[..., 0], idx[..., 1], idx[..., 2]], atol=1e-3 * crop.max())
 
 
-def _linear_displacement() -> tuple[Checkpoint, np.ndarray]:
+def _linear_displacement() -> tuple[ContinuousImage, np.ndarray]:
     """u(x) = A x mm, so det(I + du/dx) = det(I + A) everywhere."""
     a = np.array([[0.1, 0.05, 0.0], [-0.02, -0.1, 0.03], [0.0, 0.04, 0.2]])
 
@@ -153,7 +154,8 @@ def _linear_displacement() -> tuple[Checkpoint, np.ndarray]:
             return (50.0 * coords) @ torch.as_tensor(a.T, dtype=coords.dtype) / 5.0  # scale 5 below
 
     box = WorldBox(np.full(3, -50.0), np.full(3, 50.0))
-    ckpt = Checkpoint(Linear(3, 3), None, {"kind": "displacement", "scale": 5.0}, coords="world_box", world_box=box)
+    output = OutputMeaning("displacement", scale=5.0)
+    ckpt = ContinuousImage(Linear(3, 3), None, output, frame="world_box", world_box=box)
     return ckpt, a
 
 
@@ -188,7 +190,7 @@ def test_two_d_checkpoint_zoom_and_slice_geometry():
             world = torch.as_tensor(lo) + (coords.double() + 1) / 2 * torch.as_tensor(hi - lo)
             return (torch.sin(world[..., :1] * 0.3) + world[..., 1:] * 0.1).float()
 
-    ckpt = Checkpoint(Fn(2, 1), geom)
+    ckpt = ContinuousImage(Fn(2, 1), geom)
     plane = default_plane(ckpt).zoomed(4.0)
     image = render_plane(ckpt, plane, (40, 30))
     g = slice_geometry(ckpt, plane, (40, 30))
@@ -199,22 +201,19 @@ def test_two_d_checkpoint_zoom_and_slice_geometry():
 
 def test_lattice_bound_models_are_interpolated_from_their_grid():
     geom = Geometry((9, 7, 5), np.diag([2.0, 3.0, 4.0, 1.0]))
-
-    class Lattice(INR):
-        lattice_bound = True
-
-        def forward(self, coords):  # only ever called on the whole lattice
-            assert coords.shape[:-1] == geom.shape
-            return coords.sum(-1, keepdim=True) ** 2
-
-    ckpt = Checkpoint(Lattice(3, 1), geom)
+    torch.manual_seed(0)
+    model = MODEL_REGISTRY["conv_inr"](3, 1, lattice=list(geom.shape), channels=8, layers=2)
+    ckpt = ContinuousImage(model.eval(), geom)
     plane = Plane([8.0, 9.0, 8.0], [1, 0, 0], [0, 1, 0], (16.0, 18.0))  # pixel centres between lattice points
     image = render_plane(ckpt, plane, (8, 6))
     from scipy.ndimage import map_coordinates
 
-    lattice = geom.network_grid().sum(-1).numpy() ** 2
+    with torch.no_grad():
+        lattice = model.forward_lattice(geom.shape)[..., 0].numpy()
     ijk = geom.world_to_voxel(plane.world_points((8, 6)))
     assert np.allclose(image, map_coordinates(lattice, np.moveaxis(ijk, -1, 0), order=1), atol=1e-5)
+    # on its own grid the image is the lattice pass itself
+    assert np.allclose(ckpt.on_grid()[..., 0], lattice, atol=1e-6)
 
 
 # -- the CLI ---------------------------------------------------------------------------------------------

@@ -1,8 +1,17 @@
-"""The interface every INR family shares: coordinates ``(..., d)`` in [-1, 1] -> channels ``(..., c)``."""
+"""The interface every INR family shares: coordinates ``(..., d)`` in [-1, 1] -> channels ``(..., c)``.
+
+Besides ``forward``, a family states explicitly what the rest of medinr needs from it (no duck typing):
+its config (recorded once, from the constructor's arguments), Adam parameter groups, how to start at a zero
+output (registration's identity), and how to evaluate on a whole lattice. Chunked evaluation lives here
+and nowhere else.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -10,6 +19,9 @@ from torch import nn
 from medinr.errors import MedinrError
 
 MODEL_REGISTRY: dict[str, type["INR"]] = {}
+
+#: Coordinates per forward call: 2k-16k is fastest on CPU (cache) and keeps memory bounded.
+DEFAULT_CHUNK = 16384
 
 
 def register_model(name: str) -> Callable[[type["INR"]], type["INR"]]:
@@ -23,14 +35,53 @@ def register_model(name: str) -> Callable[[type["INR"]], type["INR"]]:
     return wrap
 
 
+def _record_config(init: Callable) -> Callable:
+    """Wrap a family's ``__init__`` so that its bound arguments become :attr:`INR.config` (once, outermost call)."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def wrapped(self: "INR", *args: Any, **kwargs: Any) -> None:
+        outermost = not getattr(self, "_recording_config", False)
+        if outermost:
+            object.__setattr__(self, "_recording_config", True)
+        try:
+            init(self, *args, **kwargs)
+        finally:
+            if outermost:
+                object.__setattr__(self, "_recording_config", False)
+        if outermost:
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            recorded = {k: _plain(v) for k, v in list(bound.arguments.items())[1:]}
+            # a family may resolve options in __init__ (e.g. KAN encoding defaults): its own entries win
+            recorded.update(self.__dict__.get("_resolved_config", {}))
+            self.config = recorded
+
+    return wrapped
+
+
+def _plain(value: Any) -> Any:
+    """Tuples become lists so that a config survives a JSON round trip unchanged."""
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 class INR(nn.Module):
     """Base class of every implicit neural representation in medinr.
 
-    Subclasses take ``in_features`` and ``out_features`` plus their own keyword options, call
-    ``super().__init__(in_features, out_features, **options)`` so that the options are recorded in
-    :attr:`config`, and implement :meth:`forward` on coordinates of shape ``(..., in_features)`` in
-    [-1, 1] returning ``(..., out_features)``. The recorded config rebuilds the same architecture
-    (``build_model(model.family, **model.config)``), which is how checkpoints are loaded.
+    Subclasses take ``in_features`` and ``out_features`` plus their own keyword options and implement
+    :meth:`forward` on coordinates of shape ``(..., in_features)`` in [-1, 1] returning
+    ``(..., out_features)``. Their constructor arguments are recorded in :attr:`config` automatically
+    (``build_model(model.family, **model.config)`` rebuilds the same architecture, which is how checkpoints
+    load); options a family resolves itself go through :meth:`resolve_config`.
+
+    Hooks every family implements or inherits: :meth:`zero_output_`, :meth:`param_groups`,
+    :meth:`forward_lattice`, :meth:`regularization`.
     """
 
     family: str = "inr"
@@ -40,35 +91,108 @@ class INR(nn.Module):
     #: Default Adam learning rate for this family when fitting images.
     default_lr: float = 1e-3
 
-    def __init__(self, in_features: int, out_features: int, **options: Any) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _record_config(cls.__dict__["__init__"])  # type: ignore[method-assign]
+
+    def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__()
+        if int(in_features) < 1 or int(out_features) < 1:
+            raise MedinrError(f"a model needs positive in/out features, got {in_features} -> {out_features}")
         self.in_features = int(in_features)
         self.out_features = int(out_features)
-        self.config: dict[str, Any] = {"in_features": self.in_features, "out_features": self.out_features, **options}
+        self.config: dict[str, Any] = {"in_features": self.in_features, "out_features": self.out_features}
+        self._compiled: Any = None
 
+    def resolve_config(self, **options: Any) -> None:
+        """Record options the family resolved itself (e.g. filled-in defaults) in place of the raw arguments."""
+        self.__dict__.setdefault("_resolved_config", {}).update({k: _plain(v) for k, v in options.items()})
+        if hasattr(self, "config"):
+            self.config.update(self._resolved_config)
+
+    # -- hooks -------------------------------------------------------------------------------------------
     def regularization(self) -> torch.Tensor | None:
         """An optional model-specific penalty to add to the loss (e.g. KAN sparsification)."""
         return None
-
-    @torch.no_grad()
-    def evaluate(self, coords: torch.Tensor, chunk: int = 16384) -> torch.Tensor:
-        """Evaluate without gradients in chunks of ``chunk`` coordinates so that memory stays bounded."""
-        was_training = self.training
-        self.eval()
-        try:
-            flat = coords.reshape(-1, coords.shape[-1])
-            parts = [self(flat[s : s + chunk]) for s in range(0, flat.shape[0], chunk)]
-            out = torch.cat(parts, dim=0) if parts else flat.new_zeros(0, self.out_features)
-            return out.reshape(*coords.shape[:-1], self.out_features)
-        finally:
-            self.train(was_training)
 
     def param_groups(self, base_lr: float) -> list[dict]:
         """Adam parameter groups; families whose parts want different rates (hash tables) override this."""
         return [{"params": list(self.parameters()), "lr": base_lr}]
 
+    def zero_output_(self) -> None:
+        """Make the output exactly zero everywhere while keeping the network trainable (identity start of u).
+
+        Every family overrides this; the base class refuses rather than guess which layer is last.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement zero_output_()")
+
+    def forward_lattice(self, shape: Sequence[int]) -> torch.Tensor:
+        """The output at every point of the lattice ``shape`` (``linspace(-1, 1, n)`` per axis): ``(*shape, C)``.
+
+        Differentiable. Families with a faster path on a full lattice (dense grids, Conv-INR) override it.
+        """
+        return self(lattice_coords(shape, self.device))
+
+    # -- evaluation --------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    @torch.no_grad()
+    def evaluate(self, coords: torch.Tensor, chunk: int = DEFAULT_CHUNK, compile: bool = False) -> torch.Tensor:
+        """Evaluate without gradients in chunks of ``chunk`` coordinates so that memory stays bounded.
+
+        With ``compile=True`` the forward runs through ``torch.compile`` (compiled once per model for the one
+        chunk shape: the last chunk is padded; eager fallback on failure).
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            flat = coords.reshape(-1, coords.shape[-1]).to(self.device)
+            forward = self._compiled_forward() if compile and not self.lattice_bound else self
+            parts = []
+            for s in range(0, flat.shape[0], chunk):
+                part = flat[s : s + chunk]
+                n = part.shape[0]
+                if forward is not self and n < chunk:  # a short last chunk would trigger a recompile
+                    part = torch.cat([part, part.new_zeros(chunk - n, part.shape[1])])
+                parts.append(forward(part)[:n])
+            out = torch.cat(parts, dim=0) if parts else flat.new_zeros(0, self.out_features)
+            return out.reshape(*coords.shape[:-1], self.out_features)
+        finally:
+            self.train(was_training)
+
+    def _compiled_forward(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        if self._compiled is None:
+            from medinr.models.compile import CompiledForward
+
+            self._compiled = CompiledForward(self, dynamic=False)
+        return self._compiled
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def lattice_coords(shape: Sequence[int], device: str | torch.device = "cpu") -> torch.Tensor:
+    """Network coordinates of a lattice: ``(*shape, d)``, ``linspace(-1, 1, n)`` per axis (0 for a single point)."""
+    axes = [
+        torch.linspace(-1.0, 1.0, int(n), device=device) if int(n) > 1 else torch.zeros(1, device=device)
+        for n in shape
+    ]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+
+
+def zero_linear_(layer: nn.Linear) -> None:
+    """Zero a linear layer's weight and bias (the last layer of a family that starts at zero output)."""
+    with torch.no_grad():
+        layer.weight.zero_()
+        if layer.bias is not None:
+            layer.bias.zero_()
 
 
 def build_model(name: str, in_features: int, out_features: int, **options: Any) -> INR:
@@ -78,5 +202,5 @@ def build_model(name: str, in_features: int, out_features: int, **options: Any) 
         raise MedinrError(f"unknown model '{name}'; choose one of: {known}")
     try:
         return MODEL_REGISTRY[name](in_features=in_features, out_features=out_features, **options)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise MedinrError(f"bad options for model '{name}': {exc}") from None

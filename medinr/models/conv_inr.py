@@ -13,7 +13,7 @@ from torch import nn
 
 from medinr.errors import MedinrError
 from medinr.geometry import sample_grid
-from medinr.models.base import INR, register_model
+from medinr.models.base import INR, lattice_coords, register_model
 
 
 @register_model("conv_inr")
@@ -80,9 +80,8 @@ class ConvINR(INR):
             raise MedinrError(f"conv_inr needs at least 2 points per lattice axis, got {lattice}")
         if kernel_size % 2 != 1:
             raise MedinrError(f"conv_inr needs an odd kernel_size, got {kernel_size}")
-        super().__init__(
-            in_features, out_features, lattice=lattice, channels=channels, layers=layers, kernel_size=kernel_size
-        )
+        super().__init__(in_features, out_features)
+        self.resolve_config(lattice=lattice)
         self.lattice = tuple(lattice)
         conv = nn.Conv2d if in_features == 2 else nn.Conv3d
         norm = nn.BatchNorm2d if in_features == 2 else nn.BatchNorm3d
@@ -99,16 +98,10 @@ class ConvINR(INR):
         self.net = nn.Sequential(*blocks)
         self._cache: tuple[tuple, torch.Tensor] | None = None
 
-    def lattice_coords(self, device: torch.device | str | None = None) -> torch.Tensor:
-        """Network coordinates of the lattice points, ``(*lattice, d)`` in [-1, 1]."""
-        device = device if device is not None else next(self.parameters()).device
-        axes = [torch.linspace(-1.0, 1.0, n, device=device) for n in self.lattice]
-        return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
-
     def lattice_output(self) -> torch.Tensor:
         """The network's output on its lattice, ``(out_features, *lattice)``."""
         weight = next(self.parameters())
-        grid = self.lattice_coords(weight.device).to(weight.dtype)
+        grid = lattice_coords(self.lattice, weight.device).to(weight.dtype)
         inp = grid.movedim(-1, 0).unsqueeze(0)  # (1, d, *lattice)
         return self.net(inp)[0]
 
@@ -121,6 +114,19 @@ class ConvINR(INR):
         if self._cache is None or self._cache[0] != key:
             self._cache = (key, self.lattice_output())
         return self._cache[1]
+
+    def forward_lattice(self, shape: Sequence[int]) -> torch.Tensor:
+        """The output on ``shape``: the network's own lattice pass when ``shape`` is its lattice."""
+        if tuple(int(n) for n in shape) == self.lattice:
+            return self.lattice_output().movedim(0, -1)
+        return super().forward_lattice(shape)
+
+    def zero_output_(self) -> None:
+        head = self.net[-1]
+        with torch.no_grad():
+            head.weight.zero_()
+            head.bias.zero_()
+        self._cache = None
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         """Sample the lattice output at ``coords (..., d)`` by (bi/tri)linear interpolation; ``(..., out)``."""

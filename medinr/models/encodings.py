@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from medinr.models.base import INR, register_model
+from medinr.models.base import INR, register_model, zero_linear_
 
 # instant-NGP's spatial-hash primes; the first is 1 so that the hash is coherent along the first axis.
 _PRIMES = (1, 2654435761, 805459861)
@@ -215,14 +215,15 @@ class FourierMLP(INR):
         layers: int = 3,
         seed: int = 0,
     ) -> None:
-        super().__init__(
-            in_features, out_features, n_frequencies=n_frequencies, sigma=sigma, hidden=hidden, layers=layers, seed=seed
-        )
+        super().__init__(in_features, out_features)
         self.encoding = FourierEncoding(in_features, n_frequencies, sigma, seed=seed)
         self.mlp = relu_mlp(self.encoding.out_features, hidden, layers, out_features)
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.encoding(coords))
+
+    def zero_output_(self) -> None:
+        zero_linear_(self.mlp[-1])
 
 
 @register_model("hashgrid")
@@ -257,18 +258,7 @@ class HashGridMLP(INR):
         layers: int = 2,
         table_lr_scale: float = 10.0,
     ) -> None:
-        super().__init__(
-            in_features,
-            out_features,
-            levels=levels,
-            features_per_level=features_per_level,
-            log2_table_size=log2_table_size,
-            base_resolution=base_resolution,
-            max_resolution=max_resolution,
-            hidden=hidden,
-            layers=layers,
-            table_lr_scale=table_lr_scale,
-        )
+        super().__init__(in_features, out_features)
         self.table_lr_scale = float(table_lr_scale)
         self.encoding = HashGridEncoding(
             in_features, levels, features_per_level, log2_table_size, base_resolution, max_resolution
@@ -277,6 +267,9 @@ class HashGridMLP(INR):
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.encoding(coords))
+
+    def zero_output_(self) -> None:
+        zero_linear_(self.mlp[-1])
 
     def param_groups(self, base_lr: float) -> list[dict]:
         """Adam groups: the tables at ``table_lr_scale * base_lr``, the MLP at ``base_lr``."""

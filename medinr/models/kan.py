@@ -377,19 +377,9 @@ class KAN(INR):
             enc_opts = {**_HASH_DEFAULTS, **enc_opts}
         elif enc_opts:
             raise MedinrError("encoding_options given but encoding is none")
-        super().__init__(
-            in_features,
-            out_features,
-            widths=widths,
-            grid=int(grid),
-            order=int(order),
-            encoding=encoding,
-            encoding_options=enc_opts,
-            noise_scale=float(noise_scale),
-            reg_lambda=float(reg_lambda),
-            reg_mu1=float(reg_mu1),
-            reg_mu2=float(reg_mu2),
-            reg_samples=int(reg_samples),
+        super().__init__(in_features, out_features)
+        self.resolve_config(
+            widths=widths, grid=int(grid), order=int(order), encoding=encoding, encoding_options=enc_opts
         )
         self.encoding_name = encoding
         self.encoding: nn.Module | None
@@ -443,6 +433,13 @@ class KAN(INR):
             outputs.append(out)
         out = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
         return out.reshape(*lead, self.out_features)
+
+    def zero_output_(self) -> None:
+        # phi = w_b silu(x) + w_s spline(x): zero w_b and the coefficients (not w_s, whose gradient would vanish)
+        last = self.layers[-1]
+        with torch.no_grad():
+            last.base_weight.zero_()
+            last.spline_coef.zero_()
 
     def param_groups(self, base_lr: float) -> list[dict]:
         """Adam groups: hash tables (if any) at 10x the base rate, as instant-NGP wants; the KAN at ``base_lr``."""

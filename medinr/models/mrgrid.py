@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medinr.geometry import sample_grid
-from medinr.models.base import INR, register_model
+from medinr.models.base import INR, register_model, zero_linear_
 from medinr.models.encodings import relu_mlp
 
 
@@ -52,17 +52,7 @@ class MultiResGrid(INR):
         layers: int = 1,
         grid_lr_scale: float = 10.0,
     ) -> None:
-        super().__init__(
-            in_features,
-            out_features,
-            levels=levels,
-            features_per_level=features_per_level,
-            base_resolution=base_resolution,
-            max_resolution=max_resolution,
-            hidden=hidden,
-            layers=layers,
-            grid_lr_scale=grid_lr_scale,
-        )
+        super().__init__(in_features, out_features)
         if in_features not in (2, 3):
             raise ValueError(f"mrgrid supports 2 or 3 input dimensions, got {in_features}")
         growth = (max_resolution / base_resolution) ** (1.0 / max(1, levels - 1))
@@ -88,6 +78,9 @@ class MultiResGrid(INR):
         feats = [F.interpolate(g[None], size=tuple(shape), mode=mode, align_corners=True)[0] for g in self.grids]
         stacked = torch.cat(feats, dim=0)  # (F_total, *shape)
         return self.mlp(stacked.movedim(0, -1))
+
+    def zero_output_(self) -> None:
+        zero_linear_(self.mlp[-1])
 
     def param_groups(self, base_lr: float) -> list[dict]:
         """Adam groups: the grids at ``grid_lr_scale * base_lr``, the decoder at ``base_lr``."""

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from medinr.models.base import INR, register_model
+from medinr.models.base import INR, register_model, zero_linear_
 
 
 class SineLayer(nn.Module):
@@ -56,7 +56,7 @@ class Siren(INR):
         omega_0: float = 30.0,
         hidden_omega: float = 30.0,
     ) -> None:
-        super().__init__(in_features, out_features, hidden=hidden, layers=layers, omega_0=omega_0, hidden_omega=hidden_omega)
+        super().__init__(in_features, out_features)
         body = [SineLayer(in_features, hidden, omega_0, first=True)]
         body += [SineLayer(hidden, hidden, hidden_omega, first=False) for _ in range(layers - 1)]
         self.body = nn.Sequential(*body)
@@ -67,3 +67,6 @@ class Siren(INR):
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(coords))
+
+    def zero_output_(self) -> None:
+        zero_linear_(self.head)

@@ -87,16 +87,7 @@ class Wire(INR):
         hidden_omega: float = 20.0,
         hidden_s: float = 10.0,
     ) -> None:
-        super().__init__(
-            in_features,
-            out_features,
-            hidden=hidden,
-            layers=layers,
-            omega_0=omega_0,
-            s_0=s_0,
-            hidden_omega=hidden_omega,
-            hidden_s=hidden_s,
-        )
+        super().__init__(in_features, out_features)
         width = max(1, int(hidden / math.sqrt(2.0)))
         self.omega_0, self.s_0 = float(omega_0), float(s_0)
         self.hidden_omega, self.hidden_s = float(hidden_omega), float(hidden_s)
@@ -112,3 +103,9 @@ class Wire(INR):
             re, im = gabor(*layer(re, im), self.hidden_omega, self.hidden_s)
         out, _ = self.head(re, im)
         return out.reshape(*lead, self.out_features)
+
+    def zero_output_(self) -> None:
+        # the output is the real part of the head: zeroing both its real and imaginary weights keeps it at 0
+        with torch.no_grad():
+            for p in self.head.parameters():
+                p.zero_()

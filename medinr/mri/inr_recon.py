@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medinr.continuous import ContinuousImage, OutputMeaning
 from medinr.errors import MedinrError
 from medinr.fit import FitResult, fit
 from medinr.geometry import Geometry
@@ -68,19 +69,6 @@ class InrReconConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass
-class InrReconResult:
-    """The reconstructed complex image (input units), the fitted model and bookkeeping."""
-
-    image: np.ndarray
-    model: INR
-    scale: float
-    fit: FitResult
-    seconds: float
-    best_step: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def build_recon_model(name: str, ndim: int, shape: tuple[int, ...], options: dict[str, Any]) -> INR:
@@ -144,7 +132,7 @@ def inr_reconstruct(
     seed: int = 0,
     progress: bool = True,
     device: str | torch.device = "cpu",
-) -> InrReconResult:
+) -> ContinuousImage:
     """Reconstruct a complex image from undersampled multi-coil k-space with an INR.
 
     Parameters
@@ -166,8 +154,9 @@ def inr_reconstruct(
 
     Returns
     -------
-    InrReconResult
-        ``image`` is complex, in the units of the k-space (the orthonormal FFT keeps them).
+    ContinuousImage
+        A complex image in the units of the k-space (the orthonormal FFT keeps them); ``extra`` holds the
+        settings and choices, ``history`` the fit. :func:`reconstructed_image` turns it into the output array.
     """
     device = torch.device(device)
     torch.manual_seed(seed)
@@ -245,24 +234,33 @@ def inr_reconstruct(
     if best["state"] is not None:
         model.load_state_dict(best["state"])
     model.eval()
-    with torch.no_grad():
-        out = model.evaluate(coords, chunk=65536)
-        x = torch.complex(out[..., 0], out[..., 1])
-        if config.data_consistency:
-            x = full_op.data_consistent(x, y)
-        # Where every coil sensitivity is zero (outside ESPIRiT's support) the data say nothing about the image:
-        # return the minimum-norm value 0 there, as SENSE and CS do, instead of the network's free extrapolation.
-        x = x * (maps.abs().sum(dim=0) > 0)
-    seconds = time.perf_counter() - start
-    extra: dict[str, Any] = {"scale": scale, "lr": lr}
+    extra: dict[str, Any] = {
+        "pipeline": "reconstruct",
+        "inr": config.to_dict(),
+        "lr": lr,
+        "best_step": best["step"],
+        "seconds": time.perf_counter() - start,
+    }
     if prior_result is not None:
         extra["prior_seconds"] = prior_result.seconds
-    return InrReconResult(
-        image=(x * scale).cpu().numpy().astype(np.complex64),
-        model=model,
-        scale=scale,
-        fit=result,
-        seconds=seconds,
-        best_step=best["step"],
-        extra=extra,
-    )
+    output = OutputMeaning("complex", scale=scale)
+    return ContinuousImage(model, geometry, output, "network", extra=extra, history=result)
+
+
+@torch.no_grad()
+def reconstructed_image(
+    image: ContinuousImage, kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor, data_consistency: bool
+) -> np.ndarray:
+    """The complex array of a reconstruction on its grid (input units), optionally with the samples put back.
+
+    Where every coil sensitivity is zero (outside ESPIRiT's support) the data say nothing about the image:
+    it is 0 there, the minimum-norm value SENSE and CS give, instead of the network's free extrapolation.
+    """
+    device = image.model.device
+    values = torch.from_numpy(image.on_grid()).to(device)
+    x = torch.complex(values[..., 0], values[..., 1])
+    maps, kspace, mask = maps.to(device), kspace.to(device), mask.to(device).bool()
+    if data_consistency:
+        x = SenseOp(maps, mask).data_consistent(x, kspace)
+    x = x * (maps.abs().sum(dim=0) > 0)
+    return x.cpu().numpy().astype(np.complex64)

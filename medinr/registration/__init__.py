@@ -1,6 +1,6 @@
 """Image registration with an INR displacement field u(x) in world millimetres (x -> x + u(x))."""
 
-from medinr.registration.register import PRESETS, RegistrationResult, RegistrationSettings, register
-from medinr.registration.transform import DisplacementField, Warper
+from medinr.registration.register import PRESETS, RegistrationSettings, register
+from medinr.registration.transform import Warper
 
-__all__ = ["DisplacementField", "Warper", "RegistrationResult", "RegistrationSettings", "register", "PRESETS"]
+__all__ = ["Warper", "RegistrationSettings", "register", "PRESETS"]

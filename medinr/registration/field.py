@@ -9,17 +9,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from medinr.continuous import ContinuousImage
 from medinr.geometry import Geometry
 from medinr.io import array_to_sitk, sitk_to_affine, sitk_to_array
 from medinr.registration.regularizers import displacement_jacobian, jacobian_determinant
-from medinr.registration.transform import DisplacementField, Warper
+from medinr.registration.transform import Warper
 
 
-def dense_displacement(u_field: DisplacementField, geometry: Geometry, chunk: int = 32768) -> np.ndarray:
+def dense_displacement(u_field: ContinuousImage, geometry: Geometry) -> np.ndarray:
     """u at every voxel centre of ``geometry``: ``(*shape, ndim)`` float64 in RAS mm."""
-    device = next(u_field.model.parameters()).device
-    x = geometry.world_grid(dtype=torch.float32, device=device)
-    return u_field.evaluate(x, chunk=chunk).cpu().numpy().astype(np.float64)
+    return u_field.on_grid(geometry).astype(np.float64)
 
 
 def warp_image(
@@ -49,10 +48,9 @@ def _inside(geometry: Geometry, x: torch.Tensor, tol: float = 1e-6) -> np.ndarra
     return np.all((v >= -0.5 - tol) & (v <= upper + 0.5 + tol), axis=-1)
 
 
-def jacobian_map(u_field: DisplacementField, geometry: Geometry, chunk: int = 8192) -> np.ndarray:
+def jacobian_map(u_field: ContinuousImage, geometry: Geometry, chunk: int = 8192) -> np.ndarray:
     """``det(I + grad u)`` at every voxel centre, exact by autograd: ``(*shape)`` float32."""
-    device = next(u_field.model.parameters()).device
-    x = geometry.world_grid(dtype=torch.float32, device=device).reshape(-1, geometry.ndim)
+    x = geometry.world_grid(dtype=torch.float32, device=u_field.model.device).reshape(-1, geometry.ndim)
     parts = []
     for s in range(0, x.shape[0], chunk):
         xs = x[s : s + chunk].clone().requires_grad_(True)

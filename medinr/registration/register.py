@@ -11,13 +11,14 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from medinr.continuous import ContinuousImage, OutputMeaning
 from medinr.errors import MedinrError
-from medinr.fit import FitResult, fit, seed_everything
+from medinr.fit import fit, seed_everything
 from medinr.geometry import Geometry
 from medinr.models import build_model
 from medinr.registration.losses import LOSSES, similarity
 from medinr.registration.regularizers import regularisation
-from medinr.registration.transform import DisplacementField, Warper, zero_last_linear
+from medinr.registration.transform import Warper
 
 
 @dataclass
@@ -98,17 +99,6 @@ def settings_from_preset(name: str, **overrides: Any) -> RegistrationSettings:
     return RegistrationSettings(**values)
 
 
-@dataclass
-class RegistrationResult:
-    """The fitted field, the settings it was fitted with and what the fit did."""
-
-    field: DisplacementField
-    settings: RegistrationSettings
-    fit: FitResult
-    seconds: float
-    intensity: dict[str, list[float]]
-
-
 def normalise_intensity(
     image: np.ndarray, mask: np.ndarray | None = None, low: float = 0.5, high: float = 99.5
 ) -> tuple[np.ndarray, list[float]]:
@@ -146,7 +136,7 @@ def register(
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = False,
-) -> RegistrationResult:
+) -> ContinuousImage:
     """Fit u so that ``moving(x + u(x)) ~ fixed(x)`` for world points x of the fixed image.
 
     Parameters
@@ -164,8 +154,9 @@ def register(
 
     Returns
     -------
-    RegistrationResult
-        ``result.field(x)`` is u in mm (RAS) at world points x (mm).
+    ContinuousImage
+        The displacement u: ``u(x)`` is in mm (RAS) at world points x (mm), on the fixed image's world box;
+        ``extra`` records the settings and intensity windows, ``history`` the fit.
     """
     s = settings or RegistrationSettings()
     if fixed_geometry.ndim != moving_geometry.ndim:
@@ -207,9 +198,11 @@ def register(
     box = fixed_geometry.world_box()
     scale_mm = s.scale_mm if s.scale_mm is not None else 0.1 * float(np.mean(box.half_extent_mm))
     model = build_model(s.model, ndim, ndim, **s.model_options)
-    zero_last_linear(model)
+    model.zero_output_()  # u = 0: the registration starts at the identity
     model.to(device).train()
-    u_field = DisplacementField(model, box, scale_mm)
+    u_field = ContinuousImage(
+        model, fixed_geometry, OutputMeaning("displacement", scale=scale_mm, units="mm"), "world_box", box
+    )
 
     windowed = s.loss == "lncc"
     offsets = _window_offsets(ndim, s.window).to(device) if windowed else None
@@ -236,7 +229,7 @@ def register(
         return loss + reg + (extra if extra is not None else 0.0)
 
     result = fit(
-        model.parameters(),
+        model.param_groups(s.lr),
         loss_fn,
         steps=s.steps,
         lr=s.lr,
@@ -246,10 +239,11 @@ def register(
     )
     model.eval()
     settings_used = RegistrationSettings(**{**s.to_dict(), "scale_mm": scale_mm})
-    return RegistrationResult(
-        field=u_field,
-        settings=settings_used,
-        fit=result,
-        seconds=time.perf_counter() - start,
-        intensity={"fixed_percentiles": f_range, "moving_percentiles": m_range},
-    )
+    u_field.history = result
+    u_field.extra = {
+        "source": "medinr register",
+        "settings": settings_used.to_dict(),
+        "intensity": {"fixed_percentiles": f_range, "moving_percentiles": m_range},
+        "seconds": time.perf_counter() - start,
+    }
+    return u_field
