@@ -17,6 +17,7 @@ from medinr.errors import MedinrError
 from medinr.geometry import Geometry
 from medinr.models import INR
 from medinr.models.base import DEFAULT_CHUNK
+from medinr.registration.jacobian import jacobian_determinant
 
 #: Components that :func:`render_plane` can show besides a channel index.
 COMPONENTS = ("auto", "value", "magnitude", "real", "imag", "phase", "jacobian")
@@ -359,38 +360,6 @@ def to_component(values: np.ndarray, kind: str, component: str | int = "auto") -
     if component == "phase":
         return np.arctan2(values[..., 1], values[..., 0]).astype(np.float32)
     raise MedinrError(f"unknown component '{component}'; choose one of {', '.join(COMPONENTS)} or a channel number")
-
-
-def jacobian_determinant(
-    source: Source, xyz: np.ndarray, step_mm: float | None = None, chunk: int = DEFAULT_CHUNK
-) -> np.ndarray:
-    """det(I + du/dx) of a displacement checkpoint at world points, by central differences.
-
-    Parameters
-    ----------
-    xyz : ndarray
-        World points, mm, ``(..., ndim)``.
-    step_mm : float, optional
-        Finite-difference step; defaults to half the finest training voxel size (smaller than any detail
-        the fit resolved, larger than float32 round-off).
-
-    Returns
-    -------
-    ndarray
-        ``(...)`` determinant; values <= 0 mark folding.
-    """
-    ckpt = ContinuousImage.of(source)
-    if ckpt.kind != "displacement":
-        raise MedinrError("a Jacobian determinant needs a displacement (registration) checkpoint")
-    pts = np.asarray(xyz, dtype=np.float64)
-    nd = pts.shape[-1]
-    h = float(step_mm) if step_mm else training_spacing(ckpt) / 2
-    offsets = np.concatenate([np.eye(nd) * h, -np.eye(nd) * h])  # (2 nd, nd)
-    stencil = pts[..., None, :] + offsets  # (..., 2nd, nd)
-    u = evaluate_world(ckpt, stencil, chunk=chunk, outside=None)[..., :nd].astype(np.float64)
-    grad = (u[..., :nd, :] - u[..., nd:, :]) / (2 * h)  # (..., d/dx_k, u_i)
-    jac = np.swapaxes(grad, -1, -2) + np.eye(nd)  # J_ik = delta_ik + du_i/dx_k
-    return np.linalg.det(jac).astype(np.float32)
 
 
 def render_plane(

@@ -12,7 +12,7 @@ import torch
 from medinr.continuous import ContinuousImage
 from medinr.geometry import Geometry
 from medinr.io import array_to_sitk, sitk_to_affine, sitk_to_array
-from medinr.registration.regularizers import displacement_jacobian, jacobian_determinant
+from medinr.registration.jacobian import jacobian_determinant
 from medinr.registration.transform import Warper
 
 
@@ -50,14 +50,7 @@ def _inside(geometry: Geometry, x: torch.Tensor, tol: float = 1e-6) -> np.ndarra
 
 def jacobian_map(u_field: ContinuousImage, geometry: Geometry, chunk: int = 8192) -> np.ndarray:
     """``det(I + grad u)`` at every voxel centre, exact by autograd: ``(*shape)`` float32."""
-    x = geometry.world_grid(dtype=torch.float32, device=u_field.model.device).reshape(-1, geometry.ndim)
-    parts = []
-    for s in range(0, x.shape[0], chunk):
-        xs = x[s : s + chunk].clone().requires_grad_(True)
-        with torch.enable_grad():
-            grad_u = displacement_jacobian(u_field(xs), xs, create_graph=False)
-        parts.append(jacobian_determinant(grad_u.detach()))
-    return torch.cat(parts).reshape(geometry.shape).cpu().numpy().astype(np.float32)
+    return jacobian_determinant(u_field, geometry.world_grid(dtype=torch.float32), chunk=chunk)
 
 
 def jacobian_map_fd(displacement: np.ndarray, geometry: Geometry) -> np.ndarray:

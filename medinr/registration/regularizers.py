@@ -23,7 +23,7 @@ def displacement_jacobian(u: torch.Tensor, x: torch.Tensor, create_graph: bool =
     return torch.stack(rows, dim=-2)
 
 
-def jacobian_determinant(grad_u: torch.Tensor) -> torch.Tensor:
+def deformation_det(grad_u: torch.Tensor) -> torch.Tensor:
     """``det(I + grad u)`` for ``(N, d, d)`` displacement gradients."""
     eye = torch.eye(grad_u.shape[-1], dtype=grad_u.dtype, device=grad_u.device)
     return torch.linalg.det(eye + grad_u)
@@ -31,7 +31,7 @@ def jacobian_determinant(grad_u: torch.Tensor) -> torch.Tensor:
 
 def jacobian_penalty(grad_u: torch.Tensor) -> torch.Tensor:
     """Mean ``|det(I + grad u) - 1|``: local volume change (IDIR's Jacobian regulariser)."""
-    return (jacobian_determinant(grad_u) - 1.0).abs().mean()
+    return (deformation_det(grad_u) - 1.0).abs().mean()
 
 
 def bending_energy(grad_u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
