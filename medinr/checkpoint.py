@@ -16,15 +16,19 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 import medinr
+from medinr.checkpoint_header import FORMAT, FORMAT_VERSION, validate_header
 from medinr.continuous import ContinuousImage, OutputMeaning
 from medinr.errors import MedinrError
 from medinr.geometry import Geometry, WorldBox
 from medinr.io import atomic_path
-from medinr.models import build_model
+from medinr.models import MODEL_REGISTRY, build_model
+from medinr.resources import check_budget
+from medinr.textsafe import dumps_strict
 
-FORMAT = "medinr-inr"
-FORMAT_VERSION = 1
+__all__ = ["FORMAT", "FORMAT_VERSION", "load_checkpoint", "metadata", "read_metadata", "save_checkpoint"]
 _META_KEY = "medinr"
+#: The largest JSON header read (a real one is a few kB; extra metadata stays far below this).
+MAX_HEADER_CHARS = 4 << 20
 
 
 def metadata(image: ContinuousImage) -> dict[str, Any]:
@@ -45,7 +49,7 @@ def metadata(image: ContinuousImage) -> dict[str, Any]:
 def save_checkpoint(path: str | os.PathLike, image: ContinuousImage) -> Path:
     """Write ``image`` atomically to ``path`` (conventionally ``*.inr``)."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in image.model.state_dict().items()}
-    header = json.dumps(metadata(image), allow_nan=False)
+    header = dumps_strict(metadata(image))  # non-finite metrics in ``extra`` are written as "inf"/"nan"
     target = Path(path)
     with atomic_path(target) as tmp:
         save_file(tensors, str(tmp), metadata={_META_KEY: header})
@@ -53,7 +57,13 @@ def save_checkpoint(path: str | os.PathLike, image: ContinuousImage) -> Path:
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The JSON metadata of a checkpoint, validated, without loading the weights."""
+    """The JSON metadata of a checkpoint, validated against the header schema, without loading the weights.
+
+    Raises
+    ------
+    MedinrError
+        For a missing or foreign file, or a header that fails :func:`medinr.checkpoint_header.validate_header`.
+    """
     p = Path(path)
     if not p.is_file():
         raise MedinrError(f"checkpoint not found: {p}")
@@ -61,54 +71,78 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         with safe_open(str(p), framework="pt") as f:
             raw = (f.metadata() or {}).get(_META_KEY)
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise MedinrError(f"{p} is not a medinr checkpoint (not a safetensors file: {str(exc).splitlines()[0]})") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise MedinrError(f"{p} is not a medinr checkpoint (not a safetensors file: {reason})") from None
     if raw is None:
         raise MedinrError(f"{p} is a safetensors file without medinr metadata")
+    if len(raw) > MAX_HEADER_CHARS:
+        raise MedinrError(f"{p} has damaged metadata: a header of {len(raw)} characters (at most {MAX_HEADER_CHARS})")
     try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise MedinrError(f"{p} has damaged metadata (bad JSON: {exc.msg} at char {exc.pos})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise MedinrError(f"{p} is not a medinr checkpoint (format tag missing)")
-    if int(meta.get("format_version", -1)) > FORMAT_VERSION:
-        raise MedinrError(f"{p} was written by a newer medinr (format {meta['format_version']}); please upgrade")
-    model = meta.get("model")
-    if not isinstance(model, dict) or not isinstance(model.get("config"), dict) or "family" not in model:
-        raise MedinrError(f"{p} has damaged metadata: no model family/config")
-    return meta
+        meta = json.loads(raw, parse_constant=_refuse_constant)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        where = f": {exc.msg} at char {exc.pos}" if isinstance(exc, json.JSONDecodeError) else ": nested too deeply"
+        raise MedinrError(f"{p} has damaged metadata (bad JSON{where})") from None
+    except ValueError as exc:
+        raise MedinrError(f"{p} has damaged metadata (bad JSON: {exc})") from None
+    return validate_header(meta, str(p), MODEL_REGISTRY)
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _read_weights(path: Path, model: torch.nn.Module, device: str | torch.device) -> dict[str, torch.Tensor]:
+    """The file's tensors, after their names and shapes were compared with ``model``'s (before reading any)."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            if found != expected:
+                key = sorted(set(found) ^ set(expected)) or [k for k in sorted(found) if found[k] != expected[k]]
+                raise MedinrError(
+                    f"{path}: weights do not match the model config (tensor '{key[0]}': file "
+                    f"{found.get(key[0], 'missing')}, config {expected.get(key[0], 'none')})"
+                )
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, RuntimeError, KeyError, ValueError, OSError) as exc:
+        raise MedinrError(f"{path}: weights cannot be read ({str(exc).splitlines()[0]})") from None
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise MedinrError(f"{path}: weight '{key}' holds NaN or infinite values (a damaged checkpoint)")
+    return state
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> ContinuousImage:
     """Load a checkpoint written by :func:`save_checkpoint`.
 
+    The header is validated first, the model is built within the memory budget (its size known from its
+    config), and the file's tensor names and shapes are compared with the model's before any is read.
+
     Raises
     ------
     MedinrError
-        For a missing, foreign (e.g. pickled) or damaged file, or weights that do not match the config.
+        For a missing, foreign (e.g. pickled) or damaged file, weights that do not match the config or are
+        not finite, or a model beyond the memory budget.
     """
-    meta = read_metadata(path)
+    p = Path(path)
+    meta = read_metadata(p)
+    check_budget(2 * p.stat().st_size, f"loading {p}")
     config = dict(meta["model"]["config"])
-    in_f, out_f = config.pop("in_features", None), config.pop("out_features", None)
-    if in_f is None or out_f is None:
-        raise MedinrError(f"{path} has damaged metadata: model config lacks in/out features")
+    in_f, out_f = config.pop("in_features"), config.pop("out_features")
     model = build_model(meta["model"]["family"], in_f, out_f, **config)
     try:
-        with safe_open(str(path), framework="pt", device=str(device)) as f:
-            state = {k: f.get_tensor(k) for k in f.keys()}
-        model.load_state_dict(state, strict=True)
-    except (SafetensorError, RuntimeError, KeyError, ValueError) as exc:
-        raise MedinrError(f"{path}: weights do not match the model config ({str(exc).splitlines()[0]})") from None
+        model.load_state_dict(_read_weights(p, model, device), strict=True)
+    except RuntimeError as exc:
+        raise MedinrError(f"{p}: weights do not match the model config ({str(exc).splitlines()[0]})") from None
     model.to(device).eval()
-    geometry = Geometry.from_dict(meta["geometry"]) if meta.get("geometry") else None
-    world_box = WorldBox.from_dict(meta["world_box"]) if meta.get("world_box") else None
     try:
         return ContinuousImage(
             model=model,
-            geometry=geometry,
-            output=OutputMeaning.from_dict(meta.get("output") or {}),
-            frame=meta.get("coords", "network"),
-            world_box=world_box,
-            extra=meta.get("extra") or {},
+            geometry=Geometry.from_dict(meta["geometry"]) if meta["geometry"] else None,
+            output=OutputMeaning.from_dict(meta["output"]),
+            frame=meta["coords"],
+            world_box=WorldBox.from_dict(meta["world_box"]) if meta["world_box"] else None,
+            extra=meta["extra"],
         )
     except MedinrError as exc:
-        raise MedinrError(f"{path} has inconsistent metadata: {exc}") from None
+        raise MedinrError(f"{p} has inconsistent metadata: {exc}") from None

@@ -19,6 +19,14 @@ from medinr.geometry import Geometry, WorldBox
 from medinr.models import INR
 from medinr.models.base import DEFAULT_CHUNK
 
+
+def _numeric(value: Any) -> bool:
+    """True for a (nested) list of plain numbers, the only thing a matrix in the metadata may hold."""
+    if isinstance(value, (list, tuple)):
+        return all(_numeric(v) for v in value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 #: What the output channels mean: a real intensity, a complex image (real, imaginary) or a displacement in mm.
 OUTPUT_KINDS = ("intensity", "complex", "displacement")
 #: How world millimetres become network coordinates: through the training grid ('network'), through a world
@@ -37,12 +45,17 @@ class OutputMeaning:
         Back to input units (intensities), or mm per network unit (displacements; offset 0).
     units : str or None
         Free text for displays ('mm' for displacements).
+    affine : list of lists or None
+        Displacements only: a homogeneous ``(ndim + 1, ndim + 1)`` world-mm matrix ``M`` of a global (affine)
+        stage, so that the value at ``x`` is ``M x - x + network * scale``: the full displacement, affine
+        part included (registration's ``--affine``). None: no global part.
     """
 
     kind: str = "intensity"
     scale: float = 1.0
     offset: float = 0.0
     units: str | None = None
+    affine: list[list[float]] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in OUTPUT_KINDS:
@@ -53,7 +66,22 @@ class OutputMeaning:
             raise MedinrError(f"output scale and offset must be numbers, got {self.scale!r}, {self.offset!r}") \
                 from None
         if not (math.isfinite(self.scale) and math.isfinite(self.offset)) or self.scale == 0:
-            raise MedinrError(f"output scale must be finite and non-zero, offset finite (got {self.scale}, {self.offset})")
+            raise MedinrError(
+                f"output scale must be finite and non-zero, offset finite (got {self.scale}, {self.offset})")
+        if self.affine is not None:
+            m = np.asarray(self.affine, dtype=np.float64) if _numeric(self.affine) else np.zeros((0, 0))
+            square = m.ndim == 2 and m.shape[0] == m.shape[1] and m.shape[0] in (3, 4)
+            if self.kind != "displacement" or not square or not np.isfinite(m).all():
+                raise MedinrError("output.affine must be a finite 3x3 or 4x4 matrix, and only for a displacement")
+            self.affine = m.tolist()
+
+    def affine_displacement(self, xyz: torch.Tensor) -> torch.Tensor:
+        """``M x - x`` at world points ``(..., ndim)`` mm, in their dtype (zero when there is no affine part)."""
+        if self.affine is None:
+            return torch.zeros_like(xyz)
+        m = torch.as_tensor(self.affine, dtype=xyz.dtype, device=xyz.device)
+        n = m.shape[0] - 1
+        return xyz @ (m[:n, :n] - torch.eye(n, dtype=xyz.dtype, device=xyz.device)).T + m[:n, n]
 
     def channels(self, ndim: int) -> int | None:
         """Channels this kind needs (None: any, for intensities)."""
@@ -63,6 +91,8 @@ class OutputMeaning:
         out: dict[str, Any] = {"kind": self.kind, "scale": self.scale, "offset": self.offset}
         if self.units is not None:
             out["units"] = self.units
+        if self.affine is not None:
+            out["affine"] = self.affine
         return out
 
     @classmethod
@@ -75,6 +105,7 @@ class OutputMeaning:
             scale=data.get("scale", 1.0),
             offset=data.get("offset", 0.0),
             units=str(units) if units is not None else None,
+            affine=data.get("affine"),
         )
 
 
@@ -221,7 +252,8 @@ class ContinuousImage:
 
     def forward(self, xyz: torch.Tensor) -> torch.Tensor:
         """Values in output units at world points ``(..., ndim)`` mm; differentiable (no chunking)."""
-        return self.to_output_units(self.model(self.to_network(xyz)))
+        values = self.to_output_units(self.model(self.to_network(xyz)))
+        return values if self.output.affine is None else values + self.output.affine_displacement(xyz)
 
     __call__ = forward
 
@@ -250,6 +282,10 @@ class ContinuousImage:
             if keep.numel():
                 raw = self.model.evaluate(coords[keep], chunk=chunk, compile=compile)
                 values[keep] = self.to_output_units(raw).float()
+        if self.output.affine is not None:  # the global part of a displacement, where the network was evaluated
+            flat = pts.reshape(-1, pts.shape[-1]).to(dev, torch.float64)
+            where = slice(None) if outside is None else keep
+            values[where] = values[where] + self.output.affine_displacement(flat[where]).float()
         return values.float().reshape(*lead, self.model.out_features)
 
     def sample(self, xyz: np.ndarray | torch.Tensor, **options: Any) -> np.ndarray:
@@ -273,7 +309,11 @@ class ContinuousImage:
                 raw = self.model.forward_lattice(geom.shape)
             finally:
                 self.model.train(was_training)
-            return self.to_output_units(raw).float().cpu().numpy()
+            values = self.to_output_units(raw).float()
+            if self.output.affine is not None:  # the global part of a displacement, as forward() adds it
+                world = geom.world_grid(dtype=torch.float64, device=values.device)
+                values = values + self.output.affine_displacement(world).float()
+            return values.cpu().numpy()
         # one plane of the grid at a time bounds the float64 world-point array as well as the network batches
         out = np.empty((*geom.shape, self.model.out_features), dtype=np.float32)
         vox = geom.voxel_grid(dtype=torch.float64)

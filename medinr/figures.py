@@ -45,17 +45,19 @@ def panel_figure(
         Slicing axis for volumes.
     """
     items = [(k, display_slice(v, axis), "gray") for k, v in panels.items()]
-    errors = [(k, display_slice(np.abs(np.abs(panels[a]) - np.abs(panels[b])), axis), "inferno") for k, (a, b) in (error_of or {}).items()]
+    errors = [(k, display_slice(np.abs(np.abs(panels[a]) - np.abs(panels[b])), axis), "inferno")
+              for k, (a, b) in (error_of or {}).items()]
     all_items = items + errors
     n = len(all_items)
     ncols = ncols or min(n, 4)
     nrows = int(np.ceil(n / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.2 * nrows + (0.4 if title else 0)), squeeze=False)
     vmax = float(np.percentile(items[0][1], 99.5)) if items else 1.0
+    vmin = min(0.0, float(np.percentile(items[0][1], 0.5))) if items else 0.0  # negative images (e.g. CT) too
     emax = max((float(np.percentile(e[1], 99.5)) for e in errors), default=1.0) or 1.0
     for ax, (name, img, cmap) in zip(axes.ravel(), all_items):
-        hi = emax if cmap != "gray" else vmax
-        ax.imshow(img, cmap=cmap, vmin=0.0, vmax=hi if hi > 0 else None, interpolation="nearest")
+        lo, hi = (0.0, emax) if cmap != "gray" else (vmin, vmax)
+        ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi if hi > lo else lo + 1.0, interpolation="nearest")
         ax.set_title(name, fontsize=9)
         ax.axis("off")
     for ax in axes.ravel()[n:]:

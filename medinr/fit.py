@@ -45,6 +45,24 @@ def lr_lambda(schedule: str, steps: int, warmup: int = 0, final_fraction: float 
     return factor
 
 
+def _optimiser(
+    params: Iterable, lr: float, weight_decay: float, factor: Callable[[int], float], step: int,
+    previous: torch.optim.Optimizer | None,
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """Adam on ``params`` with the schedule ``factor`` positioned at ``step``; Adam state carried from ``previous``
+    for the parameters it shares (a rebuilt optimiser does not restart the moments of untouched weights)."""
+    optimiser = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if previous is not None:
+        for group in optimiser.param_groups:
+            for p in group["params"]:
+                if p in previous.state:
+                    optimiser.state[p] = previous.state[p]
+    for group in optimiser.param_groups:
+        group["initial_lr"] = group["lr"]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, factor, last_epoch=step - 1)
+    return optimiser, scheduler
+
+
 @dataclass
 class FitResult:
     """What a fit did: the loss per step, metric values at the steps they were computed, wall time (s)."""
@@ -68,7 +86,8 @@ def fit(
     description: str = "fitting",
     time_budget: float | None = None,
     weight_decay: float = 0.0,
-    on_step: Callable[[int, float], None] | None = None,
+    on_step: Callable[[int, float], bool | None] | None = None,
+    before_step: Callable[[int], list[dict] | None] | None = None,
 ) -> FitResult:
     """Minimise ``loss_fn`` with Adam.
 
@@ -92,7 +111,12 @@ def fit(
     time_budget : float, optional
         Stop after this many seconds of wall time (benchmarks).
     on_step : callable, optional
-        ``on_step(step, loss)`` after each step (e.g. KAN pruning, early stopping bookkeeping).
+        ``on_step(step, loss)`` after each step (e.g. validation bookkeeping); a true return value stops the fit
+        there (early stopping).
+    before_step : callable, optional
+        ``before_step(step)`` before each step; when it returns parameter groups (a model replaced parameters,
+        e.g. KAN grid extension) the optimiser is rebuilt on them, keeping the Adam state of every parameter
+        that survived and the learning-rate schedule's position.
 
     Returns
     -------
@@ -105,13 +129,16 @@ def fit(
     """
     if steps < 1:
         raise MedinrError(f"the number of steps must be at least 1, got {steps}")
-    optimiser = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_lambda(schedule, steps, warmup))
+    factor = lr_lambda(schedule, steps, warmup)
+    optimiser, scheduler = _optimiser(params, lr, weight_decay, factor, 0, None)
     result = FitResult(metrics={name: [] for name in (metrics or {})})
     start = time.perf_counter()
     bar = tqdm(range(steps), desc=description, disable=not progress, dynamic_ncols=True, leave=False)
     postfix: dict[str, str] = {}
     for step in bar:
+        groups = before_step(step) if before_step is not None else None
+        if groups is not None:
+            optimiser, scheduler = _optimiser(groups, lr, weight_decay, factor, step, optimiser)
         optimiser.zero_grad(set_to_none=True)
         loss = loss_fn(step)
         value = float(loss.detach())
@@ -125,9 +152,8 @@ def fit(
         scheduler.step()
         result.losses.append(value)
         result.steps = step + 1
-        if on_step is not None:
-            on_step(step, value)
-        last = step == steps - 1
+        stop = bool(on_step(step, value)) if on_step is not None else False
+        last = step == steps - 1 or stop
         over_budget = time_budget is not None and time.perf_counter() - start > time_budget
         if metrics and (step % metric_every == 0 or last or over_budget):
             for name, fn in metrics.items():
@@ -137,7 +163,7 @@ def fit(
         if progress and (step % 10 == 0 or last):
             postfix["loss"] = f"{value:.3e}"
             bar.set_postfix(postfix, refresh=False)
-        if over_budget:
+        if over_budget or stop:
             break
     bar.close()
     result.seconds = time.perf_counter() - start

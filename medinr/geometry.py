@@ -35,14 +35,18 @@ def _plane_frame(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Orthonormal in-plane frame ``(Q, ref)`` for a 2D image whose 4x4 affine places it in 3D.
 
     A slice lying in the x-y plane (the usual 2D NIfTI or ITK image) keeps world ``(x, y)`` exactly;
-    any other plane gets coordinates along its own orthonormalised voxel axes, measured from voxel 0.
+    any other plane gets coordinates along its own orthonormalised voxel axes, measured from the point of the
+    plane nearest the world origin: a property of the plane, not of the grid, so two grids of the same plane
+    (a slice and its 2x block mean) put every point at the same in-plane millimetres.
     """
     cols = affine[:3, :2]
     if np.allclose(cols[2], 0.0):
         return np.eye(3)[:, :2], np.zeros(3)
     q, r = np.linalg.qr(cols)
     q = q * np.sign(np.diag(r))  # keep each axis pointing along its voxel axis
-    return q, affine[:3, 3].copy()
+    normal = np.cross(q[:, 0], q[:, 1])
+    origin = affine[:3, 3]
+    return q, normal * float(normal @ origin)
 
 
 class Geometry:
@@ -146,7 +150,8 @@ class Geometry:
     def network_grid(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> torch.Tensor:
         """Network coordinates of every voxel centre, shape ``(*shape, ndim)``, in [-1, 1]."""
         axes = [
-            torch.linspace(-1.0, 1.0, s, dtype=dtype, device=device) if s > 1 else torch.zeros(1, dtype=dtype, device=device)
+            torch.linspace(-1.0, 1.0, s, dtype=dtype, device=device) if s > 1
+            else torch.zeros(1, dtype=dtype, device=device)
             for s in self.shape
         ]
         return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)

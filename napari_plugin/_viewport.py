@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from medinr.render import Plane
 
 
@@ -65,11 +63,3 @@ def visible_request(
 def fit_zoom(base: Plane, canvas_hw: tuple[int, int], margin: float = 0.95) -> float:
     """Camera zoom (screen px per mm) that shows the whole base plane."""
     return margin * min(canvas_hw[0] / base.fov_mm[0], canvas_hw[1] / base.fov_mm[1])
-
-
-def context_affine(plane_affine: np.ndarray) -> np.ndarray:
-    """4x4 affine of a ``(1, H, W)`` layer from a plane's ``(r, c, 0)`` affine: the slice tilted in 3D."""
-    out = np.eye(4)
-    out[:3, 0], out[:3, 1], out[:3, 2] = plane_affine[:3, 2], plane_affine[:3, 0], plane_affine[:3, 1]
-    out[:3, 3] = plane_affine[:3, 3]
-    return out

@@ -1,12 +1,21 @@
-"""The ``medinr`` console script: one subcommand per pipeline, one clear error line for bad input."""
+"""The ``medinr`` console script: one subcommand per pipeline, one clear error line for bad input.
+
+Exit status: 0 success; 2 bad input or arguments (one ``medinr: error:`` line); 1 a bug (one
+``medinr: internal error:`` line, ``--debug`` for the traceback); 130 interrupted (Ctrl-C); 143 terminated
+(SIGTERM; staged outputs are removed); 141 the reader of stdout went away (``medinr info | head``), quietly.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
 
 from medinr import __version__
 from medinr.errors import MedinrError
@@ -21,12 +30,30 @@ SUBCOMMANDS = {
 }
 
 
+class Terminated(BaseException):
+    """Raised in the main thread by SIGTERM, so that ``with OutputDir(...)`` blocks unwind and clean up."""
+
+
+def _one_line(text: object) -> str:
+    from medinr.textsafe import terminal_safe
+
+    return terminal_safe(" ".join(str(text).split()), limit=1000)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not the whole usage block
-        self.exit(2, f"medinr: error: {message} (see '{self.prog} --help')\n")
+        self.exit(2, f"medinr: error: {_one_line(message)} (see '{self.prog} --help')\n")
+
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> object:
+        # argparse drops a value '--' ("--steps=--") and stores [] without calling the option's type
+        if action.nargs is None and action.option_strings and arg_strings == ["--"]:
+            self.error(f"argument {'/'.join(action.option_strings)}: expected one argument")
+        return super()._get_values(action, arg_strings)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pipelines.common import memory_size
+
     parser = _Parser(prog="medinr", description="Implicit neural representations for medical images.")
     parser.add_argument("--version", action="version", version=f"medinr {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -41,29 +68,96 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
+        p.add_argument(
+            "--memory-limit", type=memory_size, default=argparse.SUPPRESS, metavar="SIZE",
+            help="memory this run may plan to use, e.g. 4G or 'none' (default: 80%% of the available memory, "
+            "or $MEDINR_MEMORY_LIMIT); work estimated above it is refused before it starts",
+        )
         p.set_defaults(_run=module.run)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    debug = args.debug or bool(os.environ.get("MEDINR_DEBUG"))
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    print(f"medinr: warning: {_one_line(message)}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _process_handlers() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated`; warnings print as one ``medinr: warning:`` line (restored after)."""
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, terminate) if main_thread else None
+    shown = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
-        return int(args._run(args) or 0)
+        yield
+    finally:
+        warnings.showwarning = shown
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so that the exit-time flush stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _run(argv: Sequence[str] | None, debug_env: bool) -> int:
+    from medinr.resources import memory_budget_set_to
+
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: bad arguments (its one line is printed), --help, --version
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    debug = args.debug or debug_env
+    budget = memory_budget_set_to(args.memory_limit) if hasattr(args, "memory_limit") else contextlib.nullcontext()
+    try:
+        with budget:
+            code = int(args._run(args) or 0)
+        sys.stdout.flush()
+        return code
     except MedinrError as exc:
         if debug:
             raise
-        print(f"medinr: error: {exc}", file=sys.stderr)
+        print(f"medinr: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("medinr: interrupted", file=sys.stderr)
-        return 130
+    except MemoryError:
+        if debug:
+            raise
+        print("medinr: error: out of memory: use smaller inputs or options (or a lower --memory-limit, so that "
+              "such work is refused before it starts)", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        raise
     except Exception as exc:  # a bug, not bad input: still one line unless --debug
         if debug:
             raise
-        print(f"medinr: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)", file=sys.stderr)
+        print(f"medinr: internal error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for details)",
+              file=sys.stderr)
         return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``medinr`` command; returns the exit status (2 for arguments argparse refuses, too)."""
+    try:
+        with _process_handlers():
+            return _run(argv, bool(os.environ.get("MEDINR_DEBUG")))
+    except KeyboardInterrupt:
+        print("medinr: interrupted", file=sys.stderr)
+        return 130
+    except Terminated:
+        print("medinr: terminated", file=sys.stderr)
+        return 143
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from collections.abc import Callable
 import torch
 
 from medinr.errors import MedinrError
+from medinr.resources import parse_memory_size
+from medinr.textsafe import dumps_strict
 
 
 # -- validated argument types: a bad number is refused at parse time with one line (argparse exits with 2) ----
@@ -17,7 +19,7 @@ def _number(kind: type, low: float | None, high: float | None, low_open: bool, h
     def parse(text: str) -> float | int:
         try:
             value = kind(text)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise argparse.ArgumentTypeError(f"'{text}' is not a{'n integer' if kind is int else ' number'}") from None
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"'{text}' is not a finite number")
@@ -43,6 +45,18 @@ positive_int = number(1, integer=True)
 nonnegative_int = number(0, integer=True)
 #: A fraction of samples held out or kept: [0, 1).
 fraction = number(0, 1, high_open=True)
+#: An array axis: 0, 1 or 2.
+axis_index = number(0, 2, integer=True)
+#: Any finite number (an offset in mm, an SNR in dB).
+finite_float = number()
+
+
+def memory_size(text: str) -> int | None:
+    """``--memory-limit 4G``: bytes (K/M/G/T in 1024s), or None for ``none``."""
+    try:
+        return parse_memory_size(text)
+    except MedinrError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, out: bool = True) -> None:
@@ -76,10 +90,15 @@ def parse_model_options(text: str | None) -> dict:
         raise MedinrError(f"--model-options is not valid JSON: {exc.msg}") from None
     if not isinstance(value, dict):
         raise MedinrError("--model-options must be a JSON object, e.g. '{\"hidden\": 128}'")
+    for name in ("in_features", "out_features"):
+        if name in value:
+            raise MedinrError(f"--model-options cannot set {name}: it follows from the data")
     return value
 
 
 def write_json(path, data: dict) -> None:
+    """Write a metrics file as strict JSON: non-finite numbers become "inf", "-inf" or "nan" (see
+    :mod:`medinr.textsafe`); numpy values become plain numbers."""
+    text = dumps_strict(data, indent=2, sort_keys=True)
     with open(path, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True, default=float)
-        f.write("\n")
+        f.write(text + "\n")

@@ -1,11 +1,15 @@
-"""``medinr info``: print the metadata of a checkpoint without loading or running anything from it."""
+"""``medinr info``: print the metadata of a checkpoint without loading or running anything from it.
+
+The header is validated first (a damaged one gives one error line), and every string from the file is
+printed terminal-safe: control characters appear as escapes (``\\x1b``), never as codes the terminal runs.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 
 from medinr.checkpoint import read_metadata
+from medinr.textsafe import dumps_strict, terminal_safe
 
 HELP = "print the metadata (model, output meaning, geometry) of a .inr checkpoint"
 
@@ -15,28 +19,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the raw JSON metadata")
 
 
+def _js(value: object, limit: int = 2000) -> str:
+    """Compact JSON of a header value; ASCII-escaped, so nothing in it can reach the terminal as a control code."""
+    return terminal_safe(dumps_strict(value, ensure_ascii=True), limit=limit)
+
+
 def run(args: argparse.Namespace) -> int:
     meta = read_metadata(args.checkpoint)
     if args.json:
-        print(json.dumps(meta, indent=2))
+        print(dumps_strict(meta, indent=2, ensure_ascii=True))
         return 0
     model = meta["model"]
-    cfg = {k: v for k, v in model["config"].items()}
-    print(f"file:      {args.checkpoint}")
-    print(f"format:    {meta['format']} v{meta['format_version']} (medinr {meta.get('medinr_version', '?')})")
-    print(f"model:     {model['family']}  {json.dumps(cfg)}")
-    out = meta.get("output") or {}
-    print(f"output:    {json.dumps(out)}")
-    print(f"coords:    {meta.get('coords')}")
-    geo = meta.get("geometry")
+    print(f"file:      {terminal_safe(args.checkpoint)}")
+    version = terminal_safe(meta.get("medinr_version", "?"), 40)
+    print(f"format:    {meta['format']} v{meta['format_version']} (medinr {version})")
+    print(f"model:     {model['family']}  {_js(model['config'])}")
+    print(f"output:    {_js(meta['output'])}")
+    print(f"coords:    {meta['coords']}")
+    geo = meta["geometry"]
     if geo:
         sp = ", ".join(f"{s:.4g}" for s in geo.get("spacing_mm", []))
         print(f"geometry:  shape {tuple(geo['shape'])}, spacing ({sp}) mm")
         for row in geo["affine"]:
             print("           " + "  ".join(f"{v:9.4f}" for v in row))
-    if meta.get("world_box"):
-        print(f"world box: {json.dumps(meta['world_box'])}")
-    extra = meta.get("extra") or {}
-    if extra:
-        print(f"extra:     {json.dumps(extra)[:2000]}")
+    if meta["world_box"]:
+        print(f"world box: {_js(meta['world_box'])}")
+    if meta["extra"]:
+        print(f"extra:     {_js(meta['extra'])}")
     return 0

@@ -3,195 +3,119 @@
 from __future__ import annotations
 
 import argparse
-import time
-from pathlib import Path
 
 import numpy as np
 
 from medinr.checkpoint import save_checkpoint
-from medinr.errors import MedinrError
-from medinr.geometry import Geometry
-from medinr.io import load_image, save_image
+from medinr.io import save_image
 from medinr.outputs import OutputDir
-from medinr.registration.evaluation import (
-    dice_per_label,
-    image_ncc,
-    jacobian_stats,
-    read_landmarks,
-    target_registration_error,
-)
-from medinr.registration.field import dense_displacement, jacobian_map, warp_image, write_displacement
+from medinr.registration.app import load_inputs, record, run_registration
+from medinr.registration.field import write_displacement
 from medinr.registration.losses import LOSSES
-from medinr.registration.register import PRESETS, register, settings_from_preset
+from medinr.registration.register import AFFINE_MODES, PRESETS, TRANSFORMS, settings_from_preset
 from medinr.registration.report import write_report
-from pipelines.common import add_common_arguments, parse_model_options, resolve_device, write_json
+from pipelines.common import (
+    add_common_arguments,
+    nonnegative_float,
+    number,
+    parse_model_options,
+    positive_float,
+    positive_int,
+    resolve_device,
+    write_json,
+)
 
 HELP = (
     "register a moving image to a fixed image with an INR displacement field (writes warped image, ITK field, metrics)"
 )
 OUTPUTS = ["warped.nii.gz", "displacement.nii.gz", "jacobian.nii.gz", "transform.inr", "metrics.json", "report.png"]
+INVERSE_OUTPUTS = ["inverse_displacement.nii.gz", "inverse_transform.inr"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("fixed", help="fixed image (NIfTI, MHA, NRRD, DICOM folder, ...)")
     parser.add_argument("moving", help="moving image, resampled onto the fixed grid")
     parser.add_argument("--fixed-mask", help="mask of the fixed image: points are drawn where it is non-zero")
-    parser.add_argument("--fixed-labels", help="label image of the fixed image (Dice per label)")
+    parser.add_argument("--fixed-labels", help="label image of the fixed image (Dice and 95%% Hausdorff per label)")
     parser.add_argument("--moving-labels", help="label image of the moving image (warped with nearest neighbour)")
     parser.add_argument("--fixed-landmarks", help="CSV with a header row, then x,y[,z] in RAS mm per row")
     parser.add_argument("--moving-landmarks", help="CSV of the matching moving points, same order and format")
     parser.add_argument(
         "--preset", default="default", choices=sorted(PRESETS), help="settings preset (default: default)"
     )
-    parser.add_argument("--model", default=None, help="model family of u (default siren)")
+    parser.add_argument("--transform", choices=TRANSFORMS, default=None,
+                        help="svf (default: diffeomorphic velocity field on lattices of the fixed grid) or inr "
+                             "(a network of world mm fitted on random points)")
+    parser.add_argument("--model", default=None,
+                        help="svf: 'grid' (default) or a model family parameterising the velocity; inr: the "
+                             "family of u (default siren)")
     parser.add_argument("--model-options", default=None, help="JSON object of model options")
-    parser.add_argument("--steps", type=int, default=None, help="Adam steps over all levels")
-    parser.add_argument("--batch", type=int, default=None, help="random points per step")
-    parser.add_argument("--lr", type=float, default=None, help="learning rate")
-    parser.add_argument("--loss", choices=LOSSES, default=None, help="similarity: ncc (default), lncc or mse")
-    parser.add_argument("--jacobian", type=float, default=None, help="weight of |det J - 1| (default 0.005)")
-    parser.add_argument("--bending", type=float, default=None, help="weight of the bending energy (default 0)")
-    parser.add_argument(
-        "--hyperelastic", type=float, default=None, help="weight of the hyperelastic energy (default 0)"
-    )
+    parser.add_argument("--steps", type=positive_int, default=None, help="Adam steps of the deformable stage")
+    parser.add_argument("--batch", type=positive_int, default=None, help="inr: random points per step")
+    parser.add_argument("--lr", type=positive_float, default=None,
+                        help="learning rate (svf grid: fixed voxels per step, default 0.3)")
+    parser.add_argument("--loss", choices=LOSSES, default=None, help="similarity: lncc (default), ncc or mse")
+    parser.add_argument("--diffusion", type=nonnegative_float, default=None,
+                        help="svf: weight of the velocity's |grad v|^2 (default 0.03)")
+    parser.add_argument("--squarings", type=number(1, 16, integer=True), default=None,
+                        help="svf: scaling-and-squaring steps of exp(v) (default 6)")
+    parser.add_argument("--jacobian", type=nonnegative_float, default=None, help="weight of |det J - 1|")
+    parser.add_argument("--bending", type=nonnegative_float, default=None, help="weight of the bending energy")
+    parser.add_argument("--hyperelastic", type=nonnegative_float, default=None, help="weight of a hyperelastic energy")
+    parser.add_argument("--fold", type=nonnegative_float, default=None,
+                        help="weight of the folding penalty max(0, 0.2 - det J) (default 3)")
+    parser.add_argument("--affine", choices=AFFINE_MODES, default=None,
+                        help="affine stage first: auto (default: on unless both images share one grid), on, off")
+    parser.add_argument("--affine-steps", type=positive_int, default=None, help="Adam steps of the affine stage")
+    parser.add_argument("--symmetric", action="store_true", default=None,
+                        help="also give the inverse (moving -> fixed) and write it (svf: exp(-v); inr: a second "
+                             "network with inverse consistency)")
+    parser.add_argument("--label-weight", type=nonnegative_float, default=None,
+                        help="weight of a soft-Dice term on --fixed/--moving-labels (default 0: labels only evaluate)")
+    parser.add_argument("--histogram-match", action="store_true", default=None,
+                        help="match the moving intensity histogram to the fixed one before fitting")
     add_common_arguments(parser)
 
 
-def _on_fixed_grid(path: str, what: str, fixed_geometry: Geometry) -> np.ndarray:
-    """A mask/label image on the fixed grid (resampled by nearest neighbour through world mm if needed)."""
-    array, geometry = load_image(path)
-    if geometry.ndim != fixed_geometry.ndim:
-        raise MedinrError(f"{what} {path} is {geometry.ndim}D but the fixed image is {fixed_geometry.ndim}D")
-    if geometry == fixed_geometry:
-        return array
-    zero = np.zeros(fixed_geometry.shape + (fixed_geometry.ndim,))
-    return warp_image(array, geometry, zero, fixed_geometry, mode="nearest")
-
-
-def _pair(a: str | None, b: str | None, what: str) -> None:
-    if (a is None) != (b is None):
-        raise MedinrError(f"--fixed-{what} and --moving-{what} must be given together")
-
-
-def run(args: argparse.Namespace) -> int:
-    _pair(args.fixed_labels, args.moving_labels, "labels")
-    _pair(args.fixed_landmarks, args.moving_landmarks, "landmarks")
-    names = OUTPUTS + (["warped_labels.nii.gz"] if args.fixed_labels else [])
-    out = OutputDir(args.out, names, force=args.force)
-    device = resolve_device(args.device)
+def _settings(args: argparse.Namespace):
+    names = ("transform", "model", "steps", "batch", "lr", "loss", "jacobian", "bending", "hyperelastic", "fold",
+             "diffusion", "squarings", "affine", "affine_steps", "symmetric", "label_weight", "histogram_match")
+    settings = settings_from_preset(args.preset, **{n: getattr(args, n) for n in names})
     options = parse_model_options(args.model_options)
-    settings = settings_from_preset(
-        args.preset,
-        model=args.model,
-        steps=args.steps,
-        batch=args.batch,
-        lr=args.lr,
-        loss=args.loss,
-        jacobian=args.jacobian,
-        bending=args.bending,
-        hyperelastic=args.hyperelastic,
-    )
     if options:
         settings.model_options = {**(settings.model_options if args.model is None else {}), **options}
     elif args.model is not None and args.model != "siren":
-        settings.model_options = {}  # the default options are SIREN's
+        settings.model_options = {}  # the preset's options belong to its own family (SIREN)
+    return settings
 
-    # read and check every input before any output exists
-    fixed, fg = load_image(args.fixed)
-    moving, mg = load_image(args.moving)
-    if np.iscomplexobj(fixed) or np.iscomplexobj(moving):
-        fixed, moving = np.abs(fixed), np.abs(moving)
-    if fg.ndim != mg.ndim:
-        raise MedinrError(
-            f"fixed image is {fg.ndim}D but moving image is {mg.ndim}D: both must have the same dimension"
-        )
-    mask = _on_fixed_grid(args.fixed_mask, "fixed mask", fg) if args.fixed_mask else None
-    if mask is not None and not np.any(mask > 0):
-        raise MedinrError(f"the fixed mask {args.fixed_mask} is empty (no voxel inside the fixed image)")
-    fixed_labels = _on_fixed_grid(args.fixed_labels, "fixed labels", fg) if args.fixed_labels else None
-    moving_labels, mlg = load_image(args.moving_labels) if args.moving_labels else (None, None)
-    if mlg is not None and mlg.ndim != mg.ndim:
-        raise MedinrError(f"moving labels {args.moving_labels} are {mlg.ndim}D but the moving image is {mg.ndim}D")
-    fixed_pts = read_landmarks(args.fixed_landmarks, fg.ndim) if args.fixed_landmarks else None
-    moving_pts = read_landmarks(args.moving_landmarks, fg.ndim) if args.moving_landmarks else None
-    if fixed_pts is not None and fixed_pts.shape != moving_pts.shape:
-        raise MedinrError(f"fixed and moving landmarks differ in number ({len(fixed_pts)} vs {len(moving_pts)})")
 
-    start = time.perf_counter()
-    field = register(
-        fixed, fg, moving, mg, settings, fixed_mask=mask, seed=args.seed, device=device, progress=not args.quiet
-    )
-    u = dense_displacement(field, fg)
-    zero = np.zeros_like(u)
-    warped = warp_image(moving, mg, u, fg)
-    before = warp_image(moving, mg, zero, fg)
-    det = jacobian_map(field, fg)
-    metrics: dict = {
-        "ncc_before": image_ncc(fixed, before, mask),
-        "ncc_after": image_ncc(fixed, warped, mask),
-        "jacobian": jacobian_stats(det, mask),
-        "displacement_max_mm": float(np.linalg.norm(u, axis=-1).max()),
-    }
-    warped_labels = None
-    if fixed_labels is not None:
-        warped_labels = warp_image(moving_labels, mlg, u, fg, mode="nearest")
-        metrics["dice_before"] = dice_per_label(fixed_labels, warp_image(moving_labels, mlg, zero, fg, mode="nearest"))
-        metrics["dice"] = dice_per_label(fixed_labels, warped_labels)
-    if fixed_pts is not None:
-        at = field.sample(fixed_pts)
-        metrics["landmarks"] = target_registration_error(fixed_pts, moving_pts, at)
-    seconds = time.perf_counter() - start
-    metrics["wall_time_s"] = seconds
-    metrics["fit_seconds"] = field.history.seconds
-    metrics["final_loss"] = field.history.losses[-1]
-    s = field.extra["settings"]
-    record = {
-        "fixed": str(args.fixed),
-        "moving": str(args.moving),
-        "fixed_mask": args.fixed_mask,
-        "fixed_labels": args.fixed_labels,
-        "moving_labels": args.moving_labels,
-        "fixed_landmarks": args.fixed_landmarks,
-        "moving_landmarks": args.moving_landmarks,
-        "preset": args.preset,
-        **s,
-        "model_config": field.model.config,
-        "parameters": field.model.num_parameters(),
-        "seed": args.seed,
-        "device": str(device),
-        "intensity": field.extra["intensity"],
-        "landmark_format": "CSV, header row, x,y[,z] RAS mm",
-    }
-    field.extra.update(
-        {
-            "fixed": Path(args.fixed).name,
-            "moving": Path(args.moving).name,
-            "metrics": {k: v for k, v in metrics.items() if k != "landmarks"},
-        }
-    )
+def run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    names = OUTPUTS + (["warped_labels.nii.gz"] if args.fixed_labels else []) + (
+        INVERSE_OUTPUTS if settings.symmetric else [])
+    out = OutputDir(args.out, names, force=args.force)
+    device = resolve_device(args.device)
+    inputs = load_inputs(args.fixed, args.moving, args.fixed_mask, args.fixed_labels, args.moving_labels,
+                         args.fixed_landmarks, args.moving_landmarks)
+    result = run_registration(inputs, settings, seed=args.seed, device=device, progress=not args.quiet)
+    metrics_record = record(inputs, result, args.preset, args.seed, device)
+    fg, m = inputs.fixed_geometry, result.metrics
     with out:
-        save_image(out / "warped.nii.gz", warped, fg)
-        if warped_labels is not None:
-            save_image(out / "warped_labels.nii.gz", warped_labels, fg, dtype=np.int16)
-        write_displacement(out / "displacement.nii.gz", u, fg)
-        save_image(out / "jacobian.nii.gz", det, fg)
-        save_checkpoint(out / "transform.inr", field)
-        write_json(out / "metrics.json", {"metrics": metrics, "settings": record})
-        write_report(
-            out / "report.png",
-            fixed,
-            before,
-            warped,
-            u,
-            det,
-            fg,
-            title=f"NCC {metrics['ncc_before']:.3f} -> {metrics['ncc_after']:.3f}, "
-            f"folded {metrics['jacobian']['folded_percent']:.2f} %",
-        )
+        save_image(out / "warped.nii.gz", result.warped, fg)
+        if result.warped_labels is not None:
+            save_image(out / "warped_labels.nii.gz", result.warped_labels, fg, dtype=np.int16)
+        write_displacement(out / "displacement.nii.gz", result.displacement, fg)
+        save_image(out / "jacobian.nii.gz", result.jacobian, fg)
+        save_checkpoint(out / "transform.inr", result.forward)
+        if result.inverse is not None:
+            write_displacement(out / "inverse_displacement.nii.gz", result.inverse_displacement,
+                               inputs.moving_geometry)
+            save_checkpoint(out / "inverse_transform.inr", result.inverse)
+        write_json(out / "metrics.json", metrics_record)
+        write_report(out / "report.png", inputs.fixed, result.before, result.warped, result.displacement,
+                     result.jacobian, fg, title=f"NCC {m['ncc_before']:.3f} -> {m['ncc_after']:.3f}, "
+                     f"folded {m['jacobian']['folded_percent']:.2f} %")
     if not args.quiet:
-        print(
-            f"NCC {metrics['ncc_before']:.4f} -> {metrics['ncc_after']:.4f}; "
-            f"det J in [{metrics['jacobian']['det_min']:.3f}, {metrics['jacobian']['det_max']:.3f}]; "
-            f"{seconds:.1f} s; outputs in {args.out}"
-        )
+        print(f"NCC {m['ncc_before']:.4f} -> {m['ncc_after']:.4f}; det J in [{m['jacobian']['det_min']:.3f}, "
+              f"{m['jacobian']['det_max']:.3f}]; {m['wall_time_s']:.1f} s; outputs in {args.out}")
     return 0

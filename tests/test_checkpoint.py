@@ -89,3 +89,46 @@ def test_truncated_and_missing_files(tmp_path, ckpt):
         load_checkpoint(tmp_path / "trunc.inr")
     with pytest.raises(MedinrError, match="not found"):
         load_checkpoint(tmp_path / "nothing.inr")
+
+
+def test_the_shipped_sample_checkpoint_passes_the_schema(samples):
+    """Backward compatibility: a checkpoint written before the header schema existed still loads."""
+    path = samples.parent / "napari_plugin" / "data" / "mni152_t1_2mm_hashgrid_v1.inr"
+    meta = read_metadata(path)
+    assert meta["coords"] == "network" and meta["geometry"]["shape"] == [98, 116, 94]
+    assert load_checkpoint(path).model.family == "hashgrid"
+
+
+def test_missing_optional_fields_get_their_defaults(tmp_path, ckpt):
+    good = save_checkpoint(tmp_path / "m.inr", ckpt)
+    meta = read_metadata(good)
+    for key in ("output", "coords", "extra", "world_box", "medinr_version"):
+        meta.pop(key)
+    _rewrite_metadata(good, tmp_path / "lean.inr", json.dumps(meta))
+    back = load_checkpoint(tmp_path / "lean.inr")
+    assert back.frame == "network" and back.output.kind == "intensity" and back.extra == {}
+
+
+def test_weight_shapes_are_compared_with_the_config_before_any_is_read(tmp_path, ckpt):
+    good = save_checkpoint(tmp_path / "m.inr", ckpt)
+    raw = good.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + n])
+    name = next(k for k in header if k != "__metadata__")
+    header[name]["shape"] = [1, header[name]["shape"][0] * (header[name]["shape"][1] if len(header[name]["shape"]) > 1
+                                                            else 1)]
+    new = json.dumps(header).encode()
+    new += b" " * ((8 - len(new) % 8) % 8)
+    (tmp_path / "shape.inr").write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n :])
+    with pytest.raises(MedinrError, match=f"tensor '{name}': file"):
+        load_checkpoint(tmp_path / "shape.inr")
+
+
+def test_a_model_beyond_the_memory_budget_is_refused_before_its_weights_exist(tmp_path, ckpt, monkeypatch):
+    good = save_checkpoint(tmp_path / "m.inr", ckpt)
+    meta = read_metadata(good)
+    meta["model"]["config"]["hidden"] = 20000  # in range, but 400M weights
+    _rewrite_metadata(good, tmp_path / "wide.inr", json.dumps(meta))
+    monkeypatch.setenv("MEDINR_MEMORY_LIMIT", "256M")
+    with pytest.raises(MedinrError, match="the weights of model 'siren' would need more than 64.0 MiB"):
+        load_checkpoint(tmp_path / "wide.inr")

@@ -1,4 +1,6 @@
-"""The ``medinr`` console script: ``fit`` and ``info`` work end to end; bad input gives one line and writes nothing."""
+"""The ``medinr`` console script: ``fit`` and ``info`` work end to end; bad input gives one line and writes nothing.
+
+The hostile cases of issue 13 are in test_safety*.py and test_fuzz.py."""
 
 import json
 
@@ -9,6 +11,7 @@ import pytest
 from medinr.checkpoint import load_checkpoint
 from medinr.geometry import Geometry
 from medinr.io import save_image
+from medinr.outputs import MANIFEST
 from pipelines.cli import main
 
 
@@ -34,7 +37,8 @@ def test_fit_writes_checkpoint_image_metrics_and_png(tmp_path, small_image, caps
     rc = main(["fit", str(small_image), "--model", "siren", "--model-options", '{"hidden": 64, "layers": 3}',
                "--steps", "300", "--lr", "1e-3", "--out", str(out), "--quiet"])
     assert rc == 0
-    assert sorted(p.name for p in out.iterdir()) == ["comparison.png", "fitted.nii.gz", "metrics.json", "model.inr"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        MANIFEST, "comparison.png", "fitted.nii.gz", "metrics.json", "model.inr"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["metrics"]["psnr"] > 30.0
     fitted = nib.load(out / "fitted.nii.gz")
@@ -63,7 +67,7 @@ def test_fit_writes_checkpoint_image_metrics_and_png(tmp_path, small_image, caps
         (["fit", "{missing}", "--out", "{out}"], "not found"),
         (["fit", "{image}", "--model", "nonsense", "--out", "{out}"], "unknown model 'nonsense'"),
         (["fit", "{image}", "--model-options", "{{bad", "--out", "{out}"], "not valid JSON"),
-        (["fit", "{image}", "--steps", "0", "--out", "{out}"], "at least 1"),
+        (["fit", "{image}", "--steps", "0", "--out", "{out}"], "argument --steps: 0 must be >= 1"),
         (["fit", "{nan}", "--out", "{out}"], "NaN"),
         (["info", "{image}"], "not a medinr checkpoint"),
     ],
@@ -73,7 +77,8 @@ def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, small_image, caps
     nan[2, 2] = np.nan
     np.save(tmp_path / "nan.npy", nan)
     out = tmp_path / "out"
-    fmt = {"missing": str(tmp_path / "none.nii.gz"), "out": str(out), "image": str(small_image), "nan": str(tmp_path / "nan.npy")}
+    fmt = {"missing": str(tmp_path / "none.nii.gz"), "out": str(out), "image": str(small_image),
+           "nan": str(tmp_path / "nan.npy")}
     rc = main([a.format(**fmt) for a in args] + (["--quiet"] if args[0] == "fit" else []))
     assert rc == 2
     assert message in single_error_line(capsys)
@@ -81,7 +86,35 @@ def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, small_image, caps
 
 
 def test_argument_errors_exit_non_zero_with_one_line(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["fit"])
-    assert exc.value.code == 2
+    assert main(["fit"]) == 2  # main returns argparse's status instead of raising SystemExit
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert main(["--version"]) == 0 and capsys.readouterr().out.startswith("medinr ")
+
+
+def test_force_replaces_a_whole_earlier_run(tmp_path, small_image, capsys):
+    out = tmp_path / "out"
+    args = ["fit", str(small_image), "--model", "siren", "--model-options", '{"hidden": 16, "layers": 1}',
+            "--steps", "2", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    first = (out / "model.inr").read_bytes()
+    (out / "metrics.json").unlink()  # whatever an earlier run left, the new one is published as a set
+    assert main(args + ["--force", "--seed", "1"]) == 0
+    assert (out / "metrics.json").is_file() and (out / "model.inr").read_bytes() != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "slice.nii.gz"]  # no staging left beside it
+
+
+def test_memory_limit_applies_to_one_command(tmp_path, small_image, capsys, monkeypatch):
+    from medinr.errors import MedinrError
+    from medinr.resources import memory_budget, parse_memory_size
+
+    monkeypatch.delenv("MEDINR_MEMORY_LIMIT", raising=False)
+    args = ["fit", str(small_image), "--model", "siren", "--model-options", '{"hidden": 4000, "layers": 3}',
+            "--out", str(tmp_path / "o"), "--quiet"]
+    assert main(args + ["--memory-limit", "64M"]) == 2
+    err = capsys.readouterr().err
+    assert "more than 16.0 MiB" in err and "--memory-limit" in err  # weights may take a quarter of the budget
+    assert memory_budget() is None or memory_budget() > 64 << 20  # the default is back after the command
+    assert parse_memory_size("1.5G") == 3 << 29 and parse_memory_size("512MiB") == 512 << 20
+    assert parse_memory_size("none") is None
+    with pytest.raises(MedinrError, match="not a size"):
+        parse_memory_size("12 parsecs")

@@ -83,3 +83,14 @@ def test_resized_keeps_field_of_view():
 def test_bad_geometry_is_refused(shape, affine):
     with pytest.raises(MedinrError):
         Geometry(shape, affine)
+
+
+def test_two_grids_of_one_oblique_plane_share_its_in_plane_frame():
+    """A sagittal slice and its 2x block mean: the coarse voxel centre is where the fine grid says it is."""
+    fine = np.array([[0, 0, 1.0, 12.0], [1.0, 0, 0, -30.0], [0, 1.0, 0, 7.0], [0, 0, 0, 1]])  # axes along y, z
+    coarse = fine @ np.array([[2, 0, 0, 0.5], [0, 2, 0, 0.5], [0, 0, 1, 0], [0, 0, 0, 1.0]])
+    g_fine, g_coarse = Geometry((40, 30), fine), Geometry((20, 15), coarse)
+    np.testing.assert_allclose(g_coarse.voxel_to_world(np.array([0.0, 0.0])),
+                               g_fine.voxel_to_world(np.array([0.5, 0.5])), atol=1e-9)
+    np.testing.assert_allclose(g_coarse.voxel_to_world(np.array([3.0, 2.0])),
+                               g_fine.voxel_to_world(np.array([6.5, 4.5])), atol=1e-9)

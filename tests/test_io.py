@@ -116,3 +116,64 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_headers_declaring_more_voxels_than_the_file_holds_are_refused_unread(tmp_path):
+    """A small file cannot make medinr allocate what its header claims (issue 13: 1.4 kB -> 4.2 GB RSS)."""
+    import gzip
+    import tracemalloc
+
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.float32)
+    header.set_data_shape((1000, 1000, 1000))
+    blob = header.binaryblock + b"\0" * 68
+    (tmp_path / "a.nii").write_bytes(blob)
+    (tmp_path / "a.nii.gz").write_bytes(gzip.compress(blob))
+    with open(tmp_path / "a.npy", "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (1000,) * 3})
+    (tmp_path / "a.mha").write_text("ObjectType = Image\nNDims = 3\nDimSize = 1000 1000 1000\n"
+                                    "ElementType = MET_FLOAT\nElementDataFile = LOCAL\n")
+    tracemalloc.start()
+    try:
+        for name, message in [("a.nii", "truncated"), ("a.nii.gz", "truncated"), ("a.npy", "truncated"),
+                              ("a.mha", "truncated")]:
+            with pytest.raises(MedinrError, match=message):
+                load_image(tmp_path / name)
+        assert tracemalloc.get_traced_memory()[1] < 50 << 20  # numpy allocations are traced: none was large
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_large_image_beyond_the_memory_budget_is_refused(tmp_path, monkeypatch):
+    save_image(tmp_path / "v.nii", np.zeros((64, 64, 64), np.float32), Geometry((64, 64, 64)))
+    monkeypatch.setenv("MEDINR_MEMORY_LIMIT", "2M")
+    with pytest.raises(MedinrError, match="would need about 4.0 MiB"):
+        load_image(tmp_path / "v.nii")
+
+
+def test_reader_warnings_are_held_back_and_reissued_when_the_file_loads(tmp_path, capfd):
+    import struct
+    import warnings
+
+    nib.save(nib.Nifti1Image(np.ones((12, 12), np.float32), np.eye(4)), tmp_path / "z.nii")
+    raw = bytearray((tmp_path / "z.nii").read_bytes())
+    struct.pack_into("<f", raw, 80, 0.0)  # pixdim[1] = 0: nibabel logs that it sets it to 1
+    (tmp_path / "z.nii").write_bytes(bytes(raw))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        array, geometry = load_image(tmp_path / "z.nii")
+    assert array.shape == (12, 12) and geometry.spacing[0] == 1.0
+    assert any("z.nii: pixdim" in str(w.message) for w in caught)
+    assert capfd.readouterr().err == ""  # nothing printed by nibabel itself
+
+
+def test_simpleitk_messages_lose_source_paths_and_addresses():
+    from medinr.io import _reason
+
+    itk = RuntimeError(
+        "Exception thrown in SimpleITK ImageFileReader_Execute: /tmp/ITK/Modules/IO/Meta/src/itkMetaImageIO.cxx:490:\n"
+        "ITK ERROR: MetaImageIO(0x55e4b00ee3c0): File cannot be read: /d/x.mha for reading.\n"
+        "Reason: No such file or directory"
+    )
+    assert _reason(itk) == "File cannot be read: /d/x.mha for reading."
+    assert _reason(RuntimeError("")) == "RuntimeError"

@@ -1,4 +1,5 @@
-"""MRI physics: FFT convention, SENSE adjoint, masks, coil maps, noise, data consistency, the grid INR lattice path."""
+"""MRI physics: FFT convention, every Linop's adjoint, masks and the calibration box, coil maps, noise,
+data consistency."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import numpy as np
 import pytest
 import torch
 
+import medinr.mri.operators as ops
 from medinr.errors import MedinrError
 from medinr.geometry import Geometry
 from medinr.models.mrgrid import MultiResGrid
 from medinr.mri import SenseOp, fftc, ifftc, make_mask
 from medinr.mri.coils import birdcage_maps, espirit_maps
-from medinr.mri.masks import fully_sampled_center, validate_mask
+from medinr.mri.masks import calibration_box, calibration_region, centre_box, fully_sampled_center, validate_mask
+from medinr.mri.noise import NoiseEstimate, estimate_noise
 from medinr.mri.simulate import simulate_acquisition
 
 
@@ -33,18 +36,86 @@ def test_fft_matches_sigpy(ndim, shape):
     assert torch.argmax(const.abs()).item() == 4 * 8 + 4
 
 
-@pytest.mark.parametrize("grid", [(24, 20), (8, 10, 12)])
-def test_sense_adjoint_dot_product(grid):
-    maps = torch.from_numpy(birdcage_maps(grid, 4)).to(torch.complex128)
-    mask = torch.from_numpy(make_mask(grid, "random", 2.0, 0.2, seed=3).mask)
-    op = SenseOp(maps, mask)
-    x, y = _rand_complex(*grid, seed=1), _rand_complex(4, *grid, seed=2)
-    lhs = torch.vdot(op(x).flatten(), y.flatten())
-    rhs = torch.vdot(x.flatten(), op.H(y).flatten())
-    assert abs(lhs - rhs) < 1e-9 * abs(lhs)
-    # composition and adjoint of a composition follow the same rule
-    twice = op.H @ op
-    assert torch.allclose(twice(x), op.normal(x))
+def _linops() -> dict[str, object]:
+    """Every kind of operator medinr builds (2D and 3D), for the adjoint and linearity checks."""
+    out: dict[str, object] = {}
+    for grid in [(24, 20), (8, 10, 12)]:
+        maps = torch.from_numpy(birdcage_maps(grid, 4)).to(torch.complex128)
+        mask = torch.from_numpy(make_mask(grid, "random", 2.0, 0.2, seed=3).mask)
+        sense = SenseOp(maps, mask)
+        mix = torch.from_numpy(NoiseEstimate(np.diag([1.0, 2.0, 3.0, 4.0]) + 0.3, 10, 1.0).whitening())
+        tag = f"{len(grid)}d"
+        out |= {
+            f"sense_{tag}": sense,
+            f"sense_adjoint_{tag}": sense.H,
+            f"normal_{tag}": sense.H @ sense,
+            f"fft_{tag}": ops.fft_op(maps.shape, len(grid)),
+            f"multiply_{tag}": ops.multiply_op(grid, maps[0]),
+            f"coils_{tag}": ops.coil_op(maps),
+            f"coil_mix_{tag}": ops.coil_mix_op(mix.to(torch.complex128), maps.shape),
+            f"whitened_sense_{tag}": ops.coil_mix_op(mix.to(torch.complex128), maps.shape) @ sense,
+        }
+    return out
+
+
+LINOPS = _linops()
+
+
+@pytest.mark.parametrize("name", sorted(LINOPS))
+def test_every_linop_is_linear_with_a_true_adjoint(name):
+    op = LINOPS[name]
+    assert ops.adjoint_mismatch(op) < 1e-10, name
+    assert ops.linearity_mismatch(op) < 1e-10, name
+
+
+def test_linop_checks_catch_a_wrong_adjoint_and_wrong_shapes():
+    good = ops.fft_op((6, 5), 2)
+    wrong = ops.Linop((6, 5), (6, 5), good._forward, lambda y: y)  # identity is not the FFT's adjoint
+    assert ops.adjoint_mismatch(wrong) > 1e-2
+    affine = ops.Linop((3,), (3,), lambda x: x + 1, lambda y: y + 1)
+    assert ops.linearity_mismatch(affine) > 1e-2
+    with pytest.raises(ValueError, match="expects input shape"):
+        good(torch.zeros(5, 6, dtype=torch.complex64))
+    lying = ops.Linop((7,), (6,), lambda x: x, lambda y: y)  # claims 7 outputs, gives 6
+    with pytest.raises(ValueError, match="should give shape"):
+        lying(torch.zeros(6))
+    with pytest.raises(ValueError, match="cannot compose"):
+        good @ lying
+    # SigPy's argument order: output shape first
+    coils = ops.coil_op(torch.ones(3, 6, 5, dtype=torch.complex64))
+    assert coils.oshape == (3, 6, 5) and coils.ishape == (6, 5)
+
+
+def test_every_operator_factory_is_checked():
+    """A new operator in medinr.mri.operators must join LINOPS (and so the adjoint check)."""
+    factories = {n for n, f in vars(ops).items() if n.endswith("_op") and callable(f)} | {"SenseOp"}
+    covered = {"fft_op", "multiply_op", "coil_op", "coil_mix_op", "SenseOp"}
+    assert factories == covered, factories ^ covered
+
+
+def test_sense_coil_kspace_is_the_unmasked_forward_model():
+    grid = (16, 12)
+    maps = torch.from_numpy(birdcage_maps(grid, 3)).to(torch.complex128)
+    mask = torch.from_numpy(make_mask(grid, "random", 2.0, 0.3, seed=1).mask)
+    op, x = SenseOp(maps, mask), _rand_complex(*grid, seed=4)
+    full = op.coil_kspace(x)
+    assert torch.allclose(op(x), full * mask)
+    assert torch.allclose(full, fftc(maps * x, 2))
+    # the simulation goes through the same model: noise-free k-space equals A x of its truth
+    acq = simulate_acquisition(np.abs(x.numpy()), maps.numpy(), mask.numpy(), snr_db=None, phase=False)
+    expected = op(torch.from_numpy(acq.image).to(torch.complex128)).numpy()
+    np.testing.assert_allclose(acq.kspace, expected, atol=1e-5 * np.abs(expected).max())
+
+
+def test_centre_box_is_the_one_calibration_box():
+    mask = make_mask((20, 40), "random", 4, 0.2, seed=0).mask
+    width = fully_sampled_center(mask)
+    box = centre_box(mask.shape, width)
+    assert mask[box].all() and box[1].start == 20 - width // 2
+    region = calibration_region(mask)
+    assert region.all(axis=0).sum() == round(40 * 0.2) and not (region & ~mask).any()
+    assert calibration_box(mask, cap=None) == (20, round(40 * 0.2))
+    assert calibration_box(mask, cap=4) == (4, 4)
 
 
 @pytest.mark.parametrize("kind", ["random", "equispaced"])
@@ -137,3 +208,43 @@ def test_grid_inr_lattice_path_equals_sampling():
             torch.nn.init.normal_(g)
         geo = Geometry(shape)
         assert torch.allclose(model.forward_lattice(shape), model(geo.network_grid()), atol=1e-5)
+
+
+def test_recon_lattice_image_matches_the_model_and_switches_levels_off():
+    from medinr.mri.inr_recon import lattice_image
+
+    torch.manual_seed(0)
+    model = MultiResGrid(2, 2, levels=3, base_resolution=4, max_resolution=12)
+    for g in model.grids:
+        torch.nn.init.normal_(g)
+    out = model.forward_lattice((17, 23))
+    assert torch.allclose(lattice_image(model, (17, 23)), torch.complex(out[..., 0], out[..., 1]), atol=1e-5)
+    coarse = lattice_image(model, (17, 23), active=1)
+    with torch.no_grad():
+        for g in model.grids[1:]:
+            g.zero_()
+    out = model.forward_lattice((17, 23))
+    assert torch.allclose(coarse, torch.complex(out[..., 0], out[..., 1]), atol=1e-5)
+
+
+def test_noise_estimate_and_whitening():
+    rng = np.random.default_rng(0)
+    grid, coils = (96, 96), 4
+    mixing = np.eye(coils) + 0.4 * rng.standard_normal((coils, coils))
+    cov = mixing @ mixing.T * 1e-4
+    white = (rng.standard_normal((coils, *grid)) + 1j * rng.standard_normal((coils, *grid))) / np.sqrt(2)
+    noise = np.einsum("cd,d...->c...", np.linalg.cholesky(cov), white)
+    signal = np.zeros((coils, *grid), complex)
+    signal[:, 40:56, 40:56] = 1.0  # signal near k = 0 only, as an object's k-space
+    mask = make_mask(grid, "random", 3, 0.2, seed=0).mask
+    est = estimate_noise((signal + noise) * mask, mask)
+    np.testing.assert_allclose(est.covariance, cov, atol=0.15 * np.abs(cov).max())
+    assert abs(est.shell_ratio - 1) < 0.15 and est.to_dict()["samples"] > 100
+    w = est.whitening()
+    whitened = np.einsum("cd,dn->cn", w, noise.reshape(coils, -1))
+    np.testing.assert_allclose(whitened @ whitened.conj().T / whitened.shape[1], np.eye(coils), atol=0.15)
+    with pytest.raises(MedinrError, match="noise"):
+        estimate_noise(np.zeros((2, 8, 8), complex), np.ones((8, 8), bool))
+    # noise-free, band-limited data: a floor far below the signal instead of a failure
+    floor = estimate_noise(signal * mask, mask)
+    assert floor.samples == 0 and 0 < floor.sigma < 1e-2 * np.abs(signal).max()

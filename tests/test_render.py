@@ -13,14 +13,14 @@ from medinr.geometry import Geometry, WorldBox
 from medinr.models import INR, MODEL_REGISTRY, register_model
 from medinr.registration.jacobian import jacobian_determinant
 from medinr.render import (
+    PLANE_PRESETS,
     Plane,
     default_plane,
     deformed_grid,
-    evaluate_world,
+    exact_blocks,
     parse_plane_spec,
     plane_from_frame,
     render_plane,
-    render_progressive,
     render_volume,
     slice_geometry,
 )
@@ -97,14 +97,28 @@ def test_points_outside_the_fitted_box_are_blank_not_extrapolated(analytic_ckpt)
     assert full[0, 0] != 0.0
 
 
-def test_coarse_then_fine_ends_with_the_direct_render(analytic_ckpt):
+def test_exact_bands_assemble_the_direct_render(analytic_ckpt):
     plane = default_plane(analytic_ckpt, "coronal").rotated(20, -10)
     direct = render_plane(analytic_ckpt, plane, (50, 37))
-    frames = list(render_progressive(analytic_ckpt, plane, (50, 37), strides=(8, 4, 1)))
-    assert [f.stride for f in frames] == [8, 4, 1] and [f.final for f in frames] == [False, False, True]
-    assert frames[0].image.shape == (7, 5) and frames[0].upsampled().shape == (50, 37)
-    assert np.array_equal(frames[0].image, frames[-1].image[::8, ::8])
-    assert np.allclose(frames[-1].image, direct, atol=1e-6)
+    bands = list(exact_blocks(analytic_ckpt, plane, (50, 37), block_points=37 * 8))
+    assert [r0 for r0, _ in bands] == [0, 8, 16, 24, 32, 40, 48] and bands[-1][1].shape == (2, 37)
+    assert np.array_equal(np.concatenate([rows for _, rows in bands]), direct)
+    expected = analytic(_pixel_world(plane.centre, plane.row_axis, plane.col_axis, plane.fov_mm, (50, 37)))
+    inside = direct != 0
+    assert inside.mean() > 0.5 and np.max(np.abs(direct[inside] - expected[inside])) < 1e-4
+
+
+def test_plane_presets_are_right_handed_display_frames():
+    # the presets are the frames the CLI and the viewer name: normal = +(row x col) or its mirror, unit axes
+    assert sorted(PLANE_PRESETS) == ["axial", "coronal", "sagittal"]
+    for name, (normal, row, col) in PLANE_PRESETS.items():
+        n, r, c = parse_plane_spec(name)
+        assert np.allclose(n, normal) and np.allclose(r, row) and np.allclose(c, col)
+        assert abs(abs(np.cross(r, c) @ n) - 1) < 1e-12
+    # superior is up in coronal and sagittal views (rows run downwards), anterior up in axial
+    assert (
+        PLANE_PRESETS["coronal"][1][2] < 0 and PLANE_PRESETS["sagittal"][1][2] < 0 and PLANE_PRESETS["axial"][1][1] < 0
+    )
 
 
 def test_axial_render_of_a_fitted_volume_matches_the_training_volume():
@@ -139,7 +153,9 @@ def test_axial_render_of_a_fitted_volume_matches_the_training_volume():
     idx = np.round(ijk).astype(int)
     truth = crop[idx[..., 0], idx[..., 1], idx[..., 2]]
     value = psnr(truth, rendered)
-    assert value > 22.0, f"axial render PSNR {value:.1f} dB against the training slice"
+    # placed on slice k, not beside it: the fit matches its own slice better than the neighbouring ones
+    others = [psnr(crop[idx[..., 0], idx[..., 1], idx[..., 2] + d], rendered) for d in (-3, 3)]
+    assert value > 18.0 and value > max(others) + 1.0, f"axial render {value:.1f} dB, neighbours {others}"
     # and the render is exactly the network on its own grid (no shift, no interpolation)
     grid, _ = render_volume(ckpt)
     assert np.allclose(rendered, grid[idx[..., 0], idx[..., 1], idx[..., 2]], atol=1e-3 * crop.max())
@@ -165,7 +181,7 @@ def test_displacement_magnitude_jacobian_and_deformed_grid():
     world = plane.world_points((30, 40))
     mag = render_plane(ckpt, plane, (30, 40))
     assert np.allclose(mag, np.linalg.norm(world @ a.T, axis=-1), atol=1e-3)
-    assert np.allclose(evaluate_world(ckpt, world), world @ a.T, atol=1e-3)
+    assert np.allclose(ckpt.sample(world, outside=0.0), world @ a.T, atol=1e-3)
     jac = render_plane(ckpt, plane, (30, 40), component="jacobian")
     assert np.allclose(jac, np.linalg.det(np.eye(3) + a), atol=1e-3)
     assert np.allclose(jacobian_determinant(ckpt, world[:2, :2]), np.linalg.det(np.eye(3) + a), atol=1e-3)

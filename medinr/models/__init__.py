@@ -1,7 +1,7 @@
 """The INR model zoo: every family is built by name from a plain config and shares one interface."""
 
 # Importing the family modules registers them with build_model.
-from medinr.models import conv_inr, encodings, kan, mrgrid, siren, wire  # noqa: E402,F401
+from medinr.models import conv_inr, encodings, kan, lattice, mrgrid, siren, wire  # noqa: E402,F401
 from medinr.models.base import INR, MODEL_REGISTRY, build_model, register_model
 
 __all__ = ["INR", "MODEL_REGISTRY", "build_model", "register_model"]

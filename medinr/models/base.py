@@ -90,6 +90,11 @@ class INR(nn.Module):
     lattice_bound: bool = False
     #: Default Adam learning rate for this family when fitting images.
     default_lr: float = 1e-3
+    #: Learning rate of :func:`medinr.image_fit.fit_image` when it differs from ``default_lr`` (None: the same;
+    #: e.g. a dense grid wants a high rate for k-space fits and a lower one for image fits).
+    image_lr: float | None = None
+    #: Default weight of the off-grid smoothness prior when fitting images (:func:`medinr.image_fit.fit_image`).
+    default_smoothness: float = 0.0
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -119,6 +124,21 @@ class INR(nn.Module):
     def param_groups(self, base_lr: float) -> list[dict]:
         """Adam parameter groups; families whose parts want different rates (hash tables) override this."""
         return [{"params": list(self.parameters()), "lr": base_lr}]
+
+    @classmethod
+    def image_options(cls, shape: Sequence[int], options: dict[str, Any]) -> dict[str, Any]:
+        """The options to build with for an image on grid ``shape``: the caller's ``options`` completed by the
+        family's image defaults (capacity matched to the number of samples: a lattice, a finest resolution).
+        Explicit options always win. Base: the caller's options as they are."""
+        return dict(options)
+
+    def training_progress(self, fraction: float) -> bool:
+        """Told by a fitting loop, before each step, the fraction of its steps done (0 .. 1).
+
+        Families with a coarse-to-fine schedule act on it (the KAN's grid extension). Returns True when
+        parameters were replaced, so that the loop rebuilds its optimiser (:func:`medinr.fit.fit` does).
+        """
+        return False
 
     def zero_output_(self) -> None:
         """Make the output exactly zero everywhere while keeping the network trainable (identity start of u).
@@ -196,11 +216,17 @@ def zero_linear_(layer: nn.Linear) -> None:
 
 
 def build_model(name: str, in_features: int, out_features: int, **options: Any) -> INR:
-    """Build a model of family ``name`` (see :data:`MODEL_REGISTRY`) from a plain config."""
+    """Build a model of family ``name`` (see :data:`MODEL_REGISTRY`) from a plain config.
+
+    Options are range-checked and the weights counted against the memory budget before they are allocated
+    (:func:`medinr.validation.checked_build`; a family may narrow ranges with an ``option_limits`` attribute).
+    """
+    from medinr.validation import checked_build  # low-level checks; imports nothing of the model zoo
+
     if name not in MODEL_REGISTRY:
         known = ", ".join(sorted(MODEL_REGISTRY))
         raise MedinrError(f"unknown model '{name}'; choose one of: {known}")
     try:
-        return MODEL_REGISTRY[name](in_features=in_features, out_features=out_features, **options)
-    except (TypeError, ValueError) as exc:
+        return checked_build(MODEL_REGISTRY[name], in_features, out_features, options)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
         raise MedinrError(f"bad options for model '{name}': {exc}") from None

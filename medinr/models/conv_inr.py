@@ -61,6 +61,7 @@ class ConvINR(INR):
 
     lattice_bound = True
     default_lr = 1e-3
+    default_smoothness = 3e-4
 
     def __init__(
         self,
@@ -97,6 +98,14 @@ class ConvINR(INR):
         blocks.append(conv(width, out_features, 1))
         self.net = nn.Sequential(*blocks)
         self._cache: tuple[tuple, torch.Tensor] | None = None
+
+    @classmethod
+    def image_options(cls, shape: Sequence[int], options: dict) -> dict:
+        """Fitted to an image, the lattice is twice as fine as the image in 2D (trained through the voxels'
+        footprint means, so that it can hold detail between the voxel centres), the image's own grid in 3D
+        (a 2x lattice of a brain volume would need ~16 GB per block)."""
+        factor = 2 if len(shape) == 2 else 1
+        return {"lattice": [factor * int(n) for n in shape], **options}
 
     def lattice_output(self) -> torch.Tensor:
         """The network's output on its lattice, ``(out_features, *lattice)``."""

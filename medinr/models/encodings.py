@@ -204,6 +204,12 @@ class FourierMLP(INR):
     """
 
     default_lr = 1e-3
+    default_smoothness = 0.1  # as SIREN: an MLP of features is smooth enough to want a firm prior
+
+    @classmethod
+    def image_options(cls, shape, options: dict) -> dict:
+        """Fitted to an image: 64 frequencies of sigma 4 and a 2 x 128 MLP (capacity for 10-60 k samples)."""
+        return {"n_frequencies": 64, "sigma": 4.0, "hidden": 128, "layers": 2, **options}
 
     def __init__(
         self,
@@ -244,6 +250,7 @@ class HashGridMLP(INR):
     """
 
     default_lr = 1e-3
+    default_smoothness = 3e-4
 
     def __init__(
         self,
@@ -264,6 +271,13 @@ class HashGridMLP(INR):
             in_features, levels, features_per_level, log2_table_size, base_resolution, max_resolution
         )
         self.mlp = relu_mlp(self.encoding.out_features, hidden, layers, out_features)
+
+    @classmethod
+    def image_options(cls, shape, options: dict) -> dict:
+        """Fitted to an image, the finest level has twice the image's largest axis in cells; in 3D a 2^18 table
+        (4.7 M parameters rather than 9 M for ~1 M samples)."""
+        return {"max_resolution": 2 * int(max(shape)), **({"log2_table_size": 18} if len(shape) == 3 else {}),
+                **options}
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.encoding(coords))

@@ -19,6 +19,52 @@ from medinr.models.base import INR, register_model, zero_linear_
 from medinr.models.encodings import relu_mlp
 
 
+def level_resolutions(levels: int, base_resolution: int, max_resolution: int) -> list[int]:
+    """Vertices per axis of each level: geometric from ``base_resolution`` to ``max_resolution`` (at least 2)."""
+    growth = (max_resolution / base_resolution) ** (1.0 / max(1, levels - 1))
+    return [max(2, int(round(base_resolution * growth**level))) for level in range(levels)]
+
+
+def finest_resolution(shape: Sequence[int]) -> int:
+    """Finest lattice for an image on grid ``shape``: twice the largest axis in 2D (room for the detail a
+    footprint-mean fit recovers inside a voxel), the largest axis itself in 3D (8x the voxels would hold
+    several times more parameters than there are samples)."""
+    return int(max(shape)) * (2 if len(shape) == 2 else 1)
+
+
+def make_grids(in_features: int, resolutions: Sequence[int], features: int, init: float = 1e-4) -> nn.ParameterList:
+    """One ``(features, r, r[, r])`` feature lattice per resolution, U(-init, init)."""
+    return nn.ParameterList(
+        nn.Parameter(torch.empty(features, *([r] * in_features)).uniform_(-init, init)) for r in resolutions
+    )
+
+
+def sample_levels(grids: Sequence[torch.Tensor], coords: torch.Tensor) -> torch.Tensor:
+    """Every level's features at ``coords (..., d)`` (bi/trilinear, border padding), concatenated: ``(..., L F)``."""
+    return torch.cat([sample_grid(g, coords, mode="bilinear", padding_mode="border") for g in grids], dim=-1)
+
+
+class GridEncoding(nn.Module):
+    """The dense multiresolution feature grid alone, as an encoding for another network (the KAN's ``'grid'``).
+
+    Parameters are those of :class:`MultiResGrid`; ``out_features = levels * features_per_level``. Features start
+    at U(-init, init).
+    """
+
+    def __init__(self, in_features: int, levels: int = 4, features_per_level: int = 4, base_resolution: int = 32,
+                 max_resolution: int = 256, init: float = 1e-4) -> None:
+        super().__init__()
+        if in_features not in (2, 3):
+            raise ValueError(f"a grid encoding supports 2 or 3 input dimensions, got {in_features}")
+        self.in_features = int(in_features)
+        self.resolutions = level_resolutions(levels, base_resolution, max_resolution)
+        self.grids = make_grids(in_features, self.resolutions, features_per_level, init)
+        self.out_features = levels * features_per_level
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        return sample_levels(self.grids, coords)
+
+
 @register_model("mrgrid")
 class MultiResGrid(INR):
     """Dense multiresolution grid + ReLU MLP.
@@ -39,6 +85,8 @@ class MultiResGrid(INR):
     """
 
     default_lr = 2e-2  # a k-space fit of a dense grid converges slowly at the usual 1e-3
+    image_lr = 2e-3  # image fits: 2e-2 memorises the voxels in a few dozen steps, before the prior acts
+    default_smoothness = 3e-4
 
     def __init__(
         self,
@@ -55,18 +103,18 @@ class MultiResGrid(INR):
         super().__init__(in_features, out_features)
         if in_features not in (2, 3):
             raise ValueError(f"mrgrid supports 2 or 3 input dimensions, got {in_features}")
-        growth = (max_resolution / base_resolution) ** (1.0 / max(1, levels - 1))
-        self.resolutions = [max(2, int(round(base_resolution * growth**level))) for level in range(levels)]
+        self.resolutions = level_resolutions(levels, base_resolution, max_resolution)
         self.grid_lr_scale = float(grid_lr_scale)
-        self.grids = nn.ParameterList(
-            nn.Parameter(torch.empty(features_per_level, *([r] * in_features)).uniform_(-1e-4, 1e-4))
-            for r in self.resolutions
-        )
+        self.grids = make_grids(in_features, self.resolutions, features_per_level)
         self.mlp = relu_mlp(levels * features_per_level, hidden, layers, out_features)
 
+    @classmethod
+    def image_options(cls, shape: Sequence[int], options: dict) -> dict:
+        """Fitted to an image, the finest level follows the grid (:func:`finest_resolution`)."""
+        return {"max_resolution": finest_resolution(shape), **options}
+
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
-        feats = [sample_grid(g, coords, mode="bilinear", padding_mode="border") for g in self.grids]
-        return self.mlp(torch.cat(feats, dim=-1))
+        return self.mlp(sample_levels(self.grids, coords))
 
     def forward_lattice(self, shape: Sequence[int]) -> torch.Tensor:
         """The output on the full lattice of ``shape`` (voxel centres at network coordinates ``linspace(-1, 1)``).

@@ -46,6 +46,13 @@ class Siren(INR):
     """
 
     default_lr = 1e-4
+    image_lr = 1e-3  # with the 128-wide image default: 1e-4 is still far from fitted after 600 steps
+    default_smoothness = 0.1  # dipy slice at 2 mm: 33.1 dB zoom with 0.1, 32.3 with 3e-4 (held-out stops it early)
+
+    @classmethod
+    def image_options(cls, shape, options: dict) -> dict:
+        """Fitted to an image: 128 wide in 2D (33 k parameters for 10-60 k samples), 256 in 3D."""
+        return {"hidden": 128 if len(shape) == 2 else 256, **options}
 
     def __init__(
         self,

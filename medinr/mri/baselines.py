@@ -1,8 +1,8 @@
 """Baselines on the same data and mask: zero-filled SENSE adjoint and compressed sensing (SigPy L1-wavelet, TV).
 
 SigPy is optional (extras ``bench``/``dev``): it is imported only when a CS baseline runs. Lambda is swept over
-a grid; which lambda is kept is the caller's choice (by ground truth in the benchmark, by held-out k-space
-samples in the command line).
+a relative grid that widens until its best value is inside it; which lambda is best is the caller's score
+(the ground truth in the benchmark's hard target, held-out k-space samples, as for the INR, otherwise).
 """
 
 from __future__ import annotations
@@ -10,16 +10,23 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
 from medinr.errors import MedinrError
 from medinr.intensity import IntensityScale
+from medinr.mri.holdout import HeldOutError
 from medinr.mri.operators import SenseOp
 
-#: The lambda grid (for k-space normalised so that the zero-filled image peaks near 1).
-DEFAULT_LAMBDAS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+#: The starting lambda grid, for k-space normalised so that the zero-filled image has a robust maximum of 1
+#: (see :func:`normalisation`): a relative scale. A sweep widens it by factors of sqrt(10) while the best
+#: lambda sits at one of its ends (:func:`cs_sweep`).
+DEFAULT_LAMBDAS = (1e-4, 3.16e-4, 1e-3, 3.16e-3, 1e-2)
+#: Factor between neighbouring lambdas, and how many extra lambdas a sweep may add at its ends.
+LAMBDA_STEP = 10**0.5
+MAX_WIDENING = 6
 CS_METHODS = ("l1wavelet", "tv")
 
 
@@ -85,15 +92,16 @@ def zero_filled_scale(image: np.ndarray) -> float:
 
 @dataclass
 class SweepResult:
-    """Every lambda of a sweep with its image (input units), wall time and selection score."""
+    """Every lambda of a sweep (ascending) with its image (input units), wall time and selection score."""
 
     method: str
-    lambdas: list[float]
-    images: list[np.ndarray]
-    seconds: list[float]
+    lambdas: list[float] = field(default_factory=list)
+    images: list[np.ndarray] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     chosen: int = 0
     criterion: str = ""
+    widened: int = 0
 
     @property
     def image(self) -> np.ndarray:
@@ -103,46 +111,62 @@ class SweepResult:
     def lamda(self) -> float:
         return self.lambdas[self.chosen]
 
+    @property
+    def at_boundary(self) -> bool:
+        """True if the chosen lambda is the smallest or the largest tried."""
+        return self.chosen in (0, len(self.lambdas) - 1)
+
+    def add(self, lamda: float, image: np.ndarray, seconds: float, score: float) -> None:
+        """Insert one result in lambda order."""
+        i = int(np.searchsorted(self.lambdas, lamda))
+        for values, v in ((self.lambdas, lamda), (self.images, image), (self.seconds, seconds), (self.scores, score)):
+            values.insert(i, v)
+        self.chosen = int(np.argmin(self.scores))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lambda": self.lamda,
+            "lambdas": self.lambdas,
+            "scores": self.scores,
+            "criterion": self.criterion,
+            "widened": self.widened,
+            "at_boundary": self.at_boundary,
+        }
+
 
 def cs_sweep(
     kspace: np.ndarray,
     maps: np.ndarray,
     mask: np.ndarray,
     method: str,
+    score: Callable[[np.ndarray], float],
     lambdas: tuple[float, ...] = DEFAULT_LAMBDAS,
     max_iter: int = 100,
-    score: Callable[[np.ndarray], float] | None = None,
     criterion: str = "",
+    max_widening: int = MAX_WIDENING,
 ) -> SweepResult:
-    """Run a CS method for every lambda and keep the one with the lowest ``score(image)``.
+    """Run a CS method over a lambda grid, widened until the lowest ``score(image)`` is not at an end.
 
     ``score`` receives the image in the input's units (e.g. minus PSNR against a ground truth, or the
     error on held-out k-space samples). Lambdas are relative to the normalised data (see
-    :func:`normalisation`).
+    :func:`normalisation`); while the best one is the smallest or the largest tried, the grid grows by
+    :data:`LAMBDA_STEP` on that side, at most ``max_widening`` times.
     """
     scale = normalisation(kspace, maps, mask)
-    result = SweepResult(method, list(lambdas), [], [], criterion=criterion)
-    for lamda in lambdas:
+    result = SweepResult(method, criterion=criterion)
+
+    def run(lamda: float) -> None:
         t0 = time.perf_counter()
         image = cs_reconstruct(np.asarray(kspace) / scale, maps, mask, method, lamda, max_iter) * scale
-        result.seconds.append(time.perf_counter() - t0)
-        result.images.append(image)
-        result.scores.append(float(score(image)) if score is not None else 0.0)
-    result.chosen = int(np.argmin(result.scores)) if score is not None else len(lambdas) // 2
+        result.add(lamda, image, time.perf_counter() - t0, float(score(image)))
+
+    for lamda in sorted(lambdas):
+        run(float(lamda))
+    while len(result.lambdas) > 1 and result.at_boundary and result.widened < max_widening:
+        low = result.chosen == 0
+        run(result.lambdas[0] / LAMBDA_STEP if low else result.lambdas[-1] * LAMBDA_STEP)
+        result.widened += 1
     return result
-
-
-def holdout_split(mask: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split acquired samples outside the calibration box into (train mask, held-out mask)."""
-    from medinr.mri.masks import fully_sampled_center
-
-    mask = np.asarray(mask, bool)
-    width = fully_sampled_center(mask)
-    centre = np.zeros_like(mask)
-    centre[tuple(slice(n // 2 - width // 2, n // 2 - width // 2 + width) for n in mask.shape)] = True
-    rng = np.random.default_rng(seed + 104729)
-    held = mask & ~centre & (rng.random(mask.shape) < fraction)
-    return mask & ~held, held
 
 
 def cs_sweep_holdout(
@@ -150,27 +174,19 @@ def cs_sweep_holdout(
     maps: np.ndarray,
     mask: np.ndarray,
     method: str,
+    validation: HeldOutError,
     lambdas: tuple[float, ...] = DEFAULT_LAMBDAS,
     max_iter: int = 100,
-    fraction: float = 0.05,
-    seed: int = 0,
 ) -> SweepResult:
-    """Choose lambda without ground truth: reconstruct from most samples, score on held-out ones, then rerun.
+    """Choose lambda without ground truth: reconstruct from the fitting samples, score on the held-out ones,
+    then rerun the chosen lambda on every acquired sample.
 
-    Each lambda reconstructs from the acquired samples minus a random ``fraction`` (outside the calibration
-    box); the lambda whose image best predicts the held-out samples is rerun on all samples.
+    ``validation`` holds THE split (:func:`medinr.mri.holdout.holdout_split`) and the whitened error the
+    INR's self-calibration uses too, so both methods choose on the same samples by the same rule.
     """
-    train, held = holdout_split(mask, fraction, seed)
-    if not held.any():
-        return cs_sweep(kspace, maps, mask, method, lambdas[len(lambdas) // 2 : len(lambdas) // 2 + 1], max_iter)
-    op_held = SenseOp(torch.from_numpy(np.asarray(maps, np.complex64)), torch.from_numpy(held))
-    y_held = np.asarray(kspace) * held
-
-    def score(image: np.ndarray) -> float:
-        pred = op_held(torch.from_numpy(image.astype(np.complex64))).numpy()
-        return float(np.sum(np.abs(pred - y_held) ** 2))
-
-    sweep = cs_sweep(np.asarray(kspace) * train, maps, train, method, lambdas, max_iter, score, "held-out k-space")
+    train = np.asarray(mask, bool) & ~validation.held
+    sweep = cs_sweep(np.asarray(kspace) * train, maps, train, method, validation, lambdas, max_iter,
+                     "whitened error on held-out acquired k-space")
     t0 = time.perf_counter()
     scale = normalisation(kspace, maps, mask)
     final = cs_reconstruct(np.asarray(kspace) / scale, maps, mask, method, sweep.lamda, max_iter) * scale

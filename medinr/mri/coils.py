@@ -6,6 +6,10 @@ import numpy as np
 import torch
 
 from medinr.errors import MedinrError
+from medinr.mri.fft import ifftc
+from medinr.mri.masks import calibration_box, centre_box
+
+__all__ = ["normalise_rss", "birdcage_maps", "calibration_box", "espirit_maps"]
 
 
 def normalise_rss(maps: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -51,30 +55,6 @@ def birdcage_maps(shape: tuple[int, ...], coils: int = 8, radius: float = 1.5) -
     return normalise_rss(out)
 
 
-def calibration_box(mask: np.ndarray, cap: int = 32) -> tuple[int, ...]:
-    """Per-axis widths of a centred, fully sampled box, grown axis by axis from the largest centred square.
-
-    A 1D line mask gives ``(cap, centre lines)``: the readout is fully sampled, so the box is rectangular,
-    which is what lets ESPIRiT calibrate from 10 lines.
-    """
-    from medinr.mri.masks import fully_sampled_center
-
-    mask = np.asarray(mask, bool)
-    widths = [min(fully_sampled_center(mask), cap)] * mask.ndim
-
-    def full(w: list[int]) -> bool:
-        return bool(mask[tuple(slice(n // 2 - wi // 2, n // 2 - wi // 2 + wi) for n, wi in zip(mask.shape, w))].all())
-
-    for axis in range(mask.ndim):
-        while widths[axis] < min(cap, mask.shape[axis]):
-            trial = list(widths)
-            trial[axis] += 1
-            if not full(trial):
-                break
-            widths = trial
-    return tuple(widths)
-
-
 def espirit_maps(
     kspace: np.ndarray,
     calib: tuple[int, ...] | int,
@@ -115,8 +95,7 @@ def espirit_maps(
             "(raise --center-fraction or use --maps simulated)"
         )
     k = torch.as_tensor(np.asarray(kspace, np.complex64), device=device)
-    box = tuple(slice(n // 2 - w // 2, n // 2 - w // 2 + w) for n, w in zip(grid, widths))
-    cal = k[(slice(None), *box)]
+    cal = k[(slice(None), *centre_box(grid, widths))]
     kern = tuple(min(kernel_width, w - 2) for w in widths)
     # Calibration matrix: one row per kernel position, columns = (coil, kernel offsets).
     blocks = cal
@@ -130,10 +109,7 @@ def espirit_maps(
     # Each kernel, zero-padded to the grid and taken to image space, gives a C-vector per voxel; the signal
     # subspace projector is the sum of their outer products, whose leading eigenvector is the sensitivity.
     padded = torch.zeros((kernels.shape[0], ncoil, *grid), dtype=kernels.dtype, device=k.device)
-    start = tuple(n // 2 - kw // 2 for n, kw in zip(grid, kern))
-    padded[(slice(None), slice(None), *(slice(s, s + kw) for s, kw in zip(start, kern)))] = kernels
-    from medinr.mri.fft import ifftc
-
+    padded[(slice(None), slice(None), *centre_box(grid, kern))] = kernels
     images = ifftc(padded, nd) * float(np.sqrt(np.prod(grid) / np.prod(kern)))  # (K, C, *grid)
     vox = images.reshape(kernels.shape[0], ncoil, -1).permute(2, 1, 0)  # (V, C, K)
     gram = vox @ vox.conj().transpose(1, 2)  # (V, C, C)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from medinr.errors import MedinrError
+from medinr.validation import require_binary
 
 MASK_KINDS = ("random", "equispaced", "poisson")
 
@@ -196,7 +197,7 @@ def load_mask_file(path: str | os.PathLike, shape: tuple[int, ...]) -> np.ndarra
     """Read a mask file and broadcast it to ``shape``.
 
     Accepted layouts: the full grid, a 1D line pattern over the last axis, or (for 3D) a 2D pattern over the
-    last two axes. Any non-zero value means acquired.
+    last two axes. Values must be 0 (not acquired) or 1 (acquired): a mask of 0..255 is refused, not guessed.
     """
     p = Path(path)
     if not p.exists():
@@ -220,6 +221,7 @@ def validate_mask(arr: np.ndarray, shape: tuple[int, ...], name: str = "the mask
     arr = np.squeeze(np.asarray(arr))
     if not np.all(np.isfinite(np.abs(arr))):
         raise MedinrError(f"{name} contains NaN or infinite values")
+    require_binary(arr, name)
     if arr.shape == tuple(shape):
         mask = arr != 0
     elif arr.ndim == 1 and arr.shape[0] == shape[-1]:
@@ -233,6 +235,15 @@ def validate_mask(arr: np.ndarray, shape: tuple[int, ...], name: str = "the mask
     return mask
 
 
+def centre_box(shape: tuple[int, ...], widths: tuple[int, ...] | int) -> tuple[slice, ...]:
+    """Slices of the box of ``widths`` per axis centred on k = 0 (index ``n // 2``, the centred FFT's origin).
+
+    THE calibration box of medinr: mask statistics, ESPIRiT and the held-out split all slice it here.
+    """
+    widths = (widths,) * len(shape) if isinstance(widths, (int, np.integer)) else tuple(widths)
+    return tuple(slice(n // 2 - w // 2, n // 2 - w // 2 + w) for n, w in zip(shape, widths))
+
+
 def fully_sampled_center(mask: np.ndarray) -> int:
     """Width of the largest centred box (same width on every axis) in which every sample is acquired.
 
@@ -240,11 +251,37 @@ def fully_sampled_center(mask: np.ndarray) -> int:
     calibration region that ESPIRiT can use.
     """
     mask = np.asarray(mask, dtype=bool)
-    centre = [n // 2 for n in mask.shape]
     width = 0
     for w in range(1, min(mask.shape) + 1):
-        box = tuple(slice(c - w // 2, c - w // 2 + w) for c in centre)
-        if not mask[box].all():
+        if not mask[centre_box(mask.shape, w)].all():
             break
         width = w
     return width
+
+
+def calibration_box(mask: np.ndarray, cap: int | None = 32) -> tuple[int, ...]:
+    """Per-axis widths of a centred, fully sampled box, grown axis by axis from the largest centred square.
+
+    A 1D line mask gives ``(min(cap, readout), centre lines)``: the readout is fully sampled, so the box is
+    rectangular, which is what lets ESPIRiT calibrate from 10 lines. ``cap=None``: no cap (the whole
+    calibration region, see :func:`calibration_region`).
+    """
+    mask = np.asarray(mask, bool)
+    limit = max(mask.shape) if cap is None else cap
+    widths = [min(fully_sampled_center(mask), limit)] * mask.ndim
+    for axis in range(mask.ndim):
+        while widths[axis] < min(limit, mask.shape[axis]):
+            trial = list(widths)
+            trial[axis] += 1
+            if not mask[centre_box(mask.shape, tuple(trial))].all():
+                break
+            widths = trial
+    return tuple(widths)
+
+
+def calibration_region(mask: np.ndarray) -> np.ndarray:
+    """Boolean map of the fully sampled centred box (uncapped): samples that calibrate, never validate."""
+    mask = np.asarray(mask, bool)
+    region = np.zeros_like(mask)
+    region[centre_box(mask.shape, calibration_box(mask, cap=None))] = True
+    return region & mask

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from medinr.mri.fft import fftc
+from medinr.mri.operators import SenseOp
 
 
 def smooth_phase(shape: tuple[int, ...], rng: np.random.Generator, max_radians: float = np.pi / 2) -> np.ndarray:
@@ -27,13 +27,13 @@ def smooth_phase(shape: tuple[int, ...], rng: np.random.Generator, max_radians: 
     return (max_radians * phase / max(np.abs(phase).max(), 1e-12)).astype(np.float64)
 
 
-def noise_sigma(coil_images: np.ndarray, snr_db: float) -> float:
+def noise_sigma(coil_signal: np.ndarray, snr_db: float) -> float:
     """Standard deviation (per complex sample) of noise at ``snr_db``.
 
-    SNR is the mean power of the fully sampled multi-coil signal over the noise power:
-    ``snr_db = 10 log10(mean |s|^2 / sigma^2)`` (orthonormal FFT: the same in image and k-space).
+    SNR is the mean power of the fully sampled multi-coil signal (coil images or their k-space: the
+    orthonormal FFT keeps the power) over the noise power: ``snr_db = 10 log10(mean |s|^2 / sigma^2)``.
     """
-    power = float(np.mean(np.abs(coil_images) ** 2))
+    power = float(np.mean(np.abs(coil_signal) ** 2))
     return float(np.sqrt(power / 10 ** (snr_db / 10)))
 
 
@@ -77,12 +77,11 @@ def simulate_acquisition(
     truth = np.asarray(image).astype(np.complex128)
     if phase:
         truth = truth * np.exp(1j * smooth_phase(truth.shape, rng))
-    ndim = truth.ndim
-    coil_images = maps.astype(np.complex128) * truth
-    full = fftc(torch.from_numpy(coil_images), ndim).numpy()
+    sense = SenseOp(torch.from_numpy(np.asarray(maps, np.complex128)), torch.ones(truth.shape, dtype=torch.float64))
+    full = sense.coil_kspace(torch.from_numpy(truth)).numpy()  # the one SENSE model, unmasked
     sigma = 0.0
     if snr_db is not None:
-        sigma = noise_sigma(coil_images, snr_db)
+        sigma = noise_sigma(full, snr_db)
         full = full + sigma / np.sqrt(2) * (rng.standard_normal(full.shape) + 1j * rng.standard_normal(full.shape))
     kspace = (full * mask).astype(np.complex64)
     return Acquisition(kspace=kspace, image=truth.astype(np.complex64), noise_sigma=sigma)

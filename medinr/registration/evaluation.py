@@ -19,15 +19,19 @@ def image_ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> f
     return float((x * y).sum() / den) if den > 0 else 0.0
 
 
-def dice_per_label(fixed_labels: np.ndarray, warped_labels: np.ndarray) -> dict[str, float]:
-    """Dice overlap for every non-zero label present in either image, keyed by the label value."""
+def _label_pairs(fixed_labels: np.ndarray, warped_labels: np.ndarray):
+    """``(label, fixed == label, warped == label)`` for every non-zero label present in either image."""
     a = np.rint(fixed_labels).astype(np.int64)
     b = np.rint(warped_labels).astype(np.int64)
+    for lab in sorted(set(np.unique(a).tolist()) | set(np.unique(b).tolist())):
+        if lab != 0:
+            yield int(lab), a == lab, b == lab
+
+
+def dice_per_label(fixed_labels: np.ndarray, warped_labels: np.ndarray) -> dict[str, float]:
+    """Dice overlap for every non-zero label present in either image, keyed by the label value."""
     out: dict[str, float] = {}
-    for lab in sorted(set(np.unique(a)) | set(np.unique(b))):
-        if lab == 0:
-            continue
-        sa, sb = a == lab, b == lab
+    for lab, sa, sb in _label_pairs(fixed_labels, warped_labels):
         den = sa.sum() + sb.sum()
         out[str(int(lab))] = float(2.0 * np.logical_and(sa, sb).sum() / den) if den else float("nan")
     return out
@@ -71,7 +75,10 @@ def read_landmarks(path: str | Path, ndim: int) -> np.ndarray:
         raise MedinrError(f"{p} is not a text CSV file") from None
     if not rows:
         raise MedinrError(f"{p} holds no landmarks")
-    return np.asarray(rows, dtype=np.float64)
+    points = np.asarray(rows, dtype=np.float64)
+    if not np.all(np.isfinite(points)):
+        raise MedinrError(f"{p}: landmark coordinates must be finite numbers (found NaN or infinity)")
+    return points
 
 
 def target_registration_error(
@@ -95,3 +102,29 @@ def displacement_error(estimate: np.ndarray, truth: np.ndarray, mask: np.ndarray
     err = np.linalg.norm(estimate - truth, axis=-1)
     e = err[mask > 0] if mask is not None else err.ravel()
     return {"mean_mm": float(e.mean()), "p95_mm": float(np.percentile(e, 95))}
+
+
+def _surface(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    return mask & ~ndimage.binary_erosion(mask, border_value=0)
+
+
+def hausdorff95_per_label(fixed_labels: np.ndarray, warped_labels: np.ndarray, spacing: np.ndarray) -> dict[str, float]:
+    """95th percentile of the symmetric surface distance (mm) per non-zero label of either image.
+
+    Surfaces are the label voxels with a neighbour outside the label; distances come from Euclidean distance
+    transforms with the voxel ``spacing`` (mm). A label missing from one image gives ``inf``.
+    """
+    from scipy import ndimage
+
+    out: dict[str, float] = {}
+    for lab, fa, fb in _label_pairs(fixed_labels, warped_labels):
+        sa, sb = _surface(fa), _surface(fb)
+        if not sa.any() or not sb.any():
+            out[str(int(lab))] = float("inf")
+            continue
+        da = ndimage.distance_transform_edt(~sa, sampling=spacing)
+        db = ndimage.distance_transform_edt(~sb, sampling=spacing)
+        out[str(int(lab))] = float(np.percentile(np.concatenate([db[sa], da[sb]]), 95))
+    return out

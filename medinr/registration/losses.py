@@ -1,4 +1,4 @@
-"""Image similarity losses on sampled intensities: global NCC, local windowed NCC and MSE (lower is better)."""
+"""Similarity losses on sampled values: global NCC, local windowed NCC, MSE, soft Dice of labels (lower is better)."""
 
 from __future__ import annotations
 
@@ -48,3 +48,12 @@ def similarity(name: str, fixed: torch.Tensor, warped: torch.Tensor) -> torch.Te
     if name == "mse":
         return mse(fixed, warped)
     raise MedinrError(f"unknown loss '{name}'; choose one of: {', '.join(LOSSES)}")
+
+
+def soft_dice(fixed: torch.Tensor, warped: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """``1 - mean Dice`` of soft label maps ``(N, C)`` (one channel per label, values in [0, 1]).
+
+    Linear interpolation of one-hot maps makes the warped labels differentiable in the sample positions.
+    """
+    inter = (fixed * warped).sum(dim=0)
+    return 1.0 - (2.0 * inter / (fixed.sum(dim=0) + warped.sum(dim=0) + eps)).mean()

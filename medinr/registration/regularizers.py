@@ -24,14 +24,31 @@ def displacement_jacobian(u: torch.Tensor, x: torch.Tensor, create_graph: bool =
 
 
 def deformation_det(grad_u: torch.Tensor) -> torch.Tensor:
-    """``det(I + grad u)`` for ``(N, d, d)`` displacement gradients."""
-    eye = torch.eye(grad_u.shape[-1], dtype=grad_u.dtype, device=grad_u.device)
-    return torch.linalg.det(eye + grad_u)
+    """``det(I + grad u)`` for ``(N, d, d)`` displacement gradients (closed form in 2D and 3D: several times
+    faster than a batched LU for millions of small matrices, and differentiable everywhere)."""
+    d = grad_u.shape[-1]
+    f = grad_u + torch.eye(d, dtype=grad_u.dtype, device=grad_u.device)
+    if d == 2:
+        return f[..., 0, 0] * f[..., 1, 1] - f[..., 0, 1] * f[..., 1, 0]
+    if d == 3:
+        return (f[..., 0, 0] * (f[..., 1, 1] * f[..., 2, 2] - f[..., 1, 2] * f[..., 2, 1])
+                - f[..., 0, 1] * (f[..., 1, 0] * f[..., 2, 2] - f[..., 1, 2] * f[..., 2, 0])
+                + f[..., 0, 2] * (f[..., 1, 0] * f[..., 2, 1] - f[..., 1, 1] * f[..., 2, 0]))
+    return torch.linalg.det(f)
 
 
 def jacobian_penalty(grad_u: torch.Tensor) -> torch.Tensor:
     """Mean ``|det(I + grad u) - 1|``: local volume change (IDIR's Jacobian regulariser)."""
     return (deformation_det(grad_u) - 1.0).abs().mean()
+
+
+def fold_penalty(grad_u: torch.Tensor, threshold: float = 0.2) -> torch.Tensor:
+    """Mean ``max(0, threshold - det(I + grad u))``: zero wherever the map keeps at least ``threshold`` of the
+    local volume, growing linearly towards and past folding (det <= 0).
+
+    Unlike :func:`jacobian_penalty` it does not pull genuine volume changes (two different brains) back to 1.
+    """
+    return torch.relu(threshold - deformation_det(grad_u)).mean()
 
 
 def bending_energy(grad_u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -70,13 +87,14 @@ def regularisation(
     jacobian: float = 0.0,
     bending: float = 0.0,
     hyper: float = 0.0,
+    fold: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted sum of the chosen regularisers of ``field`` at world points ``x`` (mm).
 
     Returns the penalty and the individual (unweighted) terms for logging.
     """
     terms: dict[str, float] = {}
-    if jacobian <= 0 and bending <= 0 and hyper <= 0:
+    if jacobian <= 0 and bending <= 0 and hyper <= 0 and fold <= 0:
         return x.new_zeros(()), terms
     x = x.detach().requires_grad_(True)
     grad_u = displacement_jacobian(field(x), x, create_graph=True)
@@ -89,6 +107,10 @@ def regularisation(
         b = bending_energy(grad_u, x)
         terms["bending"] = float(b.detach())
         total = total + bending * b
+    if fold > 0:
+        k = fold_penalty(grad_u)
+        terms["fold"] = float(k.detach())
+        total = total + fold * k
     if hyper > 0:
         h = hyperelastic(grad_u)
         terms["hyperelastic"] = float(h.detach())

@@ -1,0 +1,69 @@
+"""A field stored at the nodes of a lattice over [-1, 1]^d and interpolated in between: the 'lattice' family.
+
+Registration's dense transforms (the integrated stationary velocity field of :mod:`medinr.registration.svf`)
+are saved as this: node values, (bi/tri)linear interpolation between them, the border value outside, and
+derivatives in the coordinates by autograd (the Jacobian determinant, the viewer). It is registered with the
+model zoo so that a checkpoint of it loads like any other family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medinr.geometry import sample_grid
+from medinr.models.base import INR, register_model
+
+
+def resize_lattice(values: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """``(C, *lattice)`` node values interpolated onto the lattice ``shape`` over the same [-1, 1] box.
+
+    With ``align_corners`` the two lattices share their end nodes, so this equals sampling the field at the
+    new nodes (what :meth:`LatticeField.forward` would give there), at a fraction of the cost.
+    """
+    shape = tuple(int(n) for n in shape)
+    if tuple(values.shape[1:]) == shape:
+        return values
+    mode = "bilinear" if len(shape) == 2 else "trilinear"
+    return F.interpolate(values[None], size=shape, mode=mode, align_corners=True)[0]
+
+
+@register_model("lattice")
+class LatticeField(INR):
+    """Node values ``(out_features, *lattice)`` on ``linspace(-1, 1, n)`` per axis, linearly interpolated.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    lattice : sequence of int, optional
+        Nodes per axis (default 8 per axis).
+    """
+
+    def __init__(self, in_features: int, out_features: int, lattice: Sequence[int] | None = None) -> None:
+        super().__init__(in_features, out_features)
+        if in_features not in (2, 3):
+            raise ValueError(f"a lattice field supports 2 or 3 input dimensions, got {in_features}")
+        nodes = [8] * in_features if lattice is None else [int(n) for n in lattice]
+        if len(nodes) != in_features or min(nodes) < 2:
+            raise ValueError(f"lattice must give at least 2 nodes on each of the {in_features} axes, got {lattice}")
+        self.resolve_config(lattice=nodes)
+        self.values = nn.Parameter(torch.zeros(out_features, *nodes))
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        return sample_grid(self.values, coords.to(self.values.dtype), mode="bilinear", padding_mode="border")
+
+    def forward_lattice(self, shape: Sequence[int]) -> torch.Tensor:
+        """The field at every node of the lattice ``shape``: ``(*shape, C)`` (an interpolation of the nodes)."""
+        return resize_lattice(self.values, shape).movedim(0, -1)
+
+    def zero_output_(self) -> None:
+        with torch.no_grad():
+            self.values.zero_()
+
+    @torch.no_grad()
+    def set_values(self, values: torch.Tensor) -> None:
+        """Replace the node values by ``values`` ``(C, *lattice)`` (same shape)."""
+        self.values.copy_(values.to(self.values))

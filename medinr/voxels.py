@@ -1,0 +1,165 @@
+"""An image as fitting data: voxel centres, values, the footprint each voxel averages over, and the held-out split.
+
+A voxel of a real image is not a point sample: it is (close to) the mean of the object over the voxel's
+footprint. Fitting the network's *mean over the footprint* to the voxel value, rather than its value at the
+centre, makes the fitted continuous image an estimate of the object itself (deconvolved by the voxel box), which
+is what a zoomed render or an oblique slice wants.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from medinr.errors import MedinrError
+from medinr.geometry import Geometry
+
+#: Offset of the held-out draw's generator from the fit's seed, so the split is not the batch stream of that seed.
+SPLIT_SEED_OFFSET = 7919
+
+
+def footprint_offsets(shape: tuple[int, ...], points_per_axis: int) -> torch.Tensor:
+    """Sub-voxel sample offsets in network units: the midpoints of ``points_per_axis`` equal parts per axis.
+
+    Their mean over a voxel is the midpoint-rule quadrature of the box average (exact for functions linear
+    inside the voxel). ``points_per_axis = 1`` is the voxel centre alone.
+
+    Returns
+    -------
+    Tensor
+        ``(points_per_axis ** d, d)`` offsets; an axis of one voxel gets no spread.
+    """
+    if int(points_per_axis) < 1:
+        raise MedinrError(f"footprint points per axis must be at least 1, got {points_per_axis}")
+    k = int(points_per_axis)
+    part = (torch.arange(k, dtype=torch.float64) + 0.5) / k - 0.5  # in voxels, centred
+    axes = [part * (2.0 / (n - 1)) if n > 1 else torch.zeros(k, dtype=torch.float64) for n in shape]
+    offsets = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(shape))
+    return offsets.to(torch.float32)
+
+
+def holdout_split(known: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split the known voxels into (fit, held-out) flat index arrays; disjoint, covering ``known``.
+
+    Parameters
+    ----------
+    known : bool ndarray
+        Voxels that carry data (all of them for an ordinary image).
+    fraction : float in [0, 1)
+        Fraction of the known voxels held out (rounded; at least one when ``fraction > 0``).
+    seed : int
+        The draw (offset by :data:`SPLIT_SEED_OFFSET`).
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise MedinrError(f"the held-out fraction must lie in [0, 1), got {fraction}")
+    index = np.flatnonzero(np.asarray(known, dtype=bool))
+    if index.size == 0:
+        raise MedinrError("no voxel is known: nothing to fit")
+    n_held = 0 if fraction == 0 else max(1, int(round(fraction * index.size)))
+    if n_held >= index.size:
+        raise MedinrError(f"holding out {fraction:g} of {index.size} voxels leaves none to fit")
+    order = np.random.default_rng(seed + SPLIT_SEED_OFFSET).permutation(index.size)
+    return np.sort(index[order[n_held:]]), np.sort(index[order[:n_held]])
+
+
+@dataclass
+class VoxelData:
+    """What a fit sees: voxel centres ``coords (N, d)`` in network units, values ``target (N, C)``, the
+    footprint ``offsets (P, d)``, and which voxels enter the loss (``fit``) or only score it (``held``)."""
+
+    coords: torch.Tensor
+    target: torch.Tensor
+    offsets: torch.Tensor
+    fit: torch.Tensor
+    held: torch.Tensor
+    shape: tuple[int, ...]
+
+    @classmethod
+    def from_image(
+        cls,
+        values: np.ndarray,
+        geometry: Geometry,
+        footprint: int = 2,
+        holdout: float = 0.0,
+        seed: int = 0,
+        known: np.ndarray | None = None,
+        device: str | torch.device = "cpu",
+    ) -> "VoxelData":
+        """Voxel data of a normalised real image ``values`` on ``geometry``'s grid.
+
+        ``known`` (bool, the grid's shape) marks the voxels that are data; the others are neither fitted nor
+        scored (a benchmark predicting withheld pixels passes its own mask here).
+        """
+        if known is None:
+            known = np.ones(geometry.shape, dtype=bool)
+        if tuple(np.shape(known)) != tuple(geometry.shape):
+            raise MedinrError(f"the known-voxel mask has shape {np.shape(known)}, the image {geometry.shape}")
+        fit, held = holdout_split(known, holdout, seed)
+        coords = geometry.network_grid(device=device).reshape(-1, geometry.ndim)
+        target = torch.as_tensor(np.asarray(values), dtype=torch.float32, device=device).reshape(coords.shape[0], -1)
+        return cls(
+            coords=coords,
+            target=target,
+            offsets=footprint_offsets(tuple(geometry.shape), footprint).to(device),
+            fit=torch.as_tensor(fit, device=device),
+            held=torch.as_tensor(held, device=device),
+            shape=tuple(geometry.shape),
+        )
+
+    @property
+    def voxel(self) -> torch.Tensor:
+        """Voxel size in network units per axis ``(d,)`` (2 / (n - 1); 2 for an axis of one voxel)."""
+        return torch.tensor([2.0 / (n - 1) if n > 1 else 2.0 for n in self.shape], device=self.coords.device)
+
+    @property
+    def points_per_voxel(self) -> int:
+        return int(self.offsets.shape[0])
+
+    def all_known(self) -> torch.Tensor:
+        """Every voxel that is data (fit and held-out), sorted."""
+        return torch.sort(torch.cat([self.fit, self.held])).values
+
+
+def footprint_mean(model: torch.nn.Module, coords: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """The network's mean over each voxel's footprint: ``coords (M, d)``, ``offsets (P, d)`` -> ``(M, C)``.
+
+    Differentiable (training); for large ``M`` without gradients use :func:`evaluate_footprint`.
+    """
+    points = coords[:, None, :] + offsets[None, :, :]
+    out = model(points.reshape(-1, coords.shape[-1]))
+    return out.reshape(coords.shape[0], offsets.shape[0], -1).mean(dim=1)
+
+
+@torch.no_grad()
+def evaluate_footprint(model, coords: torch.Tensor, offsets: torch.Tensor, chunk: int = 1 << 14) -> torch.Tensor:
+    """:func:`footprint_mean` without gradients, through the model's chunked ``evaluate``: ``(M, C)``."""
+    points = (coords[:, None, :] + offsets[None, :, :]).reshape(-1, coords.shape[-1])
+    out = model.evaluate(points, chunk=chunk)
+    return out.reshape(coords.shape[0], offsets.shape[0], -1).mean(dim=1)
+
+
+def smoothness_penalty(
+    model: torch.nn.Module, n_points: int, voxel: torch.Tensor, generator: torch.Generator, reach: float = 0.5
+) -> torch.Tensor:
+    """Curvature at random off-grid points: ``mean |f(x + v) - 2 f(x) + f(x - v)|^2``, ``|v|`` = ``reach`` voxels.
+
+    ``x`` is uniform in the network box [-1, 1]^d (anywhere, not only at voxel centres: the network is
+    continuous) and ``v`` a random direction of ``reach`` voxels (``voxel`` ``(d,)``: network units per voxel).
+    The footprint means leave what happens inside a voxel free (any pattern with zero mean over the footprint
+    fits the data as well); a small weight of this thin-plate-like penalty picks the smoothest of those
+    solutions, as a cubic spline is the smoothest interpolant, without blurring what the voxels pin down.
+    """
+    d = voxel.numel()
+    x = torch.rand(n_points, d, generator=generator).to(voxel.device) * 2 - 1
+    v = torch.randn(n_points, d, generator=generator).to(voxel.device)
+    v = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12) * (voxel * reach)
+    f = model(torch.cat([x - v, x, x + v])).reshape(3, n_points, -1)
+    return (f[0] - 2 * f[1] + f[2]).square().sum(-1).mean()
+
+
+def psnr_from_mse(mse: float, peak: float) -> float:
+    """``10 log10(peak^2 / mse)`` in dB (inf for a perfect fit)."""
+    return math.inf if mse <= 0 else 10.0 * math.log10(peak * peak / mse)

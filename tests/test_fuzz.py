@@ -1,0 +1,205 @@
+"""Fuzzing the three ways hostile data gets in: numeric CLI options, checkpoint headers and NIfTI headers.
+
+Every draw must end in exit 0 (the input was legitimate after all) or exit 2 with exactly one
+``medinr: error:`` line: never an internal error or a traceback, never a file written on refusal, never raw
+control characters on the terminal, and never a jump of the process's peak memory by 1 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import shutil
+import struct
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from hostile_files import read_header, run_cli, write_checkpoint, write_header
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipelines.cli import build_parser
+
+#: Examples per fuzz test: 40 in the suite; ``MEDINR_FUZZ_EXAMPLES=1000`` for a deeper run.
+FUZZ = settings(max_examples=int(os.environ.get("MEDINR_FUZZ_EXAMPLES", 40)), deadline=None,
+                suppress_health_check=list(HealthCheck), database=None)
+GB = 1 << 30
+
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _check_outcome(rc: int, err: list[str], written: bool) -> None:
+    assert rc in (0, 2), (rc, err)
+    if rc == 2:
+        assert len(err) == 1 and err[0].startswith("medinr: error: "), err
+        assert not written, "a refused run left a file behind"
+    assert not any("Traceback" in line or "internal error" in line for line in err), err
+    assert not any(c in line for line in err for c in "\x1b\x07\x9b"), err
+
+
+# -- numeric options ---------------------------------------------------------------------------------------------
+def _numeric_options() -> list[tuple[str, str, argparse.Action]]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    found = []
+    for command, p in sub.choices.items():
+        for action in p._actions:
+            if action.option_strings and getattr(action.type, "__name__", "") in ("float", "int"):
+                found.append((command, action.option_strings[0], action))
+    return found
+
+
+OPTIONS = _numeric_options()
+POSITIONALS = {"fit": ["img"], "reconstruct": ["img"], "register": ["a", "b"], "render": ["c.inr"], "info": ["c"]}
+
+
+def test_no_numeric_option_takes_a_bare_float():
+    """A bare ``type=float`` accepts nan and inf; every numeric option uses a validated type instead."""
+    assert OPTIONS
+    bare = [f"{c} {o}" for c, o, a in OPTIONS if a.type is float]
+    assert not bare, bare
+
+
+NUMBER_TEXT = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.integers(min_value=-(10**30), max_value=10**30).map(str),
+    st.sampled_from(["nan", "-inf", "1e400", "0x10", "", " ", "1,5", "½", "1e-400", "--", "9" * 5000]),
+    st.text(max_size=8),
+)
+
+
+@FUZZ
+@given(which=st.integers(0, len(OPTIONS) - 1), text=NUMBER_TEXT)
+def test_numeric_options_parse_to_a_checked_number_or_one_error_line(capsys, which, text):
+    command, option, action = OPTIONS[which]
+    argv = [command, *POSITIONALS[command], f"{option}={text}"] + (["--out", "o"] if command != "info" else [])
+    capsys.readouterr()
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exc.code == 2 and len(err) == 1 and err[0].startswith("medinr: error: "), err
+        return
+    value = getattr(args, action.dest)
+    assert isinstance(value, (int, float)) and math.isfinite(value), (option, text, value)
+
+
+# -- checkpoint headers ------------------------------------------------------------------------------------------
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**12), 10**12) | st.floats(allow_nan=False, width=32)
+    | st.text(max_size=12) | st.sampled_from([10**9, -5, 2000, 1e308, "nonsense", "\x1b[31m"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+META_PATHS = ["format", "format_version", "medinr_version", "model", "model.family", "model.config",
+              "model.config.hidden", "model.config.layers", "model.config.in_features", "model.config.out_features",
+              "model.config.omega_0", "output", "output.kind", "output.scale", "output.offset", "output.units",
+              "geometry", "geometry.shape", "geometry.affine", "geometry.spacing_mm", "coords", "world_box", "extra"]
+
+
+def _mutate(meta: dict, path: str, value, delete: bool) -> None:
+    keys = path.split(".")
+    node = meta
+    for k in keys[:-1]:
+        if not isinstance(node.get(k), dict):
+            return
+        node = node[k]
+    if delete:
+        node.pop(keys[-1], None)
+    else:
+        node[keys[-1]] = value
+
+
+@pytest.fixture(scope="module")
+def good_checkpoint(tmp_path_factory) -> Path:
+    return write_checkpoint(tmp_path_factory.mktemp("fuzz") / "good.inr")
+
+
+@FUZZ
+@given(path=st.sampled_from(META_PATHS), value=JSON_VALUES, delete=st.booleans(),
+       tensor_change=st.sampled_from([None, "dtype", "shape", "offsets", "extra_tensor"]))
+def test_crafted_checkpoint_headers(capsys, good_checkpoint, path, value, delete, tensor_change):
+    header, data = read_header(good_checkpoint)
+    meta = json.loads(header["__metadata__"]["medinr"])
+    _mutate(meta, path, value, delete)
+    header["__metadata__"]["medinr"] = json.dumps(meta)
+    name = next(k for k in header if k != "__metadata__")
+    if tensor_change == "dtype":
+        header[name]["dtype"] = "F64"
+    elif tensor_change == "shape":
+        header[name]["shape"] = [10**6, 10**6]
+    elif tensor_change == "offsets":
+        header[name]["data_offsets"] = [0, 10**12]
+    elif tensor_change == "extra_tensor":
+        header["evil"] = {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}
+    folder = Path(tempfile.mkdtemp())
+    try:
+        bad = write_header(folder / "bad.inr", header, data)
+        peak = _peak_rss()
+        for args in (["info", bad], ["render", bad, "--size", "8x8", "--out", folder / "s.png"]):
+            rc, err, seconds = run_cli(args, capsys)
+            _check_outcome(rc, err, written=(folder / "s.png").exists() and args[0] == "render")
+            assert rc == 0 or seconds < 10
+        assert _peak_rss() - peak < GB
+    finally:
+        shutil.rmtree(folder)
+
+
+# -- NIfTI headers -----------------------------------------------------------------------------------------------
+_FIELDS = {  # byte offset and struct format of NIfTI-1 header fields
+    "dim": (40, "<8h"), "datatype": (70, "<h"), "bitpix": (72, "<h"), "pixdim": (76, "<8f"),
+    "vox_offset": (108, "<f"), "scl_slope": (112, "<f"), "scl_inter": (116, "<f"),
+    "qform_code": (252, "<h"), "sform_code": (254, "<h"), "quatern": (256, "<6f"), "srow": (280, "<12f"),
+}
+SHORTS = st.integers(-32768, 32767) | st.sampled_from([0, 1, 2, 3, 11, 12, 1000, 30000])
+FLOATS = st.floats(width=32, allow_nan=True, allow_infinity=True) | st.sampled_from([0.0, 1.0, -1.0, 1e30])
+
+
+def _field_values(name: str):
+    fmt = _FIELDS[name][1]
+    n = struct.calcsize(fmt) // struct.calcsize(fmt[-1])
+    element = SHORTS if fmt[-1] == "h" else FLOATS
+    return st.lists(element, min_size=n, max_size=n)
+
+
+@st.composite
+def nifti_mutations(draw):
+    names = draw(st.lists(st.sampled_from(sorted(_FIELDS)), min_size=1, max_size=3, unique=True))
+    return [(name, draw(_field_values(name))) for name in names]
+
+
+@FUZZ
+@given(mutations=nifti_mutations(), gz=st.booleans())
+def test_crafted_nifti_headers(capsys, monkeypatch, mutations, gz):
+    monkeypatch.setenv("MEDINR_MEMORY_LIMIT", "512M")
+    folder = Path(tempfile.mkdtemp())
+    try:
+        img = nib.Nifti1Image(np.random.default_rng(0).random((12, 12)).astype(np.float32), np.eye(4))
+        nib.save(img, folder / "base.nii")
+        raw = bytearray((folder / "base.nii").read_bytes())
+        for name, values in mutations:
+            offset, fmt = _FIELDS[name]
+            struct.pack_into(fmt, raw, offset, *values)
+        path = folder / ("x.nii.gz" if gz else "x.nii")
+        if gz:
+            import gzip
+
+            path.write_bytes(gzip.compress(bytes(raw)))
+        else:
+            path.write_bytes(bytes(raw))
+        out = folder / "out"
+        peak = _peak_rss()
+        rc, err, seconds = run_cli(["fit", path, "--model", "siren", "--model-options", '{"hidden": 8, "layers": 1}',
+                                    "--steps", "1", "--out", out, "--quiet"], capsys)
+        _check_outcome(rc, err, written=out.exists())
+        assert (rc == 0 or seconds < 10) and _peak_rss() - peak < GB  # 10 s: refusals; a fit may take longer
+    finally:
+        shutil.rmtree(folder)

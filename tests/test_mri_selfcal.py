@@ -1,0 +1,166 @@
+"""Self-calibration: the held-out split, the validation-chosen settings, noise awareness and the CS sweep widening."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medinr.geometry import Geometry
+from medinr.metrics import psnr, tissue_mask
+from medinr.mri import make_mask
+from medinr.mri.baselines import DEFAULT_LAMBDAS, LAMBDA_STEP, cs_sweep, zero_filled
+from medinr.mri.compare import run_methods
+from medinr.mri.holdout import HeldOutError, describe_split, holdout_split
+from medinr.mri.inr_recon import (
+    build_recon_model,
+    inr_reconstruct,
+    lattice_image,
+    preset_config,
+    reconstructed_image,
+    walk_path,
+    whiten_data,
+)
+from medinr.mri.kspace_io import MeasuredKspace
+from medinr.mri.masks import calibration_region
+from medinr.mri.problem import problem_from_image, problem_from_kspace
+
+SMALL = {"path": {"steps": 120}, "eval_every": 5}
+
+
+@pytest.fixture(scope="module")
+def small_image(coronal_slice) -> np.ndarray:
+    from skimage.transform import resize
+
+    return resize(coronal_slice, (64, 64), anti_aliasing=True).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind, shape", [("random", (32, 96)), ("equispaced", (20, 64)), ("poisson", (48, 48))])
+def test_holdout_split_is_disjoint_outside_calibration_and_seeded(kind, shape):
+    pytest.importorskip("sigpy") if kind == "poisson" else None
+    mask = make_mask(shape, kind, 3, 0.15, seed=2).mask
+    fit, held = holdout_split(mask, 0.2, seed=5)
+    assert not (fit & held).any() and np.array_equal(fit | held, mask)
+    assert held.any() and not (held & calibration_region(mask)).any()
+    assert not (~mask & held).any()
+    info = describe_split(mask, held)
+    candidates = info["acquired_units"] - info["calibration_units"]
+    assert info["held_out_units"] == max(min(3, candidates // 4), round(0.2 * candidates))
+    if kind != "poisson":  # line masks hold out whole readouts
+        assert info["unit"] == "readout line" and (held == held[:1]).all()
+    again = holdout_split(mask, 0.2, seed=5)[1]
+    other = holdout_split(mask, 0.2, seed=6)[1]
+    fold = holdout_split(mask, 0.2, seed=5, fold=1)[1]
+    assert np.array_equal(again, held) and not np.array_equal(other, held) and not (fold & held).any()
+    assert not holdout_split(mask, 0.0, seed=5)[1].any()
+
+
+def test_inr_and_cs_are_chosen_on_the_same_held_out_samples(small_image):
+    problem = problem_from_image(small_image, Geometry(small_image.shape), "random", 4, 0.1, 4, "simulated", 30)
+    config = preset_config("default", **SMALL)
+    config.path.steps, config.path.extend = 40, 1.0
+    comparison = run_methods(problem, config, ("zero_filled", "inr"), seed=3)
+    inr = comparison.results["inr"].details
+    assert inr["split"]["held_out_units"] == comparison.split["held_out_units"] >= 1
+    _, held = holdout_split(problem.mask.mask, config.holdout_fraction, 3)
+    score = HeldOutError(problem.kspace, problem.maps, held, np.eye(4))
+    assert score(np.asarray(problem.kspace[0] * 0)) > 0  # a zero image mispredicts the held-out samples
+    points = inr["validation_curve"]
+    best = min(points, key=lambda p: p["validation_error"])
+    assert inr["chosen"] == best  # the chosen point is the minimum of the recorded curve, not the last step
+
+
+def test_validation_stops_before_the_noise_is_fitted(small_image):
+    """Along a path that ends weakly regularised the fit turns to noise: the held-out error turns up, and the
+    recorded curve is the true held-out error (the shared rule, recomputed from the images) of each state."""
+    problem = problem_from_image(small_image, Geometry(small_image.shape), "random", 3, 0.1, 4, "simulated", 15)
+    config = preset_config("default", path={"steps": 300, "tv_start": 30.0, "tv_end": 1.0, "extend": 1.0},
+                           eval_every=5, patience=1000, holdout_fraction=0.25)
+    k, maps, mask = problem.tensors()
+    data = whiten_data(k, maps, mask, True)
+    fit, held = holdout_split(problem.mask.mask, 0.25, 0)
+    torch.manual_seed(0)
+    model = build_recon_model("mrgrid", 2, (64, 64), {})
+    walk = walk_path(model, data, torch.from_numpy(fit), torch.from_numpy(held), config)
+    points = walk.curve.points
+    chosen = points[walk.curve.best]
+    assert walk.steps == 300 and chosen == min(points, key=lambda p: p["validation_error"])
+    assert 0 < chosen["step"] < 250 and points[-1]["validation_error"] > 1.02 * chosen["validation_error"]
+    rule = HeldOutError(problem.kspace, problem.maps, held, data.noise.whitening())
+    with torch.no_grad():
+        last = rule(data.scale * lattice_image(model, (64, 64)).numpy())
+        model.load_state_dict(walk.state)
+        best = rule(data.scale * lattice_image(model, (64, 64)).numpy())
+    assert best == pytest.approx(chosen["validation_error"], rel=1e-3)
+    assert last > 1.02 * best
+
+
+def test_more_noise_means_stronger_regularisation_or_an_earlier_stop(small_image):
+    chosen = {}
+    for snr in (15, 40):
+        problem = problem_from_image(small_image, Geometry(small_image.shape), "random", 3, 0.1, 4, "simulated",
+                                     snr, seed=1)
+        k, maps, mask = problem.tensors()
+        recon = inr_reconstruct(k, maps, mask, problem.geometry, preset_config("default", **SMALL), progress=False)
+        chosen[snr] = recon.extra["chosen"]
+        assert recon.extra["noise"]["sigma"] > 0
+    noisy, clean = chosen[15], chosen[40]
+    assert noisy["tv"] > clean["tv"] or noisy["step"] < clean["step"], chosen
+
+
+def test_chosen_settings_are_reproducible_with_a_seed(small_image):
+    problem = problem_from_image(small_image, Geometry(small_image.shape), "random", 4, 0.1, 4, "simulated", 30)
+    k, maps, mask = problem.tensors()
+    config = preset_config("default", path={"steps": 40}, eval_every=5)
+    runs = [inr_reconstruct(k, maps, mask, problem.geometry, config, seed=s, progress=False) for s in (4, 4, 9)]
+    assert runs[0].extra["chosen"] == runs[1].extra["chosen"]
+    assert runs[0].extra["validation_curve"] == runs[1].extra["validation_curve"]
+    assert runs[0].extra["split"] == runs[1].extra["split"]
+    a, b = (r.on_grid() for r in runs[:2])
+    np.testing.assert_array_equal(a, b)
+    assert runs[2].extra["validation_curve"] != runs[0].extra["validation_curve"]
+
+
+def test_inr_beats_zero_filling_on_a_crop_of_the_measured_gre(samples):
+    """The real 2-coil GRE (3T), its central 96 x 96 k-space (a 2.1 mm image of the whole field), 3x."""
+    full = np.load(samples / "gre_2coil_kspace.npy")
+    crop = np.ascontiguousarray(full[:, 32:128, 32:128])
+    measured = MeasuredKspace(crop, None, Geometry((96, 96), np.diag([200 / 96, 200 / 96, 1.0, 1.0])), "gre crop")
+    problem = problem_from_kspace(measured, "random", 3.0, 0.12, "espirit", seed=0)
+    k, maps, mask = problem.tensors()
+    recon = inr_reconstruct(k, maps, mask, problem.geometry, preset_config("default", **SMALL), progress=False)
+    inr = np.abs(reconstructed_image(recon, k, maps, mask, False))
+    tissue = tissue_mask(problem.reference)
+    zf = psnr(problem.reference, np.abs(zero_filled(problem.kspace, problem.maps, problem.mask.mask)), tissue)
+    assert psnr(problem.reference, inr, tissue) > zf + 3.0  # measured: 23.5 against 17.6 dB
+    assert 0.5 < recon.extra["noise"]["shell_ratio"] < 1.5  # the outer k-space of the scan is noise
+
+
+def test_cs_sweep_widens_past_a_boundary_optimum():
+    pytest.importorskip("sigpy")
+    grid = (16, 16)
+    mask = make_mask(grid, "random", 2, 0.25, seed=0).mask
+    kspace = (np.random.default_rng(0).standard_normal((1, *grid)) * mask).astype(np.complex64)
+    maps = np.ones((1, *grid), np.complex64)
+    target = DEFAULT_LAMBDAS[0] / LAMBDA_STEP**2.3  # nearest to the 2nd extra lambda below the grid
+    state = {"now": 0.0}
+
+    def score(image: np.ndarray) -> float:  # a score with its optimum below the starting grid
+        return abs(np.log10(state["now"]) - np.log10(target))
+
+    import medinr.mri.baselines as baselines
+
+    original = baselines.cs_reconstruct
+
+    def recording(k, m, s, method, lamda, max_iter=100):
+        state["now"] = lamda
+        return original(k, m, s, method, lamda, max_iter=5)
+
+    baselines.cs_reconstruct = recording
+    try:
+        sweep = cs_sweep(kspace, maps, mask, "l1wavelet", score)
+    finally:
+        baselines.cs_reconstruct = original
+    assert sweep.widened == 3 and not sweep.at_boundary
+    assert sweep.lamda < min(DEFAULT_LAMBDAS) and sweep.lambdas == sorted(sweep.lambdas)
+    assert abs(np.log10(sweep.lamda) - np.log10(target)) <= 0.5 * np.log10(LAMBDA_STEP) + 1e-9

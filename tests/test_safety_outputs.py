@@ -1,0 +1,232 @@
+"""OutputDir publishes a run's outputs as one step: all files or none, old outputs replaced as a set, leftovers of
+killed runs reclaimed, and nothing that medinr did not write is ever deleted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from medinr import outputs
+from medinr.errors import MedinrError
+from medinr.io import atomic_path
+from medinr.outputs import MANIFEST, OutputDir, check_output_file
+
+NAMES = ["a.txt", "b.txt"]
+
+
+def _publish(path: Path, files: dict[str, str], force: bool = False, names: list[str] | None = None) -> None:
+    with OutputDir(path, names or sorted(files), force=force) as out:
+        for name, text in files.items():
+            (out / name).write_text(text)
+
+
+def _siblings(path: Path) -> list[str]:
+    return sorted(p.name for p in path.parent.iterdir() if p.name.startswith(f".{path.name}.medinr-"))
+
+
+def test_files_appear_together_only_when_the_block_succeeds(tmp_path):
+    target = tmp_path / "deep" / "out"
+    umask = os.umask(0o022)
+    try:
+        with OutputDir(target, NAMES) as out:
+            (out / "a.txt").write_text("1")
+            assert not target.exists()  # nothing is visible while the run works
+            assert out / "a.txt" != target / "a.txt" and (out / "a.txt").parent.parent == target.parent
+            (out / "b.txt").write_text("2")
+    finally:
+        os.umask(umask)
+    assert sorted(os.listdir(target)) == sorted([MANIFEST, *NAMES])
+    assert json.loads((target / MANIFEST).read_text())["files"] == NAMES
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755
+    assert _siblings(target) == []
+
+
+def test_a_failed_run_writes_nothing_and_removes_the_folders_it_made(tmp_path):
+    target = tmp_path / "new" / "out"
+    with pytest.raises(ValueError):
+        with OutputDir(target, NAMES) as out:
+            (out / "a.txt").write_text("1")
+            raise ValueError("the fit failed")
+    assert not (tmp_path / "new").exists()
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_existing_outputs_need_force_and_are_then_replaced_as_a_set(tmp_path):
+    target = tmp_path / "reg"
+    _publish(target, {"warped.nii.gz": "old", "warped_labels.nii.gz": "old labels"})
+    with pytest.raises(MedinrError, match="already exists; use --force"):
+        OutputDir(target, ["warped.nii.gz"], force=False)
+    # a rerun without labels: the old warped_labels does not survive next to the new warped image
+    _publish(target, {"warped.nii.gz": "new"}, force=True)
+    assert sorted(os.listdir(target)) == [MANIFEST, "warped.nii.gz"]
+    assert (target / "warped.nii.gz").read_text() == "new"
+    assert _siblings(target) == []
+
+
+def test_a_folder_with_other_files_is_never_replaced(tmp_path):
+    target = tmp_path / "data"
+    target.mkdir()
+    (target / "scan.nii.gz").write_text("precious")
+    for force in (False, True):
+        with pytest.raises(MedinrError, match="not outputs of a medinr run"):
+            OutputDir(target, NAMES, force=force)
+    assert os.listdir(target) == ["scan.nii.gz"]
+
+
+def test_a_file_put_into_the_folder_during_the_run_stops_the_publish(tmp_path):
+    target = tmp_path / "out"
+    _publish(target, {"a.txt": "old"})
+    with pytest.raises(MedinrError, match="not outputs"):
+        with OutputDir(target, NAMES, force=True) as out:
+            (out / "a.txt").write_text("new")
+            (target / "notes.txt").write_text("mine")
+    assert (target / "a.txt").read_text() == "old" and (target / "notes.txt").exists()
+
+
+@pytest.mark.parametrize("failure", ["exchange", "fallback_rename"])
+def test_a_failing_publish_keeps_the_old_outputs_whole(tmp_path, monkeypatch, failure):
+    target = tmp_path / "out"
+    _publish(target, {"a.txt": "old a", "b.txt": "old b"})
+    if failure == "exchange":
+        def broken(a, b):
+            raise OSError(5, "Input/output error")
+        monkeypatch.setattr(outputs, "_exchange", broken)
+    else:  # no atomic exchange here, and the second of the two renames fails
+        monkeypatch.setattr(outputs, "_exchange", lambda a, b: False)
+        real_rename = os.rename
+
+        def rename(src, dst):
+            if ".medinr-staging-" in str(src):
+                raise OSError(28, "No space left on device")
+            return real_rename(src, dst)
+        monkeypatch.setattr(outputs.os, "rename", rename)
+    with pytest.raises(MedinrError, match="cannot publish"):
+        _publish(target, {"a.txt": "new a", "b.txt": "new b"}, force=True)
+    assert (target / "a.txt").read_text() == "old a" and (target / "b.txt").read_text() == "old b"
+    assert _siblings(target) == []
+
+
+def test_without_an_atomic_exchange_two_renames_still_replace_the_set(tmp_path, monkeypatch):
+    target = tmp_path / "out"
+    _publish(target, {"a.txt": "old", "b.txt": "stale"})
+    monkeypatch.setattr(outputs, "_exchange", lambda a, b: False)
+    _publish(target, {"a.txt": "new"}, force=True)
+    assert sorted(os.listdir(target)) == [MANIFEST, "a.txt"] and _siblings(target) == []
+
+
+def test_an_output_name_that_is_a_folder_is_replaced_with_the_rest(tmp_path):
+    """The issue's case: a folder named comparison.png among the old outputs made a later rename fail."""
+    target = tmp_path / "fit"
+    _publish(target, {"model.inr": "old"}, names=["model.inr", "comparison.png"])
+    (target / "comparison.png").mkdir()
+    _publish(target, {"model.inr": "new", "comparison.png": "png"}, force=True)
+    assert (target / "comparison.png").read_text() == "png" and (target / "model.inr").read_text() == "new"
+
+
+def test_staging_of_a_killed_run_is_reclaimed_by_the_next_run(tmp_path):
+    target = tmp_path / "out"
+    code = (
+        "import os, signal, sys\n"
+        "from medinr.outputs import OutputDir\n"
+        "out = OutputDir(sys.argv[1], ['a.txt']).__enter__()\n"
+        "(out / 'a.txt').write_text('half')\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(target)], cwd=Path(__file__).parents[1], timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    left = _siblings(target)
+    assert len(left) == 1 and "-staging-" in left[0] and not target.exists()
+    _publish(target, {"a.txt": "whole"})
+    assert _siblings(target) == [] and (target / "a.txt").read_text() == "whole"
+
+
+def test_a_live_run_keeps_its_staging_while_another_run_starts(tmp_path):
+    target = tmp_path / "out"
+    first = OutputDir(target, NAMES).__enter__()
+    try:
+        _publish(tmp_path / "out", {"a.txt": "second"})  # reclaims only unlocked leftovers
+        assert (first / "a.txt").parent.is_dir()
+    finally:
+        first.__exit__(RuntimeError, RuntimeError("stop"), None)
+    assert _siblings(target) == []
+
+
+def test_a_swap_interrupted_between_its_renames_is_undone(tmp_path):
+    target = tmp_path / "out"
+    backup = tmp_path / ".out.medinr-replaced-x1"
+    backup.mkdir()
+    (backup / "a.txt").write_text("old")  # killed after moving the old outputs away, before the new came in
+    _publish(target, {"b.txt": "new"}, force=True, names=["a.txt", "b.txt"])
+    assert sorted(os.listdir(target)) == [MANIFEST, "b.txt"] and _siblings(target) == []
+
+
+def test_an_existing_empty_folder_and_a_legacy_output_folder(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _publish(empty, {"a.txt": "1"})  # no --force needed: nothing is overwritten
+    legacy = tmp_path / "legacy"  # written by an older medinr: no manifest, only this command's names
+    legacy.mkdir()
+    (legacy / "a.txt").write_text("old")
+    (legacy / ".medinr-staging-abc").mkdir()
+    _publish(legacy, {"a.txt": "new", "b.txt": "new"}, force=True)
+    assert sorted(os.listdir(legacy)) == [MANIFEST, "a.txt", "b.txt"]
+
+
+@pytest.mark.parametrize("case", ["empty", "cwd", "parent_is_file", "is_file", "dangling_link"])
+def test_bad_output_paths_are_refused_before_any_work(tmp_path, monkeypatch, case):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_text("x")
+    os.symlink(tmp_path / "nowhere", tmp_path / "link")
+    path, message = {
+        "empty": ("", "--out is empty"),
+        "cwd": (".", "current folder"),
+        "parent_is_file": ("file/out", "is a file, not a folder"),
+        "is_file": ("file", "not a folder"),
+        "dangling_link": ("link", "dangling symbolic link"),
+    }[case]
+    with pytest.raises(MedinrError, match=message):
+        OutputDir(path, NAMES, force=True)
+    assert sorted(os.listdir(tmp_path)) == ["file", "link"]
+
+
+def test_a_symlinked_output_folder_is_published_at_its_target(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    os.symlink(real, tmp_path / "alias")
+    _publish(tmp_path / "alias", {"a.txt": "1"})
+    assert (real / "a.txt").read_text() == "1" and (tmp_path / "alias").is_symlink()
+
+
+def test_undeclared_names_and_use_outside_the_block_are_bugs(tmp_path):
+    out = OutputDir(tmp_path / "o", NAMES)
+    with pytest.raises(RuntimeError, match="context manager"):
+        out / "a.txt"
+    with pytest.raises(RuntimeError, match="not declared"):
+        with out:
+            out / "c.txt"
+    assert not (tmp_path / "o").exists()
+
+
+def test_single_file_outputs_replace_a_link_but_never_follow_it(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    link = tmp_path / "slice.png"
+    os.symlink(victim, link)
+    with pytest.raises(MedinrError, match="already exists"):
+        check_output_file(link, force=False)
+    os.symlink(tmp_path / "missing", tmp_path / "dangling.png")
+    with pytest.raises(MedinrError, match="already exists"):  # a dangling link is an existing entry too
+        check_output_file(tmp_path / "dangling.png", force=False)
+    with atomic_path(check_output_file(link, force=True)) as tmp:
+        tmp.write_text("new")
+    assert not link.is_symlink() and link.read_text() == "new" and victim.read_text() == "keep"
+    for bad, message in [("", "empty"), (str(tmp_path), "is a folder"), (str(victim / "x.png"), "is a file")]:
+        with pytest.raises(MedinrError, match=message):
+            check_output_file(bad, force=True)
