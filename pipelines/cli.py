@@ -30,6 +30,9 @@ SUBCOMMANDS = {
 }
 
 
+RERAISE_S = 2.0  # seconds between raises of a SIGTERM that has not ended the run yet
+
+
 class Terminated(BaseException):
     """Raised in the main thread by SIGTERM, so that ``with OutputDir(...)`` blocks unwind and clean up."""
 
@@ -83,20 +86,29 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 @contextlib.contextmanager
 def _process_handlers() -> Iterator[None]:
-    """SIGTERM raises :class:`Terminated`; warnings print as one ``medinr: warning:`` line (restored after)."""
+    """SIGTERM raises :class:`Terminated`; warnings print as one ``medinr: warning:`` line (restored after).
+
+    An exception raised by a signal handler is dropped when it lands in a finaliser or an import lock's
+    callback ("Exception ignored in ..."), and the run then went on to the end; so the handler also arms a
+    repeating alarm that raises it again every RERAISE_S seconds until this context is left.
+    """
     def terminate(signum: int, frame: object) -> None:
+        signal.setitimer(signal.ITIMER_REAL, RERAISE_S, RERAISE_S)
         raise Terminated()
 
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, terminate) if main_thread else None
+    previous_alarm = signal.signal(signal.SIGALRM, terminate) if main_thread else None
     shown = warnings.showwarning
     warnings.showwarning = _show_warning
     try:
         yield
     finally:
-        warnings.showwarning = shown
         if main_thread:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous_alarm)
             signal.signal(signal.SIGTERM, previous)
+        warnings.showwarning = shown
 
 
 def _silence_stdout() -> None:
