@@ -15,10 +15,10 @@ import numpy as np
 from medinr.errors import MedinrError
 from medinr.resources import allocation_guard, check_budget
 
-#: The smallest image axis medinr fits, reconstructs or registers: the 11-voxel Gaussian window of SSIM
-#: (sigma 1.5, as fastMRI scores), which every fit and reconstruction reports. A stack of a few slices is
-#: fitted slice by slice (``--slice``).
-MIN_IMAGE_AXIS = 11
+#: The smallest image axis medinr fits, reconstructs or registers: the smallest SSIM window
+#: (:data:`medinr.metrics.MIN_SSIM_AXIS`; a multi-slice stack such as 256 x 256 x 8 is scored slice by slice, a
+#: small image with a uniform window), so every fit and reconstruction can report what it promises.
+MIN_IMAGE_AXIS = 3
 #: Largest axis of an image or checkpoint grid, voxels.
 MAX_IMAGE_AXIS = 1 << 16
 

@@ -52,10 +52,12 @@ def box_mean(x: torch.Tensor, window: int) -> torch.Tensor:
     nd = x.dim() - 1
     pool = F.avg_pool2d if nd == 2 else F.avg_pool3d
     for axis in range(nd):
+        n = int(x.shape[1 + axis])
+        width = max(1, min(window, n if n % 2 else n - 1))  # a thin axis (a few slices) gets a narrower box
         kernel = [1] * nd
-        kernel[axis] = window
+        kernel[axis] = width
         pad = [0] * nd
-        pad[axis] = window // 2
+        pad[axis] = width // 2
         x = pool(x, tuple(kernel), stride=1, padding=tuple(pad), count_include_pad=False)
     return x
 
