@@ -42,6 +42,9 @@ class LatticeField(INR):
         Nodes per axis (default 8 per axis).
     """
 
+    default_lr = 2e-2  # node values are the output itself: 1e-3 needs thousands of steps to reach 0..1 intensities
+    default_smoothness = 3e-4  # as the dense grids: the curvature prior decides between the voxel centres
+
     def __init__(self, in_features: int, out_features: int, lattice: Sequence[int] | None = None) -> None:
         super().__init__(in_features, out_features)
         if in_features not in (2, 3):
@@ -51,6 +54,12 @@ class LatticeField(INR):
             raise ValueError(f"lattice must give at least 2 nodes on each of the {in_features} axes, got {lattice}")
         self.resolve_config(lattice=nodes)
         self.values = nn.Parameter(torch.zeros(out_features, *nodes))
+
+    @classmethod
+    def image_options(cls, shape: Sequence[int], options: dict) -> dict:
+        """Fitted to an image, one node per voxel: the fit is then a (footprint-deconvolved) linear interpolant,
+        the plainest baseline of the zoo."""
+        return {"lattice": [int(n) for n in shape], **options}
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         return sample_grid(self.values, coords.to(self.values.dtype), mode="bilinear", padding_mode="border")
