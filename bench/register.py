@@ -240,6 +240,7 @@ def run_elastix(case: dict, seed: int) -> np.ndarray:
 METHODS = {
     "medinr-default": lambda c, s: run_medinr(c, "default", s),
     "medinr-fast": lambda c, s: run_medinr(c, "fast", s),
+    "medinr-inr": lambda c, s: run_medinr(c, "inr", s),  # the point-sampled SIREN field (--transform inr)
     "medinr-kan": lambda c, s: run_medinr(c, "default", s, model="kan", model_options=KAN_OPTIONS),
     "medinr-labels": lambda c, s: run_medinr(c, "default", s, label_weight=1.0),
     "sitk-demons": run_demons,
