@@ -147,10 +147,17 @@ class INR(nn.Module):
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement zero_output_()")
 
-    def forward_lattice(self, shape: Sequence[int]) -> torch.Tensor:
+    @property
+    def capacity_levels(self) -> int:
+        """Levels of capacity a coarse-to-fine schedule can switch on one by one (1: the family has none)."""
+        return 1
+
+    def forward_lattice(self, shape: Sequence[int], active_levels: int | None = None) -> torch.Tensor:
         """The output at every point of the lattice ``shape`` (``linspace(-1, 1, n)`` per axis): ``(*shape, C)``.
 
-        Differentiable. Families with a faster path on a full lattice (dense grids, Conv-INR) override it.
+        Differentiable. ``active_levels`` keeps only the coarsest of :attr:`capacity_levels` on (None: all); a
+        family with a single level ignores it. Families with a faster path on a full lattice (dense grids,
+        Conv-INR) override this.
         """
         return self(lattice_coords(shape, self.device))
 

@@ -116,16 +116,28 @@ class MultiResGrid(INR):
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         return self.mlp(sample_levels(self.grids, coords))
 
-    def forward_lattice(self, shape: Sequence[int]) -> torch.Tensor:
+    @property
+    def capacity_levels(self) -> int:
+        """The dense levels, switched on coarsest first by a coarse-to-fine schedule."""
+        return len(self.grids)
+
+    def forward_lattice(self, shape: Sequence[int], active_levels: int | None = None) -> torch.Tensor:
         """The output on the full lattice of ``shape`` (voxel centres at network coordinates ``linspace(-1, 1)``).
 
-        Equal to ``forward(network_grid(shape))``: with ``align_corners=True`` an upsampling samples the
-        grids at exactly those points, at a fraction of the cost of a general ``grid_sample``.
+        Equal to ``forward(network_grid(shape))``: with ``align_corners=True`` an upsampling samples the grids at
+        exactly those points, at a fraction of the cost of a general ``grid_sample``. The decoder runs channel
+        first on the upsampled features (no channel-last copy of them); levels beyond the ``active_levels``
+        coarsest contribute zero features (coarse to fine).
         """
         mode = "bilinear" if self.in_features == 2 else "trilinear"
-        feats = [F.interpolate(g[None], size=tuple(shape), mode=mode, align_corners=True)[0] for g in self.grids]
-        stacked = torch.cat(feats, dim=0)  # (F_total, *shape)
-        return self.mlp(stacked.movedim(0, -1))
+        feats = []
+        for level, grid in enumerate(self.grids):
+            up = F.interpolate(grid[None], size=tuple(shape), mode=mode, align_corners=True)[0]
+            feats.append(up if active_levels is None or level < active_levels else torch.zeros_like(up))
+        h = torch.cat(feats, dim=0).reshape(len(feats) * feats[0].shape[0], -1)  # (features, voxels)
+        for layer in self.mlp:
+            h = torch.relu(h) if isinstance(layer, nn.ReLU) else layer.weight @ h + layer.bias[:, None]
+        return h.T.reshape(*shape, self.out_features)
 
     def zero_output_(self) -> None:
         zero_linear_(self.mlp[-1])
