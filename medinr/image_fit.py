@@ -1,13 +1,14 @@
 """Fit an INR to an image on its voxel grid: the building block of ``medinr fit`` and of reconstruction priors.
 
 Each voxel is modelled as the network's mean over the voxel's footprint (:mod:`medinr.voxels`). By default a
-fraction of the voxels is held out of the loss: their error picks the stopping step (the best iterate, with
-early stopping), and a short refinement on every voxel follows from that iterate.
+fraction of the voxels is held out of the loss (:class:`~medinr.training.HeldOutVoxels`): their error picks the
+stopping step (the best iterate, with early stopping), and a short refinement on every voxel follows from that
+iterate (the final stage :data:`REFINE`). The loop is :func:`medinr.training.fit`; the family's defaults for an
+image come from :func:`medinr.models.tasks.task_defaults`.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,10 +18,19 @@ import torch
 
 from medinr.continuous import ContinuousImage, OutputMeaning
 from medinr.errors import MedinrError
-from medinr.fit import FitResult, fit, seed_everything
 from medinr.geometry import Geometry
 from medinr.intensity import IntensityScale
-from medinr.models import INR, MODEL_REGISTRY, build_model
+from medinr.models import INR, build_model
+from medinr.models.tasks import TaskDefaults, task_defaults
+from medinr.training import (
+    BestIterate,
+    FinalStage,
+    HeldOutVoxels,
+    Schedule,
+    fit,
+    fit_with_holdout,
+    seed_everything,
+)
 from medinr.voxels import (
     VoxelData,
     evaluate_footprint,
@@ -34,9 +44,9 @@ from medinr.voxels import (
 _LATTICE_VOXEL_LIMIT = 1 << 21
 #: Default fraction of voxels held out of the loss to choose the stopping step.
 DEFAULT_HOLDOUT = 0.1
-#: Refinement on all voxels after the held-out stage: this fraction of the chosen steps, at this fraction of
-#: the learning rate (a gentle continuation, not a second fit).
-REFINE_FRACTION, REFINE_LR = 0.1, 0.1
+#: The final stage after the held-out stage: a refinement on all voxels for a tenth of the chosen steps at a tenth
+#: of the learning rate, on a fresh cosine (a gentle continuation, not a second fit).
+REFINE = FinalStage("finetune", fraction=0.1, lr_scale=0.1, restart_schedule=True)
 #: The smoothness prior starts at this weight (when its own is lower) and decays geometrically to its own over
 #: the first half of the main stage: a coarse-to-fine continuation. Footprint means leave each voxel's inside
 #: free, and gradient descent from a network's initial state fills it as its path happens to (blocky for a
@@ -61,6 +71,7 @@ def fit_image(
     footprint: int = 2,
     known: np.ndarray | None = None,
     smoothness: float | None = None,
+    final: FinalStage = REFINE,
 ) -> ContinuousImage:
     """Fit an INR to a real image sampled on ``geometry``'s grid.
 
@@ -75,14 +86,14 @@ def fit_image(
     steps : int
         Adam steps of the main stage (cosine schedule); early stopping on the held-out voxels may end it sooner.
     lr : float, optional
-        Learning rate; defaults to the family's ``image_lr`` (or ``default_lr``).
+        Learning rate; defaults to the family's rate for an image (:func:`~medinr.models.tasks.task_defaults`).
     batch_size : int
         Network evaluations per step: ``batch_size // footprint**ndim`` random voxels (the whole set when
         smaller, or when the model is lattice-bound).
     seed : int
         Seeds initialisation, the held-out draw and batch draws.
     model_options : dict, optional
-        Options for the family, over its image defaults (:meth:`~medinr.models.base.INR.image_options`).
+        Options for the family, over its image defaults (:func:`~medinr.models.tasks.task_defaults`).
     time_budget : float, optional
         Stop the main stage after this many seconds.
     holdout : float in [0, 1)
@@ -93,30 +104,36 @@ def fit_image(
     known : bool ndarray, optional
         Voxels that are data; the others are never fitted nor scored (default: all).
     smoothness : float, optional
-        Weight of the stochastic total variation at random off-grid points
-        (:func:`~medinr.voxels.smoothness_penalty`); default: the family's ``default_smoothness``.
+        Weight of the curvature prior at random off-grid points (:func:`~medinr.voxels.smoothness_penalty`);
+        default: the family's weight for an image.
+    final : FinalStage
+        What follows the choice of the best iterate (default :data:`REFINE`).
 
     Returns
     -------
     ContinuousImage
-        In the image's units on its grid; ``history`` is the :class:`~medinr.fit.FitResult` (both stages),
-        ``extra['fit']`` the choices and scores (:meth:`FitChoice.to_dict`).
+        In the image's units on its grid; ``history`` is the :class:`~medinr.training.TrainResult` (both
+        stages, each timed in ``history.stages``), ``extra['fit']`` the choices and scores
+        (:meth:`FitChoice.to_dict`).
     """
     image = _checked(image, geometry)
     device = torch.device(device)
     generator = seed_everything(seed)
     scale = IntensityScale.robust(image if known is None else image[np.asarray(known, dtype=bool)])
-    net = _build(model, geometry, model_options).to(device).train()
-    lr = float(lr if lr is not None else net.image_lr or net.default_lr)
+    net, defaults = _build(model, geometry, model_options)
+    net = net.to(device).train()
+    lr = float(lr if lr is not None else defaults.lr)
     data = VoxelData.from_image(scale.normalise(image), geometry, footprint, holdout, seed, known, device)
     peak = float(data.target[data.all_known()].abs().max())
-    smooth = float(net.default_smoothness if smoothness is None else smoothness)
+    smooth = float(defaults.smoothness if smoothness is None else smoothness)
     run = _Run(data, batch_size, generator, peak, progress, f"fit {net.family}", smooth)
     if data.held.numel():
-        net, result, choice = _fit_with_holdout(net, run, steps, lr, time_budget)
+        net, result, choice = _fit_with_holdout(net, run, steps, lr, time_budget, final)
     else:
-        result = run.stage(net, data.fit, steps, lr, time_budget=time_budget)
-        choice = FitChoice(chosen_step=result.steps, final_steps=result.steps)
+        result = fit(net, run.loss_fn(net, data.fit, steps), steps, lr, progress=progress,
+                     description=run.description, time_budget=time_budget)
+        result.stages = {"main": result.timing()}
+        choice = FitChoice(chosen_step=result.steps, final_steps=result.steps, final_stage="none")
     choice.holdout_fraction, choice.footprint, choice.smoothness = float(holdout), int(footprint), smooth
     choice.train_psnr = run.psnr(net, data.fit)
     net.eval()
@@ -148,13 +165,14 @@ class FitChoice:
     """What the held-out voxels chose and how the fit scored (PSNR in dB over the normalised image's peak).
 
     ``train_psnr`` is taken on the voxels in the loss, ``holdout_psnr`` on the held-out voxels at the chosen
-    iterate (before the refinement on all voxels, which then sees them too). ``final_steps`` = chosen + refinement
-    steps.
+    iterate (before the final stage on all voxels, which then sees them too). ``refine_steps`` are the final
+    stage's steps; ``final_steps`` those the returned model was trained for (chosen + refinement).
     """
 
     chosen_step: int = 0
     final_steps: int = 0
     refine_steps: int = 0
+    final_stage: str = REFINE.kind
     holdout_fraction: float = 0.0
     footprint: int = 1
     smoothness: float = 0.0
@@ -179,18 +197,20 @@ def _checked(image: np.ndarray, geometry: Geometry) -> np.ndarray:
     return image
 
 
-def _build(model: str | INR, geometry: Geometry, options: dict[str, Any] | None) -> INR:
-    """The family's model with its image defaults under the caller's options, or the caller's model."""
+def _build(model: str | INR, geometry: Geometry, options: dict[str, Any] | None) -> tuple[INR, TaskDefaults]:
+    """The family's model with its image defaults under the caller's options (or the caller's model), and the
+    family's defaults for an image fit."""
+    shape = tuple(geometry.shape)
     if isinstance(model, str):
-        if model not in MODEL_REGISTRY:
-            build_model(model, geometry.ndim, 1)  # the registry's one error line for an unknown family
-        merged = MODEL_REGISTRY[model].image_options(tuple(geometry.shape), dict(options or {}))
-        model = build_model(model, geometry.ndim, 1, **merged)
+        defaults = task_defaults(model, "image", shape, options)
+        model = build_model(model, geometry.ndim, 1, **defaults.options)
+    else:
+        defaults = task_defaults(model.family, "image", shape)
     if model.in_features != geometry.ndim:
         raise MedinrError(f"model takes {model.in_features}D coordinates but the image is {geometry.ndim}D")
     if model.lattice_bound and math.prod(getattr(model, "lattice", geometry.shape)) > _LATTICE_VOXEL_LIMIT:
         raise MedinrError(f"{model.family} is trained on its whole lattice; {list(model.lattice)} is too many points")
-    return model
+    return model, defaults
 
 
 class _Run:
@@ -206,7 +226,7 @@ class _Run:
 
     def loss_fn(self, model: INR, index: torch.Tensor, steps: int | None = None):
         """``loss(step)``: mean squared error of footprint means on a batch of ``index``, plus the smoothness
-        prior (annealed over ``steps``, see :data:`SMOOTH_START`) and the model's own penalty."""
+        prior (annealed over ``steps``, see :data:`SMOOTH_START`). The model's own penalty is the loop's."""
         full = model.lattice_bound or index.numel() <= self.batch
         data = self.data
 
@@ -220,8 +240,7 @@ class _Run:
             if self.smoothness > 0:
                 weight = self.smoothness_at(step, steps)
                 value = value + weight * smoothness_penalty(model, self.prior_points, data.voxel, self.generator)
-            reg = model.regularization()
-            return value + reg if reg is not None else value
+            return value
 
         return loss
 
@@ -238,63 +257,28 @@ class _Run:
     def psnr(self, model: INR, index: torch.Tensor) -> float:
         return psnr_from_mse(self.mse(model, index), self.peak)
 
-    def stage(self, model: INR, index: torch.Tensor, steps: int, lr: float, main: bool = True,
-              **options: Any) -> FitResult:
-        """One Adam run on the voxels ``index``. The main stage follows the model's training schedule (grid
-        extension) and anneals the smoothness prior; a refinement (``main=False``) does neither."""
 
-        def before(step: int) -> list[dict] | None:
-            return model.param_groups(lr) if model.training_progress(step / steps) else None
+def _fit_with_holdout(model: INR, run: _Run, steps: int, lr: float, time_budget: float | None, final: FinalStage):
+    """Main stage on the fit voxels with best-iterate selection on the held-out ones (scored every
+    ``max(10, steps // 40)`` steps, stopped after ``max(5 evaluations, steps // 4)`` without a better one), then
+    ``final`` on every voxel. Returns ``(model, history, FitChoice)``."""
+    every = max(10, steps // 40)
+    selection = BestIterate(HeldOutVoxels(run.data, every), patience=math.ceil(max(5 * every, steps // 4) / every))
 
-        return fit(
-            model.param_groups(lr), self.loss_fn(model, index, steps if main else None), steps=steps, lr=lr,
-            progress=self.progress, description=self.description, before_step=before if main else None, **options,
-        )
+    def objective_for(net: INR, stage: str):
+        index = run.data.fit if stage == "walk" else run.data.all_known()
+        return run.loss_fn(net, index, None if stage == "finetune" and final.restart_schedule else steps)
 
-
-class _BestIterate:
-    """Scores the held-out voxels every ``every`` steps, keeps a copy of the best model, stops after ``patience``
-    steps without improvement (``on_step`` of :func:`medinr.fit.fit`)."""
-
-    def __init__(self, run: _Run, model: INR, steps: int) -> None:
-        self.run, self.model = run, model
-        self.every = max(10, steps // 40)
-        self.patience = max(5 * self.every, steps // 4)
-        self.best_mse, self.best_step, self.best_model = math.inf, 0, None
-        self.curve: list[tuple[int, float]] = []
-
-    def __call__(self, step: int, loss: float) -> bool:
-        done = step + 1
-        if done % self.every:
-            return False
-        self.score(done)
-        return done - self.best_step >= self.patience
-
-    def score(self, done: int) -> None:
-        """Score the model as it is after ``done`` steps; keep a copy if it is the best so far."""
-        mse = self.run.mse(self.model, self.run.data.held)
-        self.model.train()
-        self.curve.append((done, psnr_from_mse(mse, self.run.peak)))
-        if mse < self.best_mse:
-            self.best_mse, self.best_step, self.best_model = mse, done, copy.deepcopy(self.model)
-
-
-def _fit_with_holdout(model: INR, run: _Run, steps: int, lr: float, time_budget: float | None):
-    """Main stage on the fit voxels with best-iterate selection on the held-out ones, then a short refinement
-    from the best iterate on every voxel. Returns ``(model, history, FitChoice)``."""
-    tracker = _BestIterate(run, model, steps)
-    result = run.stage(model, run.data.fit, steps, lr, on_step=tracker, time_budget=time_budget)
-    if not tracker.curve or tracker.curve[-1][0] != result.steps:
-        tracker.score(result.steps)
-    best, chosen = tracker.best_model, tracker.best_step
-    choice = FitChoice(chosen_step=chosen, holdout_psnr=psnr_from_mse(tracker.best_mse, run.peak),
-                       holdout_curve=tracker.curve)
-    best.train()
-    choice.refine_steps = max(1, int(round(REFINE_FRACTION * chosen)))
-    refine = run.stage(best, run.data.all_known(), choice.refine_steps, lr * REFINE_LR, main=False)
-    result.losses += refine.losses
-    result.seconds += refine.seconds
-    result.steps += refine.steps
-    result.metrics["holdout_psnr"] = list(tracker.curve)
-    choice.final_steps = chosen + choice.refine_steps
-    return best, result, choice
+    outcome = fit_with_holdout(model, objective_for, steps, lr, Schedule("cosine"), selection, final,
+                               progress=run.progress, description=run.description, time_budget=time_budget)
+    curve = [(p["step"], psnr_from_mse(p["validation_error"], run.peak)) for p in selection.points]
+    choice = FitChoice(chosen_step=selection.best_step, holdout_psnr=psnr_from_mse(selection.best_error, run.peak),
+                       holdout_curve=curve, final_stage=final.kind)
+    history = outcome.history
+    history.stages = {"main": outcome.walk.timing()}
+    if outcome.final is not None:
+        history.stages["final"] = outcome.final.timing()
+        choice.refine_steps = outcome.final.steps
+    choice.final_steps = choice.chosen_step + (choice.refine_steps if final.kind == "finetune" else 0)
+    outcome.model.train()
+    return outcome.model, history, choice

@@ -8,6 +8,7 @@ sizes a model asks for while it is built (:func:`allocation_guard`), never from 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -15,9 +16,6 @@ import resource
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-
-import torch
-from torch.overrides import TorchFunctionMode
 
 from medinr.errors import MedinrError
 
@@ -181,7 +179,7 @@ def _numel(func: Any, args: tuple, kwargs: dict) -> int:
     if size is None:
         if name in ("new_empty", "new_zeros", "new_ones", "new_full"):
             args = args[1:]  # the tensor the method is called on
-        seqs = [a for a in args if isinstance(a, (tuple, list, torch.Size))]
+        seqs = [a for a in args if isinstance(a, (tuple, list))]  # torch.Size is a tuple
         ints = [a for a in args if isinstance(a, int) and not isinstance(a, bool)]
         if seqs:
             size = seqs[-1]
@@ -192,23 +190,32 @@ def _numel(func: Any, args: tuple, kwargs: dict) -> int:
     return math.prod(int(s) for s in size)
 
 
-class _AllocationGuard(TorchFunctionMode):
-    def __init__(self, limit: float, what: str) -> None:
-        super().__init__()
-        self.limit, self.what, self.total = limit, what, 0
+@functools.cache
+def _guard_class() -> type:
+    """The torch function mode that counts allocations; made on first use, so that reading the budget (parsing
+    ``--memory-limit``) does not import torch."""
+    import torch
+    from torch.overrides import TorchFunctionMode
 
-    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        kwargs = kwargs or {}
-        n = _numel(func, args, kwargs)
-        if n:
-            dtype = kwargs.get("dtype") or torch.get_default_dtype()
-            self.total += n * dtype.itemsize
-            if self.total > self.limit:
-                raise MedinrError(
-                    f"{self.what} would need more than {format_bytes(self.limit)} of memory (the budget's share "
-                    f"for it); use smaller options or raise the budget with --memory-limit (or {ENV_VAR})"
-                )
-        return func(*args, **kwargs)
+    class AllocationGuard(TorchFunctionMode):
+        def __init__(self, limit: float, what: str) -> None:
+            super().__init__()
+            self.limit, self.what, self.total = limit, what, 0
+
+        def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+            kwargs = kwargs or {}
+            n = _numel(func, args, kwargs)
+            if n:
+                dtype = kwargs.get("dtype") or torch.get_default_dtype()
+                self.total += n * dtype.itemsize
+                if self.total > self.limit:
+                    raise MedinrError(
+                        f"{self.what} would need more than {format_bytes(self.limit)} of memory (the budget's share "
+                        f"for it); use smaller options or raise the budget with --memory-limit (or {ENV_VAR})"
+                    )
+            return func(*args, **kwargs)
+
+    return AllocationGuard
 
 
 @contextmanager
@@ -222,5 +229,5 @@ def allocation_guard(what: str, share: float = 1.0) -> Iterator[None]:
     if budget is None:
         yield
         return
-    with _AllocationGuard(budget * share, what):
+    with _guard_class()(budget * share, what):
         yield

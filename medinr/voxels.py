@@ -1,4 +1,4 @@
-"""An image as fitting data: voxel centres, values, the footprint each voxel averages over, and the held-out split.
+"""An image as fitting data: voxel centres, values, the footprint each voxel averages over, and the held-out voxels.
 
 A voxel of a real image is not a point sample: it is (close to) the mean of the object over the voxel's
 footprint. Fitting the network's *mean over the footprint* to the voxel value, rather than its value at the
@@ -16,6 +16,7 @@ import torch
 
 from medinr.errors import MedinrError
 from medinr.geometry import Geometry
+from medinr.splits import split_units
 
 #: Offset of the held-out draw's generator from the fit's seed, so the split is not the batch stream of that seed.
 SPLIT_SEED_OFFSET = 7919
@@ -41,28 +42,19 @@ def footprint_offsets(shape: tuple[int, ...], points_per_axis: int) -> torch.Ten
     return offsets.to(torch.float32)
 
 
-def holdout_split(known: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split the known voxels into (fit, held-out) flat index arrays; disjoint, covering ``known``.
+def voxel_holdout(known: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split the known voxels into (fit, held-out) flat index arrays, sorted, disjoint, covering ``known``.
 
-    Parameters
-    ----------
-    known : bool ndarray
-        Voxels that carry data (all of them for an ordinary image).
-    fraction : float in [0, 1)
-        Fraction of the known voxels held out (rounded; at least one when ``fraction > 0``).
-    seed : int
-        The draw (offset by :data:`SPLIT_SEED_OFFSET`).
+    The one hold-out rule (:func:`medinr.splits.split_units`) with a voxel as the unit and nothing protected:
+    ``fraction`` of the known voxels (rounded, at least one when ``fraction > 0``), drawn from
+    ``seed +`` :data:`SPLIT_SEED_OFFSET`.
     """
-    if not 0.0 <= fraction < 1.0:
-        raise MedinrError(f"the held-out fraction must lie in [0, 1), got {fraction}")
-    index = np.flatnonzero(np.asarray(known, dtype=bool))
-    if index.size == 0:
+    known = np.asarray(known, dtype=bool)
+    if not known.any():
         raise MedinrError("no voxel is known: nothing to fit")
-    n_held = 0 if fraction == 0 else max(1, int(round(fraction * index.size)))
-    if n_held >= index.size:
-        raise MedinrError(f"holding out {fraction:g} of {index.size} voxels leaves none to fit")
-    order = np.random.default_rng(seed + SPLIT_SEED_OFFSET).permutation(index.size)
-    return np.sort(index[order[n_held:]]), np.sort(index[order[:n_held]])
+    held = split_units(known.reshape(-1), fraction, seed, seed_offset=SPLIT_SEED_OFFSET, min_units=1)
+    flat = known.reshape(-1)
+    return np.flatnonzero(flat & ~held), np.flatnonzero(held)
 
 
 @dataclass
@@ -97,7 +89,7 @@ class VoxelData:
             known = np.ones(geometry.shape, dtype=bool)
         if tuple(np.shape(known)) != tuple(geometry.shape):
             raise MedinrError(f"the known-voxel mask has shape {np.shape(known)}, the image {geometry.shape}")
-        fit, held = holdout_split(known, holdout, seed)
+        fit, held = voxel_holdout(known, holdout, seed)
         coords = geometry.network_grid(device=device).reshape(-1, geometry.ndim)
         target = torch.as_tensor(np.asarray(values), dtype=torch.float32, device=device).reshape(coords.shape[0], -1)
         return cls(

@@ -7,8 +7,6 @@ import json
 import math
 from collections.abc import Callable
 
-import torch
-
 from medinr.errors import MedinrError
 from medinr.resources import parse_memory_size
 from medinr.textsafe import dumps_strict
@@ -66,18 +64,6 @@ def add_common_arguments(parser: argparse.ArgumentParser, out: bool = True) -> N
     parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default 0)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda if available)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise MedinrError(f"unknown device '{name}' (cpu, cuda, auto)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise MedinrError("--device cuda was asked for but no CUDA device is available")
-    return dev
 
 
 def parse_model_options(text: str | None) -> dict:

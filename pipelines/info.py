@@ -1,15 +1,14 @@
 """``medinr info``: print the metadata of a checkpoint without loading or running anything from it.
 
-The header is validated first (a damaged one gives one error line), and every string from the file is
-printed terminal-safe: control characters appear as escapes (``\\x1b``), never as codes the terminal runs.
+Thin: :mod:`medinr.apps.info` validates the header and makes every string from the file terminal-safe.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from medinr.checkpoint import read_metadata
-from medinr.textsafe import dumps_strict, terminal_safe
+from medinr.apps import run as run_app
+from medinr.apps.requests import InfoRequest
 
 HELP = "print the metadata (model, output meaning, geometry) of a .inr checkpoint"
 
@@ -19,31 +18,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the raw JSON metadata")
 
 
-def _js(value: object, limit: int = 2000) -> str:
-    """Compact JSON of a header value; ASCII-escaped, so nothing in it can reach the terminal as a control code."""
-    return terminal_safe(dumps_strict(value, ensure_ascii=True), limit=limit)
-
-
 def run(args: argparse.Namespace) -> int:
-    meta = read_metadata(args.checkpoint)
-    if args.json:
-        print(dumps_strict(meta, indent=2, ensure_ascii=True))
-        return 0
-    model = meta["model"]
-    print(f"file:      {terminal_safe(args.checkpoint)}")
-    version = terminal_safe(meta.get("medinr_version", "?"), 40)
-    print(f"format:    {meta['format']} v{meta['format_version']} (medinr {version})")
-    print(f"model:     {model['family']}  {_js(model['config'])}")
-    print(f"output:    {_js(meta['output'])}")
-    print(f"coords:    {meta['coords']}")
-    geo = meta["geometry"]
-    if geo:
-        sp = ", ".join(f"{s:.4g}" for s in geo.get("spacing_mm", []))
-        print(f"geometry:  shape {tuple(geo['shape'])}, spacing ({sp}) mm")
-        for row in geo["affine"]:
-            print("           " + "  ".join(f"{v:9.4f}" for v in row))
-    if meta["world_box"]:
-        print(f"world box: {_js(meta['world_box'])}")
-    if meta["extra"]:
-        print(f"extra:     {_js(meta['extra'])}")
+    print(run_app(InfoRequest(checkpoint=args.checkpoint, raw=args.json)).summary)
     return 0

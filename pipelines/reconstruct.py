@@ -1,26 +1,19 @@
-"""``medinr reconstruct``: INR reconstruction of undersampled MRI k-space, with zero-filled and CS baselines."""
+"""``medinr reconstruct``: INR reconstruction of undersampled MRI k-space, with zero-filled and CS baselines.
+
+Thin: the arguments become a :class:`~medinr.apps.requests.ReconstructRequest` (the preset with the user's
+overrides); :mod:`medinr.apps.reconstruct` does the work.
+"""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-import numpy as np
-
-from medinr.checkpoint import save_checkpoint
+from medinr.apps import execute
+from medinr.apps.requests import Acquisition, ReconstructRequest
 from medinr.errors import MedinrError
-from medinr.fit import seed_everything
-from medinr.io import load_image, save_image, take_slice
-from medinr.models import MODEL_REGISTRY
-from medinr.mri.baselines import CS_METHODS
-from medinr.mri.compare import run_methods
-from medinr.mri.inr_recon import PRESETS, InrReconConfig, preset_config
-from medinr.mri.kspace_io import is_kspace_file, load_kspace
-from medinr.mri.problem import problem_from_image, problem_from_kspace
-from medinr.mri.report import save_report
-from medinr.outputs import OutputDir
-from medinr.resources import check_budget
-from medinr.validation import check_image_size
+from medinr.mri.config import CS_METHODS, PRESETS, preset_config
+from medinr.textsafe import terminal_safe
+from medinr.training.final import FINAL_STAGES
 from pipelines.common import (
     add_common_arguments,
     axis_index,
@@ -32,8 +25,6 @@ from pipelines.common import (
     parse_model_options,
     positive_float,
     positive_int,
-    resolve_device,
-    write_json,
 )
 
 HELP = (
@@ -89,16 +80,17 @@ def _add_inr_arguments(parser: argparse.ArgumentParser) -> None:
     inr.add_argument("--holdout", type=fraction, default=None,
                      help="fraction of acquired readouts (outside the calibration region) held out for the "
                      "self-calibration (default 0.1; 0 disables it: the whole path is walked)")
-    inr.add_argument("--final", choices=("refit", "finetune", "split"), default=None,
-                     help="after the choice: refit on every sample, continue the split's model on every sample, "
-                     "or keep the split's model (default: the preset's)")
+    inr.add_argument("--final", choices=FINAL_STAGES, default=None,
+                     help="after the choice: refit on every sample, continue the chosen model on every sample "
+                     "(finetune), or keep the split's model (default: the preset's)")
     inr.add_argument("--no-whiten", action="store_true", help="do not decorrelate the coils' noise")
     inr.add_argument("--data-consistency", action="store_true", help="re-insert the acquired samples")
     inr.add_argument("--prior", default=None, help="prior IMAGE of the same anatomy and grid (NeRP)")
     inr.add_argument("--prior-steps", type=nonnegative_int, default=200, help="steps of the prior fit (default 200)")
 
 
-def _baselines(text: str) -> list[str]:
+def baselines(text: str) -> tuple[str, ...]:
+    """The CS methods of ``--baselines`` (zero filling always runs)."""
     chosen: list[str] = []
     for item in (t.strip() for t in text.split(",") if t.strip()):
         if item == "cs":
@@ -107,89 +99,34 @@ def _baselines(text: str) -> list[str]:
             chosen.append(item)
         else:
             raise MedinrError(f"unknown baseline '{item}' (zf, cs, l1wavelet, tv)")
-    return [c for i, c in enumerate(chosen) if c not in chosen[:i] and c != "zf"]
+    return tuple(c for i, c in enumerate(chosen) if c not in chosen[:i] and c != "zf")
 
 
-def _config(args: argparse.Namespace) -> InrReconConfig:
+def _inr(args: argparse.Namespace):
     """The preset with the user's overrides."""
-    if args.model not in MODEL_REGISTRY:
-        raise MedinrError(f"unknown model '{args.model}'; choose one of: {', '.join(sorted(MODEL_REGISTRY))}")
-    config = preset_config(args.preset)
-    config.model, config.model_options = args.model, parse_model_options(args.model_options)
-    config.lr, config.data_consistency, config.prior_steps = args.lr, args.data_consistency, args.prior_steps
-    config.whiten = not args.no_whiten
-    if args.final is not None:
-        config.final = args.final
-    if args.holdout is not None:
-        config.holdout_fraction = args.holdout
-    if args.steps is not None:
-        config.path.steps = args.steps
+    path = {"steps": args.steps} if args.steps is not None else {}
     if args.tv is not None:
-        config.path.tv_start = config.path.tv_end = args.tv
+        path |= {"tv_start": args.tv, "tv_end": args.tv}
     if args.wavelet is not None:
-        config.path.wavelet_start = config.path.wavelet_end = args.wavelet
-    return config
+        path |= {"wavelet_start": args.wavelet, "wavelet_end": args.wavelet}
+    given = {"final": args.final, "holdout_fraction": args.holdout}
+    overrides = {k: v for k, v in given.items() if v is not None}
+    return preset_config(args.preset, path=path, model=args.model, model_options=parse_model_options(
+        args.model_options), lr=args.lr, data_consistency=args.data_consistency, prior_steps=args.prior_steps,
+        whiten=not args.no_whiten, **overrides)
 
 
-def _problem(args: argparse.Namespace):
-    path = Path(args.input)
-    if not path.exists():
-        raise MedinrError(f"file not found: {path}")
-    if is_kspace_file(path):
-        measured = load_kspace(path, args.slice)
-        check_image_size(measured.geometry.shape, args.input)
-        return problem_from_kspace(
-            measured, args.mask, args.accel, args.center_fraction, args.maps or "espirit", args.seed
-        )
-    image, geometry = load_image(path)
-    if args.slice is not None:
-        image, geometry = take_slice(image, geometry, args.slice, args.axis)
-    check_image_size(geometry.shape, args.input)  # before simulating and fitting, not in SSIM at the end
-    # k-space, maps, coil images, noise and the operator's buffers: ~8 complex64 arrays per coil
-    check_budget(64 * args.coils * image.size, f"simulating {args.coils} coils on a {image.shape} grid")
-    mask = args.mask or ("random" if image.ndim == 2 else "poisson")
-    return problem_from_image(
-        np.abs(image), geometry, mask, args.accel, args.center_fraction, args.coils, args.maps or "simulated",
-        args.snr, not args.no_phase, args.seed,
-    )
-
-
-def _prior(args: argparse.Namespace, shape: tuple[int, ...]) -> np.ndarray | None:
-    if args.prior is None:
-        return None
-    prior, geometry = load_image(args.prior)
-    if args.slice is not None and prior.ndim == 3 and len(shape) == 2:
-        prior, _ = take_slice(prior, geometry, args.slice, args.axis)
-    if tuple(prior.shape) != tuple(shape):
-        raise MedinrError(f"--prior has shape {prior.shape}, but the reconstruction grid is {tuple(shape)}")
-    return np.abs(prior)
+def request(args: argparse.Namespace) -> ReconstructRequest:
+    """The request of one case from its command line."""
+    acquisition = Acquisition(args.accel, args.mask, args.center_fraction, args.coils, args.maps, args.snr,
+                              not args.no_phase, args.slice, args.axis)
+    return ReconstructRequest(seed=args.seed, device=args.device, progress=not args.quiet, input=args.input,
+                              acquisition=acquisition, inr=_inr(args), preset=args.preset,
+                              baselines=baselines(args.baselines), prior=args.prior)
 
 
 def run(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device)
-    config = _config(args)
-    methods = ["zero_filled", *_baselines(args.baselines), "inr"]
-    names = ["recon.nii.gz", "zero_filled.nii.gz", "mask.nii.gz", "recon.inr", "metrics.json", "report.png"]
-    names += [f"{m}.nii.gz" for m in methods[1:-1]]
-    with OutputDir(args.out, names, force=args.force) as out:
-        seed_everything(args.seed)
-        problem = _problem(args)
-        prior = _prior(args, problem.geometry.shape)
-        comparison = run_methods(problem, config, tuple(methods), args.seed, device, prior, not args.quiet)
-        metrics = {**comparison.metrics(), "inr": config.to_dict(), "seed": args.seed, "device": str(device),
-                   "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")}}
-        write_json(out / "metrics.json", metrics)
-        images, geometry = comparison.magnitudes(), problem.geometry
-        save_image(out / "recon.nii.gz", images["inr"], geometry)
-        for name in methods[:-1]:
-            save_image(out / f"{name}.nii.gz", images[name], geometry)
-        save_image(out / "mask.nii.gz", problem.mask.mask.astype(np.uint8), geometry, dtype=np.uint8)
-        comparison.inr.extra["mask"] = problem.mask.to_dict()
-        save_checkpoint(out / "recon.inr", comparison.inr)
-        save_report(out / "report.png", images, problem.mask.mask, problem.reference, metrics.get("methods"),
-                    comparison.results["inr"].details)
+    result = execute(request(args), args.out, args.force)
     if not args.quiet:
-        summary = ", ".join(f"{n} {m['psnr_tissue']:.2f} dB" for n, m in metrics.get("methods", {}).items()) or (
-            f"k-space relative error {metrics['kspace_relative_error']['inr']:.3g}")
-        print(f"reconstructed {Path(args.input).name} at {problem.mask.achieved_acceleration:.2f}x: {summary}")
+        print(terminal_safe(result.summary))
     return 0

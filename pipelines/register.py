@@ -1,19 +1,18 @@
-"""``medinr register``: register a moving image to a fixed one with an INR displacement field (thin wiring)."""
+"""``medinr register``: register a moving image to a fixed one with an INR displacement field.
+
+Thin: the arguments become a :class:`~medinr.apps.requests.RegisterRequest` (a preset's settings by stage with
+the user's overrides, :func:`medinr.registration.settings.settings_from_preset`); :mod:`medinr.apps.register`
+does the work.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
-from medinr.checkpoint import save_checkpoint
-from medinr.io import save_image
-from medinr.outputs import OutputDir
-from medinr.registration.app import load_inputs, record, run_registration
-from medinr.registration.field import write_displacement
-from medinr.registration.losses import LOSSES
-from medinr.registration.register import AFFINE_MODES, PRESETS, TRANSFORMS, settings_from_preset
-from medinr.registration.report import write_report
+from medinr.apps import execute
+from medinr.apps.requests import RegisterRequest
+from medinr.registration.settings import AFFINE_MODES, LOSSES, PRESETS, TRANSFORMS, settings_from_preset
+from medinr.textsafe import terminal_safe
 from pipelines.common import (
     add_common_arguments,
     nonnegative_float,
@@ -21,18 +20,17 @@ from pipelines.common import (
     parse_model_options,
     positive_float,
     positive_int,
-    resolve_device,
-    write_json,
 )
 
 HELP = (
     "register a moving image to a fixed image with an INR displacement field (writes warped image, ITK field, metrics)"
 )
-OUTPUTS = ["warped.nii.gz", "displacement.nii.gz", "jacobian.nii.gz", "transform.inr", "metrics.json", "report.png"]
-INVERSE_OUTPUTS = ["inverse_displacement.nii.gz", "inverse_transform.inr"]
+#: Flags that set a stage's value (None: the preset's); :func:`settings_from_preset` routes each to its stage.
+SETTINGS = ("transform", "model", "steps", "batch", "lr", "loss", "jacobian", "bending", "hyperelastic", "fold",
+            "diffusion", "squarings", "affine", "affine_steps", "symmetric", "label_weight", "histogram_match")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_inputs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("fixed", help="fixed image (NIfTI, MHA, NRRD, DICOM folder, ...)")
     parser.add_argument("moving", help="moving image, resampled onto the fixed grid")
     parser.add_argument("--fixed-mask", help="mask of the fixed image: points are drawn where it is non-zero")
@@ -40,9 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--moving-labels", help="label image of the moving image (warped with nearest neighbour)")
     parser.add_argument("--fixed-landmarks", help="CSV with a header row, then x,y[,z] in RAS mm per row")
     parser.add_argument("--moving-landmarks", help="CSV of the matching moving points, same order and format")
-    parser.add_argument(
-        "--preset", default="default", choices=sorted(PRESETS), help="settings preset (default: default)"
-    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_inputs(parser)
+    parser.add_argument("--preset", default="default", choices=sorted(PRESETS),
+                        help="settings preset (default: default)")
     parser.add_argument("--transform", choices=TRANSFORMS, default=None,
                         help="svf (default: diffeomorphic velocity field on lattices of the fixed grid) or inr "
                              "(a network of world mm fitted on random points)")
@@ -77,45 +78,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
 
 
-def _settings(args: argparse.Namespace):
-    names = ("transform", "model", "steps", "batch", "lr", "loss", "jacobian", "bending", "hyperelastic", "fold",
-             "diffusion", "squarings", "affine", "affine_steps", "symmetric", "label_weight", "histogram_match")
-    settings = settings_from_preset(args.preset, **{n: getattr(args, n) for n in names})
+def request(args: argparse.Namespace) -> RegisterRequest:
+    """The request of one case from its command line."""
+    overrides = {n: getattr(args, n) for n in SETTINGS}
     options = parse_model_options(args.model_options)
-    if options:
-        settings.model_options = {**(settings.model_options if args.model is None else {}), **options}
-    elif args.model is not None and args.model != "siren":
-        settings.model_options = {}  # the preset's options belong to its own family (SIREN)
-    return settings
+    settings = settings_from_preset(args.preset, **overrides, model_options=options or None)
+    return RegisterRequest(seed=args.seed, device=args.device, progress=not args.quiet, fixed=args.fixed,
+                           moving=args.moving, fixed_mask=args.fixed_mask, fixed_labels=args.fixed_labels,
+                           moving_labels=args.moving_labels, fixed_landmarks=args.fixed_landmarks,
+                           moving_landmarks=args.moving_landmarks, settings=settings, preset=args.preset)
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    names = OUTPUTS + (["warped_labels.nii.gz"] if args.fixed_labels else []) + (
-        INVERSE_OUTPUTS if settings.symmetric else [])
-    out = OutputDir(args.out, names, force=args.force)
-    device = resolve_device(args.device)
-    inputs = load_inputs(args.fixed, args.moving, args.fixed_mask, args.fixed_labels, args.moving_labels,
-                         args.fixed_landmarks, args.moving_landmarks)
-    result = run_registration(inputs, settings, seed=args.seed, device=device, progress=not args.quiet)
-    metrics_record = record(inputs, result, args.preset, args.seed, device)
-    fg, m = inputs.fixed_geometry, result.metrics
-    with out:
-        save_image(out / "warped.nii.gz", result.warped, fg)
-        if result.warped_labels is not None:
-            save_image(out / "warped_labels.nii.gz", result.warped_labels, fg, dtype=np.int16)
-        write_displacement(out / "displacement.nii.gz", result.displacement, fg)
-        save_image(out / "jacobian.nii.gz", result.jacobian, fg)
-        save_checkpoint(out / "transform.inr", result.forward)
-        if result.inverse is not None:
-            write_displacement(out / "inverse_displacement.nii.gz", result.inverse_displacement,
-                               inputs.moving_geometry)
-            save_checkpoint(out / "inverse_transform.inr", result.inverse)
-        write_json(out / "metrics.json", metrics_record)
-        write_report(out / "report.png", inputs.fixed, result.before, result.warped, result.displacement,
-                     result.jacobian, fg, title=f"NCC {m['ncc_before']:.3f} -> {m['ncc_after']:.3f}, "
-                     f"folded {m['jacobian']['folded_percent']:.2f} %")
+    result = execute(request(args), args.out, args.force)
     if not args.quiet:
-        print(f"NCC {m['ncc_before']:.4f} -> {m['ncc_after']:.4f}; det J in [{m['jacobian']['det_min']:.3f}, "
-              f"{m['jacobian']['det_max']:.3f}]; {m['wall_time_s']:.1f} s; outputs in {args.out}")
+        print(f"{result.summary}; outputs in {terminal_safe(str(args.out))}")
     return 0

@@ -11,7 +11,7 @@ import torch
 from medinr.checkpoint import load_checkpoint, save_checkpoint
 from medinr.continuous import ContinuousImage
 from medinr.errors import MedinrError
-from medinr.fit import fit, seed_everything
+from medinr.training import fit, seed_everything
 from medinr.geometry import Geometry
 from medinr.metrics import psnr
 from medinr.models import MODEL_REGISTRY, build_model

@@ -137,7 +137,7 @@ class MultiResGrid(INR):
         h = torch.cat(feats, dim=0).reshape(len(feats) * feats[0].shape[0], -1)  # (features, voxels)
         for layer in self.mlp:
             h = torch.relu(h) if isinstance(layer, nn.ReLU) else layer.weight @ h + layer.bias[:, None]
-        return h.T.reshape(*shape, self.out_features)
+        return h.reshape(self.out_features, *shape).movedim(0, -1)  # channel-last view of channel-first memory
 
     def zero_output_(self) -> None:
         zero_linear_(self.mlp[-1])

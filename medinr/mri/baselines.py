@@ -1,6 +1,6 @@
 """Baselines on the same data and mask: zero-filled SENSE adjoint and compressed sensing (SigPy L1-wavelet, TV).
 
-SigPy is optional (extras ``bench``/``dev``): it is imported only when a CS baseline runs. Lambda is swept over
+SigPy is a core dependency, imported only when a CS baseline runs (numba compiles on first use). Lambda is swept over
 a relative grid that widens until its best value is inside it; which lambda is best is the caller's score
 (the ground truth in the benchmark's hard target, held-out k-space samples, as for the INR, otherwise).
 """
@@ -17,6 +17,7 @@ import torch
 
 from medinr.errors import MedinrError
 from medinr.intensity import IntensityScale
+from medinr.mri.config import CS_METHODS
 from medinr.mri.holdout import HeldOutError
 from medinr.mri.operators import SenseOp
 
@@ -27,7 +28,6 @@ DEFAULT_LAMBDAS = (1e-4, 3.16e-4, 1e-3, 3.16e-3, 1e-2)
 #: Factor between neighbouring lambdas, and how many extra lambdas a sweep may add at its ends.
 LAMBDA_STEP = 10**0.5
 MAX_WIDENING = 6
-CS_METHODS = ("l1wavelet", "tv")
 
 
 def zero_filled(kspace: np.ndarray, maps: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -40,7 +40,8 @@ def _sigpy_app():
     try:
         import sigpy.mri.app as app
     except ImportError:
-        raise MedinrError("the CS baselines need SigPy: pip install 'medinr[bench]' (or sigpy)") from None
+        raise MedinrError("the CS baselines need SigPy, a dependency of medinr that is missing here: pip install sigpy"
+                          ) from None
     return app
 
 
@@ -181,7 +182,7 @@ def cs_sweep_holdout(
     """Choose lambda without ground truth: reconstruct from the fitting samples, score on the held-out ones,
     then rerun the chosen lambda on every acquired sample.
 
-    ``validation`` holds THE split (:func:`medinr.mri.holdout.holdout_split`) and the whitened error the
+    ``validation`` holds THE split (:func:`medinr.mri.holdout.readout_holdout`) and the whitened error the
     INR's self-calibration uses too, so both methods choose on the same samples by the same rule.
     """
     train = np.asarray(mask, bool) & ~validation.held

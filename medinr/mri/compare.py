@@ -2,8 +2,9 @@
 
 Zero-filled, SigPy CS (lambda chosen on THE held-out split by the whitened validation error, and optionally
 on the ground truth: the benchmark's hard target) and the self-calibrated INR all see the same k-space,
-mask and maps. Scores: PSNR/SSIM/NMSE against the reference (over the image and a tissue mask) when there is
-one, and the k-space relative error (data consistency) always.
+mask and maps, and the same noise estimate and split, computed once (:meth:`ReconProblem.prepared`). Scores:
+PSNR/SSIM/NMSE against the reference (over the image and a tissue mask) when there is one, and the k-space
+relative error (data consistency) always. Times are kept apart from the scores (:meth:`Comparison.timing`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import torch
 from medinr.continuous import ContinuousImage
 from medinr.errors import MedinrError
 from medinr.metrics import image_metrics, psnr, tissue_mask
-from medinr.mri.baselines import CS_METHODS, cs_sweep, cs_sweep_holdout, zero_filled
-from medinr.mri.holdout import HeldOutError, describe_split, holdout_split
-from medinr.mri.inr_recon import InrReconConfig, inr_reconstruct, reconstructed_image
-from medinr.mri.noise import estimate_noise
+from medinr.mri.baselines import cs_sweep, cs_sweep_holdout, zero_filled
+from medinr.mri.config import CS_METHODS, InrReconConfig
+from medinr.mri.holdout import HeldOutError
+from medinr.mri.inr_recon import inr_reconstruct, reconstructed_image
 from medinr.mri.problem import ReconProblem, kspace_relative_error
 
 #: Methods :func:`run_methods` knows; CS methods may also be chosen on the ground truth ('<method>_oracle').
@@ -44,12 +45,11 @@ class MethodResult:
 
 @dataclass
 class Comparison:
-    """Every method's result on one problem, and the INR as a continuous image."""
+    """Every method's result on one (prepared) problem, and the INR as a continuous image."""
 
     problem: ReconProblem
     results: dict[str, MethodResult]
     inr: ContinuousImage | None = None
-    split: dict[str, Any] = field(default_factory=dict)
 
     def magnitudes(self) -> dict[str, np.ndarray]:
         return {name: r.magnitude for name, r in self.results.items()}
@@ -63,22 +63,28 @@ class Comparison:
         return {name: image_metrics(ref, r.magnitude, tissue) for name, r in self.results.items()}
 
     def metrics(self) -> dict[str, Any]:
-        """Everything for metrics.json: scores, consistency, times, and each method's choices."""
+        """Everything for metrics.json but the times: scores, consistency, the problem, its noise estimate and
+        split (once), and each method's choices."""
+        problem = self.problem
         out: dict[str, Any] = {
-            "reference": self.problem.reference_kind,
-            "problem": self.problem.settings,
-            "acceleration_achieved": self.problem.mask.achieved_acceleration,
-            "holdout_split": self.split,
-            "seconds": {n: r.seconds for n, r in self.results.items()},
-            "cpu_seconds": {n: r.cpu_seconds for n, r in self.results.items()},
+            "reference": problem.reference_kind,
+            "problem": problem.settings,
+            "acceleration_achieved": problem.mask.achieved_acceleration,
+            "noise": problem.noise.to_dict() if problem.noise is not None else None,
+            "holdout_split": problem.split.describe() if problem.split is not None else None,
             "method_details": {n: r.details for n, r in self.results.items()},
-            "kspace_relative_error": {
-                n: kspace_relative_error(self.problem, r.image) for n, r in self.results.items()
-            },
+            "kspace_relative_error": {n: kspace_relative_error(problem, r.image) for n, r in self.results.items()},
         }
         scores = self.scores()
         if scores:
             out["methods"] = scores
+        return out
+
+    def timing(self) -> dict[str, Any]:
+        """Wall and CPU seconds of each method (the INR's per stage too)."""
+        out: dict[str, Any] = {n: {"seconds": r.seconds, "cpu_seconds": r.cpu_seconds} for n, r in self.results.items()}
+        if self.inr is not None and "inr" in out:
+            out["inr"]["stages"] = dict(self.inr.history.stages)
         return out
 
 
@@ -106,14 +112,16 @@ def run_cs(problem: ReconProblem, method: str, validation: HeldOutError, oracle:
 def run_inr(problem: ReconProblem, config: InrReconConfig, seed: int, device: torch.device,
             prior: np.ndarray | None = None, progress: bool = False) -> tuple[MethodResult, ContinuousImage]:
     """The self-calibrated INR, as a complex image on the grid and as a continuous image."""
-    kspace, maps, mask = problem.tensors(device)
 
     def run() -> tuple[ContinuousImage, np.ndarray]:
-        recon = inr_reconstruct(kspace, maps, mask, problem.geometry, config, prior, seed, progress, device)
+        recon = inr_reconstruct(problem, config, prior, seed, progress, device)
+        kspace, maps, mask = problem.tensors(device)
         return recon, reconstructed_image(recon, kspace, maps, mask, config.data_consistency)
 
     (recon, image), wall, cpu = _timed(run)
-    details = {**recon.extra, "final_loss": recon.history.losses[-1] if recon.history.losses else None}
+    shared = ("pipeline", "inr", "noise", "split")  # recorded once, at the top of metrics.json
+    details = {k: v for k, v in recon.extra.items() if k not in shared}
+    details["final_loss"] = recon.history.losses[-1] if recon.history.losses else None
     return MethodResult(image, wall, cpu, details), recon
 
 
@@ -129,20 +137,17 @@ def run_methods(
 ) -> Comparison:
     """Run ``methods`` (see :data:`METHODS`; add '<cs>_oracle' for a ground-truth lambda) on ``problem``.
 
-    The held-out split is drawn once from ``seed`` with ``config.holdout_fraction`` (the INR draws the same
-    one from the same seed), so the CS lambdas and the INR's settings are chosen on the same samples. With
-    self-calibration off (fraction 0) the CS lambdas are still chosen on a 10 % split.
+    The noise estimate and the held-out split are computed once (``config.holdout_fraction`` of the readouts,
+    from ``seed``) and travel in the problem, so the CS lambdas and the INR's settings are chosen on the same
+    samples. With self-calibration off (fraction 0) the CS lambdas are still chosen on a 10 % split.
     """
     device = torch.device(device)
-    mask = problem.mask.mask
-    fraction = config.holdout_fraction if config.holdout_fraction > 0 else 0.1
-    _, held = holdout_split(mask, fraction, seed)
-    noise = estimate_noise(problem.kspace, mask)
-    validation = HeldOutError(problem.kspace, problem.maps, held, noise.whitening())
-    comparison = Comparison(problem, {}, split={**describe_split(mask, held), "fraction": fraction, "seed": seed})
+    problem = problem.prepared(config.holdout_fraction if config.holdout_fraction > 0 else 0.1, seed)
+    validation = HeldOutError(problem.kspace, problem.maps, problem.split.held, problem.noise.whitening())
+    comparison = Comparison(problem, {})
     for name in methods:
         if name == "zero_filled":
-            image, wall, cpu = _timed(lambda: zero_filled(problem.kspace, problem.maps, mask))
+            image, wall, cpu = _timed(lambda: zero_filled(problem.kspace, problem.maps, problem.mask.mask))
             comparison.results[name] = MethodResult(image, wall, cpu, {})
         elif name.removesuffix("_oracle") in CS_METHODS:
             oracle = name.endswith("_oracle")

@@ -4,160 +4,52 @@ self-calibrated.
 The network maps grid coordinates to (real, imaginary); its image goes through the whitened SENSE operator
 (:class:`medinr.mri.operators.SenseOp` on noise-whitened data, :mod:`medinr.mri.noise`) and the loss is the
 residual energy on the fitting samples plus total variation and L1-wavelet priors on the image. What used to
-be fixed is chosen per scan from held-out acquired samples (:mod:`medinr.mri.selfcal`): the weights along a
-regularisation path, the grid levels unlocked (coarse to fine) and the stopping step; the model is then
-refitted on every sample with the chosen settings. No choice uses a ground truth.
+be fixed is chosen per scan from held-out acquired samples: the weights along a regularisation path
+(:class:`medinr.mri.config.RegularisationPath`), the grid levels unlocked (coarse to fine) and the stopping
+step, by the best-iterate rule of :mod:`medinr.training.selection` on the held-out readouts
+(:class:`medinr.training.HeldOutSamples`, scored from the residual of each step's own forward pass); the
+model is then refitted on every sample with the chosen settings (:class:`medinr.training.FinalStage`). No
+choice uses a ground truth. The loop is :func:`medinr.training.fit`.
 """
 
 from __future__ import annotations
 
-import copy
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from medinr.continuous import ContinuousImage, OutputMeaning
 from medinr.errors import MedinrError
-from medinr.fit import FitResult, fit, lr_lambda
 from medinr.geometry import Geometry
 from medinr.models import INR, build_model
+from medinr.models.tasks import task_defaults
 from medinr.mri.baselines import zero_filled_scale
-from medinr.mri.holdout import describe_split, holdout_split, validation_error
-from medinr.mri.noise import NoiseEstimate, estimate_noise
-from medinr.mri.operators import SenseOp
+from medinr.mri.config import InrReconConfig
+from medinr.mri.noise import NoiseEstimate
+from medinr.mri.operators import SenseOp, coil_mix
 from medinr.mri.priors import total_variation, wavelet_l1
-from medinr.mri.selfcal import RegularisationPath, ValidationCurve
-
-#: Default model options per family for reconstruction (applied unless the user overrides them).
-RECON_MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "mrgrid": {},
-    "hashgrid": {"levels": 8, "features_per_level": 2, "base_resolution": 16, "hidden": 64, "layers": 2},
-    "siren": {"hidden": 128, "layers": 3, "omega_0": 30.0},
-}
-
-
-@dataclass
-class InrReconConfig:
-    """Settings of an INR reconstruction.
-
-    Attributes
-    ----------
-    model : str
-        Zoo family (see ``medinr.models.MODEL_REGISTRY``).
-    model_options : dict
-        Extra options for :func:`medinr.models.build_model` (override :data:`RECON_MODEL_DEFAULTS`).
-    path : RegularisationPath
-        Steps, the TV and wavelet weights from start to end, and the coarse-to-fine schedule.
-    lr : float or None
-        Base learning rate (None: the family's ``default_lr``).
-    holdout_fraction : float
-        Fraction of acquired units (readouts, outside the calibration region) held out to choose the point
-        on the path. 0 disables self-calibration: the whole path is walked on every sample.
-    final : {'refit', 'finetune', 'split'}
-        After the choice: refit on every acquired sample from the start up to the chosen step; or continue
-        the split's chosen model on every sample for ``finetune_fraction`` of the chosen step; or keep the
-        split's model.
-    finetune_fraction : float
-    whiten : bool
-        Decorrelate the coils with the estimated noise covariance (else only divide by the noise level).
-    eval_every : int
-        Steps between two held-out evaluations.
-    warmup_fraction : float
-        No point of the first ``warmup_fraction`` of the nominal path is a candidate: an untrained network
-        is not a reconstruction, yet it can predict a few noise-dominated held-out lines best.
-    patience : int
-        Evaluations without improvement before the walk stops early.
-    data_consistency : bool
-        Re-insert the acquired samples into the network's k-space for the output image.
-    prior_steps : int
-        Steps of the image fit to ``--prior`` before the k-space fit (NeRP).
-    schedule : str
-        Learning-rate schedule over the path.
-    """
-
-    model: str = "mrgrid"
-    model_options: dict[str, Any] = field(default_factory=dict)
-    path: RegularisationPath = field(default_factory=RegularisationPath)
-    lr: float | None = None
-    holdout_fraction: float = 0.1
-    final: str = "refit"
-    finetune_fraction: float = 0.25
-    whiten: bool = True
-    eval_every: int = 10
-    warmup_fraction: float = 0.2
-    patience: int = 8
-    data_consistency: bool = False
-    prior_steps: int = 200
-    schedule: str = "cosine"
-
-    def __post_init__(self) -> None:
-        if isinstance(self.path, dict):
-            self.path = RegularisationPath(**self.path)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-#: Presets of ``medinr reconstruct --preset``: overrides of :class:`InrReconConfig` (``path`` entries
-#: override :class:`RegularisationPath` fields). Chosen on the benchmark panel (bench/recon.py).
-PRESETS: dict[str, dict[str, Any]] = {
-    "fast": {"path": {"steps": 100}, "eval_every": 5, "patience": 6, "final": "finetune"},
-    "default": {},
-    "quality": {"path": {"steps": 600}, "patience": 12},
-}
-
-
-def preset_config(name: str, **overrides: Any) -> InrReconConfig:
-    """An :class:`InrReconConfig` for preset ``name`` ('fast', 'default', 'quality') with ``overrides``."""
-    if name not in PRESETS:
-        raise MedinrError(f"unknown preset '{name}' ({', '.join(PRESETS)})")
-    settings = copy.deepcopy(PRESETS[name])
-    path = {**settings.pop("path", {}), **overrides.pop("path", {})}
-    config = InrReconConfig(**{**settings, **overrides})
-    for key, value in path.items():
-        setattr(config.path, key, value)
-    return config
+from medinr.mri.problem import ReconProblem
+from medinr.training.loop import Schedule, TrainResult, fit
+from medinr.training.selection import BestIterate, fit_with_holdout
+from medinr.training.validators import HeldOutSamples
 
 
 def build_recon_model(name: str, ndim: int, shape: tuple[int, ...], options: dict[str, Any]) -> INR:
-    """A zoo model with 2 outputs (real, imaginary), with the reconstruction defaults for its family."""
-    opts = dict(RECON_MODEL_DEFAULTS.get(name, {}))
-    if name in ("hashgrid", "mrgrid"):
-        opts.setdefault("max_resolution", int(max(shape)))
-    if name == "mrgrid":  # the coarsest level an eighth of the grid (32 at 256): a coarse-to-fine basis on any size
-        opts.setdefault("base_resolution", max(4, int(round(max(shape) / 8))))
-    opts.update(options)
-    return build_model(name, ndim, 2, **opts)
-
-
-def model_levels(model: INR) -> int:
-    """Grid levels a coarse-to-fine schedule can unlock (mrgrid's dense levels; 1 for other families)."""
-    return len(model.grids) if model.family == "mrgrid" else 1
+    """A zoo model with 2 outputs (real, imaginary), with the family's reconstruction defaults."""
+    return build_model(name, ndim, 2, **task_defaults(name, "reconstruction", shape, options).options)
 
 
 def lattice_image(model: INR, shape: tuple[int, ...], active: int | None = None) -> torch.Tensor:
-    """The complex image of ``model`` on the lattice of ``shape``, differentiable.
-
-    For mrgrid the levels beyond the ``active`` coarsest ones are switched off (coarse-to-fine), and the
-    decoder runs channel-first on the upsampled features (the same numbers as ``model.forward_lattice``
-    with all levels active, without its channel-last copies); other families use ``forward_lattice``.
-    """
-    if model.family != "mrgrid":
-        out = model.forward_lattice(shape)
-        return torch.complex(out[..., 0], out[..., 1])
-    mode = "bilinear" if len(shape) == 2 else "trilinear"
-    feats = []
-    for level, grid in enumerate(model.grids):
-        up = F.interpolate(grid[None], size=tuple(shape), mode=mode, align_corners=True)[0]
-        feats.append(up if active is None or level < active else torch.zeros_like(up))
-    h = torch.cat(feats, dim=0).reshape(len(feats) * feats[0].shape[0], -1)  # (features, voxels)
-    for layer in model.mlp:
-        h = torch.relu(h) if isinstance(layer, torch.nn.ReLU) else layer.weight @ h + layer.bias[:, None]
-    return torch.complex(h[0], h[1]).reshape(shape)
+    """The complex image of ``model`` on the lattice of ``shape``, differentiable; the model's capacity levels
+    beyond the ``active`` coarsest are off (:meth:`INR.forward_lattice`)."""
+    partial = active is not None and active < model.capacity_levels
+    out = model.forward_lattice(shape, active) if partial else model.forward_lattice(shape)
+    channels = out.movedim(-1, 0)
+    if channels.is_contiguous():  # channel-first memory (mrgrid): take the channels where they lie, no copy
+        return torch.complex(channels[0], channels[1])
+    return torch.complex(out[..., 0], out[..., 1])
 
 
 @dataclass
@@ -175,92 +67,93 @@ class WhitenedData:
         return SenseOp(self.maps, mask)
 
 
-def whiten_data(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor, whiten: bool) -> WhitenedData:
-    """Normalise and whiten: ``W y`` and ``W S scale`` so that ``SenseOp(W S scale) x`` predicts ``W y``."""
+def whiten_data(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor, noise: NoiseEstimate,
+                whiten: bool) -> WhitenedData:
+    """Normalise and whiten with the problem's ``noise``: ``W y`` and ``W S scale`` so that
+    ``SenseOp(W S scale) x`` predicts ``W y`` (``W`` the whitening, or ``I / sigma`` without ``whiten``)."""
     scale = zero_filled_scale(SenseOp(maps, mask).H(kspace * mask).abs().cpu().numpy())
-    noise = estimate_noise(kspace.cpu().numpy(), mask.cpu().numpy())
     if whiten:
         w = torch.from_numpy(noise.whitening()).to(kspace.device)
     else:
         w = torch.eye(kspace.shape[0], dtype=torch.complex64, device=kspace.device) / noise.sigma
-    mix = lambda a: (w.to(a.dtype) @ a.reshape(a.shape[0], -1)).reshape(a.shape)  # noqa: E731
-    return WhitenedData(mix(kspace * mask), mix(maps) * scale, scale, noise, whiten)
+    return WhitenedData(coil_mix(w, kspace * mask), coil_mix(w, maps) * scale, scale, noise, whiten)
 
 
-@dataclass
-class PathWalk:
-    """One walk along the path: the chosen model state, the validation curve and the fit history."""
+class PathObjective:
+    """The loss of one step of the path on the samples ``mask``: whitened residual energy per voxel plus the
+    path's TV and wavelet weights at that step; the residual goes to the validator (``(loss, residual)``)."""
 
-    state: dict[str, torch.Tensor] | None
-    curve: ValidationCurve
-    history: FitResult
-    steps: int
+    def __init__(self, model: INR, data: WhitenedData, mask: torch.Tensor, config: InrReconConfig) -> None:
+        self.model, self.data, self.path = model, data, config.path
+        self.grid = tuple(data.maps.shape[1:])
+        self.op, self.weights = data.op(mask), mask.to(data.maps.real.dtype)
+        self.voxels = float(np.prod(self.grid))
 
+    def image(self, step: int) -> torch.Tensor:
+        return lattice_image(self.model, self.grid, self.path.active_levels(step, self.model.capacity_levels))
 
-def walk_path(
-    model: INR,
-    data: WhitenedData,
-    fit_mask: torch.Tensor,
-    held_mask: torch.Tensor | None,
-    config: InrReconConfig,
-    stop_at: int | None = None,
-    first: int = 0,
-) -> PathWalk:
-    """Adam along ``config.path`` on the ``fit_mask`` samples; score ``held_mask`` every ``eval_every`` steps.
+    def residual(self, step: int) -> torch.Tensor:
+        return self.op.coil_kspace(self.image(step)) - self.data.kspace
 
-    With held-out samples the walk stops when the validation curve is exhausted and returns the best state;
-    without, it runs to ``stop_at`` (or the nominal end of the path) and returns the last state. ``first``
-    starts the walk at that point of the path (weights, levels and learning rate of that step).
-    """
-    path, grid, levels = config.path, tuple(data.maps.shape[1:]), model_levels(model)
-    warmup = int(config.warmup_fraction * path.steps)
-    lr = float(config.lr if config.lr is not None else model.default_lr)
-    optimiser = torch.optim.Adam(model.param_groups(lr))
-    factor = lr_lambda(config.schedule, path.max_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: factor(step + first))
-    fit_w, n_vox = fit_mask.to(data.maps.real.dtype), float(np.prod(grid))
-    op, curve, history = data.op(fit_mask), ValidationCurve(config.patience), FitResult()
-    state, start = None, time.perf_counter()
-    last = stop_at if stop_at is not None else (path.max_steps if held_mask is not None else path.steps)
-    for step in range(first, last):
-        optimiser.zero_grad(set_to_none=True)
-        x = lattice_image(model, grid, path.active_levels(step, levels))
-        resid = op.coil_kspace(x) - data.kspace
-        loss = torch.sum((resid.real**2 + resid.imag**2) * fit_w) / n_vox
-        loss = loss + path.tv(step) * total_variation(x) + _wavelet_term(path.wavelet(step), x)
-        reg = model.regularization()  # the family's own penalty (e.g. a KAN's L1), if any
-        if reg is not None:
-            loss = loss + reg
-        if held_mask is not None and step % config.eval_every == 0 and step >= warmup:
-            err = float(validation_error(resid.detach(), held_mask))
-            if curve.add(path.at(step, levels), err, float(loss.detach())):
-                state = copy.deepcopy(model.state_dict())
-            if curve.exhausted():
-                break
-        if not torch.isfinite(loss):
-            raise MedinrError(f"the fit diverged at step {step}; try a lower --lr")
-        loss.backward()
-        optimiser.step()
-        scheduler.step()
-        history.losses.append(float(loss.detach()))
-    history.steps, history.seconds = len(history.losses), time.perf_counter() - start
-    return PathWalk(state, curve, history, history.steps)
+    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.image(step)
+        resid = self.op.coil_kspace(x) - self.data.kspace
+        loss = torch.sum((resid.real**2 + resid.imag**2) * self.weights) / self.voxels
+        loss = loss + self.path.tv(step) * total_variation(x) + _wavelet_term(self.path.wavelet(step), x)
+        return loss, resid.detach()
 
 
 def _wavelet_term(weight: float, x: torch.Tensor) -> torch.Tensor | float:
     return weight * wavelet_l1(x) if weight > 0 else 0.0
 
 
-def fit_prior(
-    model: INR, prior: torch.Tensor, coords: torch.Tensor, steps: int, lr: float, progress: bool = False
-) -> FitResult:
+def fit_prior(model: INR, prior: torch.Tensor, coords: torch.Tensor, steps: int, lr: float,
+              progress: bool = False) -> TrainResult:
     """Fit ``model`` to a prior image (normalised magnitude) as its real channel: NeRP's initialisation."""
     target = torch.stack([prior, torch.zeros_like(prior)], dim=-1)
+    return fit(model, lambda step: torch.mean((model(coords) - target) ** 2), steps, lr, progress=progress,
+               description="prior fit")
 
-    def loss_fn(step: int) -> torch.Tensor:
-        return torch.mean((model(coords) - target) ** 2)
 
-    return fit(model.param_groups(lr), loss_fn, steps, lr=lr, progress=progress, description="prior fit")
+def _initial_model(config: InrReconConfig, geometry: Geometry, prior: np.ndarray | None, seed: int,
+                   device: torch.device, progress: bool) -> tuple[INR, float, TrainResult | None]:
+    """The model every walk starts from (seeded; fitted to the prior first when one is given), and its rate."""
+    torch.manual_seed(seed)
+    defaults = task_defaults(config.model, "reconstruction", tuple(geometry.shape), config.model_options)
+    model = build_model(config.model, geometry.ndim, 2, **defaults.options).to(device)
+    lr = float(config.lr if config.lr is not None else defaults.lr)
+    if prior is None:
+        return model, lr, None
+    p = torch.as_tensor(np.abs(prior), dtype=torch.float32, device=device)
+    p = p / max(float(torch.quantile(p.flatten()[:: max(1, p.numel() // 200000)], 0.999)), 1e-12)
+    grid = geometry.network_grid(device=device)
+    return model, lr, fit_prior(model, p, grid, config.prior_steps, lr, progress)
+
+
+def self_calibrate(start: INR, data: WhitenedData, mask: torch.Tensor, held: torch.Tensor, config: InrReconConfig,
+                   lr: float, progress: bool = False) -> tuple[INR, dict[str, Any], TrainResult]:
+    """Walk the path on the fitting samples, choose the point with the lowest held-out error on ``held``, then
+    run the final stage on every sample. Returns ``(model, record, history)``."""
+    path, levels = config.path, start.capacity_levels
+    schedule = Schedule(config.schedule, length=path.max_steps)
+
+    def objective_for(model: INR, stage: str) -> PathObjective:
+        return PathObjective(model, data, mask & ~held if stage == "walk" else mask, config)
+
+    def residual(model: INR, step: int) -> torch.Tensor:  # a state no step's forward pass scored (the last)
+        return objective_for(model, "walk").residual(step)
+
+    validator = HeldOutSamples(held, config.eval_every, int(config.warmup_fraction * path.steps), residual)
+    selection = BestIterate(validator, config.patience, describe=lambda step: path.at(step, levels))
+    outcome = fit_with_holdout(start, objective_for, path.max_steps, lr, schedule, selection, config.final,
+                               progress=progress, description="reconstruct")
+    record = {"validation_curve": selection.points, "chosen": selection.best_point,
+              "walk_steps": outcome.walk.steps, "final": outcome.description}
+    history = outcome.history
+    history.stages = {"walk": outcome.walk.timing()}
+    if outcome.final is not None:
+        history.stages["final"] = outcome.final.timing()
+    return outcome.model, record, history
 
 
 def _check_shapes(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor, grid: tuple[int, ...]) -> None:
@@ -271,65 +164,33 @@ def _check_shapes(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor, 
         )
 
 
-def _initial_model(config: InrReconConfig, geometry: Geometry, prior: np.ndarray | None, seed: int,
-                   device: torch.device) -> tuple[INR, dict[str, Any]]:
-    """The model every walk starts from (seeded; fitted to the prior first when one is given)."""
-    torch.manual_seed(seed)
-    model = build_recon_model(config.model, geometry.ndim, tuple(geometry.shape), config.model_options).to(device)
-    info: dict[str, Any] = {}
-    if prior is not None:
-        p = torch.as_tensor(np.abs(prior), dtype=torch.float32, device=device)
-        p = p / max(float(torch.quantile(p.flatten()[:: max(1, p.numel() // 200000)], 0.999)), 1e-12)
-        lr = float(config.lr if config.lr is not None else model.default_lr)
-        grid = geometry.network_grid(device=device)
-        info["prior_seconds"] = fit_prior(model, p, grid, config.prior_steps, lr).seconds
-    return model, info
-
-
-def self_calibrate(
-    start: INR, data: WhitenedData, mask: torch.Tensor, config: InrReconConfig, seed: int
-) -> tuple[INR, dict[str, Any], FitResult]:
-    """Walk the path on a split, choose the point with the lowest held-out error, then refit on every sample."""
-    mask_np = mask.cpu().numpy()
-    fit_np, held_np = holdout_split(mask_np, config.holdout_fraction, seed)
-    model = copy.deepcopy(start)
-    if not held_np.any():  # nothing outside the calibration region: walk the whole path
-        walk = walk_path(model, data, mask, None, config)
-        return model, {"self_calibration": "no samples to hold out: whole path walked"}, walk.history
-    held = torch.from_numpy(held_np).to(mask.device)
-    walk = walk_path(model, data, torch.from_numpy(fit_np).to(mask.device), held, config)
-    chosen = walk.curve.points[walk.curve.best]
-    info = {
-        "split": {**describe_split(mask_np, held_np), "fraction": config.holdout_fraction, "seed": seed},
-        "validation_curve": walk.curve.points,
-        "chosen": chosen,
-        "walk_steps": walk.steps,
-    }
-    if config.final not in ("refit", "finetune", "split"):
-        raise MedinrError(f"unknown final step '{config.final}' (refit, finetune, split)")
-    step = max(1, int(chosen["step"]))
-    if config.final == "split":
-        model.load_state_dict(walk.state)
-        return model, {**info, "final": "model of the split at the chosen step"}, walk.history
-    if config.final == "finetune":
-        model.load_state_dict(walk.state)
-        extra = max(1, int(round(config.finetune_fraction * step)))
-        final = walk_path(model, data, mask, None, config, stop_at=step + extra, first=step)
-        info["final"] = f"the split's model continued on every acquired sample for {extra} steps"
+def _fit(problem: ReconProblem, config: InrReconConfig, prior: np.ndarray | None, seed: int, progress: bool,
+         device: torch.device) -> tuple[INR, WhitenedData, dict[str, Any], TrainResult]:
+    """Whiten, build (and fit to the prior), then self-calibrate, or walk the whole path when there is nothing
+    to hold out."""
+    kspace, maps, mask = problem.tensors(device)
+    mask = mask.bool()
+    _check_shapes(kspace, maps, mask, tuple(problem.geometry.shape))
+    data = whiten_data(kspace, maps, mask, problem.noise, config.whiten)
+    start, lr, prior_fit = _initial_model(config, problem.geometry, prior, seed, device, progress)
+    held = torch.from_numpy(problem.split.held).to(device)
+    if config.holdout_fraction > 0 and bool(held.any()):
+        model, info, history = self_calibrate(start, data, mask, held, config, lr, progress)
     else:
-        model = copy.deepcopy(start)
-        final = walk_path(model, data, mask, None, config, stop_at=step)
-        info["final"] = f"refitted on every acquired sample up to step {step}"
-    final.history.losses = walk.history.losses + final.history.losses
-    final.history.seconds += walk.history.seconds
-    return model, info, final.history
+        info = {"self_calibration": "off: whole path walked on every sample" if config.holdout_fraction <= 0
+                else "no samples to hold out: whole path walked"}
+        history = fit(start, PathObjective(start, data, mask, config), config.path.steps, lr,
+                      Schedule(config.schedule, length=config.path.max_steps), progress=progress,
+                      description="reconstruct")
+        history.stages = {"walk": history.timing()}
+        model = start
+    if prior_fit is not None:
+        history.stages = {"prior": prior_fit.timing(), **history.stages}
+    return model, data, info, history
 
 
 def inr_reconstruct(
-    kspace: torch.Tensor,
-    maps: torch.Tensor,
-    mask: torch.Tensor,
-    geometry: Geometry,
+    problem: ReconProblem,
     config: InrReconConfig,
     prior: np.ndarray | None = None,
     seed: int = 0,
@@ -340,52 +201,38 @@ def inr_reconstruct(
 
     Parameters
     ----------
-    kspace : complex tensor ``(C, *grid)``
-        Acquired k-space (zeros where not acquired), any units.
-    maps : complex tensor ``(C, *grid)``
-        Coil sensitivities, unit RSS.
-    mask : tensor ``grid``
-        Acquired samples.
-    geometry : Geometry
-        The image grid (network coordinates come from it).
+    problem : ReconProblem
+        The k-space, mask, coil maps and grid; its noise estimate and held-out split are used when it has them
+        (:meth:`ReconProblem.prepared`), drawn here from ``config.holdout_fraction`` and ``seed`` otherwise.
     config : InrReconConfig
     prior : ndarray ``grid``, optional
         A magnitude image of the same anatomy on the same grid (NeRP prior).
     seed : int
-        Seeds the model and the held-out split: the same seed gives the same choices.
+        Seeds the model (and the split when the problem has none): the same seed gives the same choices.
     progress : bool
-        Unused (kept for the callers); the walk is short and reports through ``extra``.
+        A progress bar per fit stage.
     device : str or torch.device
 
     Returns
     -------
     ContinuousImage
         A complex image in the units of the k-space (the orthonormal FFT keeps them); ``extra`` holds the
-        noise estimate, the split, the validation curve and every choice; ``history`` the fit.
+        settings, the noise estimate, the split, the validation curve and every choice; ``history`` the fit
+        (each stage timed in ``history.stages``).
     """
-    device = torch.device(device)
-    kspace, maps, mask = kspace.to(device), maps.to(device), mask.to(device).bool()
-    _check_shapes(kspace, maps, mask, tuple(geometry.shape))
-    start_time = time.perf_counter()
-    data = whiten_data(kspace, maps, mask, config.whiten)
-    start, prior_info = _initial_model(config, geometry, prior, seed, device)
-    if config.holdout_fraction > 0:
-        model, info, history = self_calibrate(start, data, mask, config, seed)
-    else:
-        model = start
-        history = walk_path(model, data, mask, None, config).history
-        info = {"self_calibration": "off: whole path walked on every sample"}
+    if problem.noise is None or problem.split is None:
+        problem = problem.prepared(config.holdout_fraction if config.holdout_fraction > 0 else 0.1, seed)
+    model, data, info, history = _fit(problem, config, prior, seed, progress, torch.device(device))
     model.eval()
     extra: dict[str, Any] = {
         "pipeline": "reconstruct",
         "inr": config.to_dict(),
         "noise": {**data.noise.to_dict(), "whitened": data.whitened},
+        "split": problem.split.describe(),
         **info,
-        **prior_info,
-        "seconds": time.perf_counter() - start_time,
     }
     output = OutputMeaning("complex", scale=data.scale)
-    return ContinuousImage(model, geometry, output, "network", extra=extra, history=history)
+    return ContinuousImage(model, problem.geometry, output, "network", extra=extra, history=history)
 
 
 @torch.no_grad()

@@ -9,7 +9,7 @@ receiver noise) the estimate is an upper bound on the noise: it is reported with
 shell's level to the outer one (near 1 when the shell holds noise only).
 
 Whitening ``W = L^{-1}`` (``Sigma = L L^H``) makes the noise of ``W y`` white with unit variance; it is a coil
-mixing (:func:`medinr.mri.operators.coil_mix_op`), so the whitened SENSE model is ``SenseOp(W S, mask)``.
+mixing (:func:`medinr.mri.operators.coil_mix`), so the whitened SENSE model is ``SenseOp(W S, mask)``.
 """
 
 from __future__ import annotations

@@ -100,21 +100,15 @@ def coil_op(maps: torch.Tensor) -> Linop:
     return Linop(tuple(maps.shape), grid, lambda x: maps * x, lambda y: (conj * y).sum(dim=0), "Coils")
 
 
-def coil_mix_op(matrix: torch.Tensor, shape: Sequence[int]) -> Linop:
-    """Multi-coil data ``(C, ...)`` -> ``(C', ...)`` mixed across coils: ``y'_c = sum_d W[c, d] y_d``.
+def coil_mix(matrix: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Multi-coil data ``(C, ...)`` mixed across coils: ``y'_c = sum_d W[c, d] y_d`` (``(C', ...)``).
 
     With ``W`` a noise-whitening matrix (see :mod:`medinr.mri.noise`) the noise of ``W y`` is white and of unit
-    variance. The mixing commutes with the FFT and the mask, so a whitened SENSE model is ``SenseOp(W S, mask)``.
+    variance. The mixing commutes with the FFT and the mask, so a whitened SENSE model is
+    ``SenseOp(coil_mix(W, S), mask)``, which equals ``coil_mix(W, SenseOp(S, mask)(x))`` (tested).
     """
-    shape = tuple(shape)
-    w = matrix.to(torch.complex128 if matrix.dtype == torch.complex128 else torch.complex64)
-    wh = w.conj().T
-
-    def mix(m: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return (m.to(y.dtype) @ y.reshape(y.shape[0], -1)).reshape(m.shape[0], *y.shape[1:])
-
-    oshape = (w.shape[0], *shape[1:])
-    return Linop(oshape, shape, lambda y: mix(w, y), lambda z: mix(wh, z), "CoilMix")
+    w = matrix.to(device=y.device, dtype=y.dtype)
+    return (w @ y.reshape(y.shape[0], -1)).reshape(w.shape[0], *y.shape[1:])
 
 
 class SenseOp(Linop):

@@ -6,7 +6,7 @@ Built either from an image (k-space simulated through coil maps, a mask and nois
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -16,8 +16,11 @@ from medinr.errors import MedinrError
 from medinr.geometry import Geometry
 from medinr.mri.coils import birdcage_maps, calibration_box, espirit_maps
 from medinr.mri.fft import ifftc
+from medinr.mri.holdout import KspaceSplit
 from medinr.mri.kspace_io import MeasuredKspace, infer_mask
 from medinr.mri.masks import SamplingMask, make_mask, validate_mask
+from medinr.mri.noise import NoiseEstimate, estimate_noise
+from medinr.mri.operators import SenseOp
 from medinr.mri.simulate import simulate_acquisition
 
 
@@ -37,6 +40,11 @@ class ReconProblem:
         'ground_truth', 'fully_sampled_rss' or 'none'.
     settings : dict
         How the problem was made (for metrics.json).
+    noise : NoiseEstimate or None
+        The coil noise covariance, estimated once (:meth:`prepared`) and used by every method.
+    split : KspaceSplit or None
+        THE held-out split, drawn once (:meth:`prepared`): the INR's self-calibration and the CS lambdas are
+        chosen on it.
     """
 
     kspace: np.ndarray
@@ -46,6 +54,17 @@ class ReconProblem:
     reference: np.ndarray | None
     reference_kind: str
     settings: dict[str, Any] = field(default_factory=dict)
+    noise: NoiseEstimate | None = None
+    split: KspaceSplit | None = None
+
+    def prepared(self, holdout_fraction: float, seed: int) -> "ReconProblem":
+        """This problem with its noise estimate and its held-out split (``holdout_fraction`` of the acquired
+        readouts outside the calibration region, drawn from ``seed``), each computed once here."""
+        noise = self.noise if self.noise is not None else estimate_noise(self.kspace, self.mask.mask)
+        split = self.split
+        if split is None or (split.fraction, split.seed) != (float(holdout_fraction), int(seed)):
+            split = KspaceSplit.draw(self.mask.mask, holdout_fraction, seed)
+        return replace(self, noise=noise, split=split)
 
     def tensors(self, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """k-space, maps and mask as tensors on ``device``."""
@@ -157,8 +176,6 @@ def problem_from_kspace(
 
 def kspace_relative_error(problem: ReconProblem, image: np.ndarray) -> float:
     """``||A x - y|| / ||y||`` over the acquired samples: data consistency of a complex image ``x``."""
-    from medinr.mri.operators import SenseOp
-
     kspace, maps, mask = problem.tensors()
     pred = SenseOp(maps, mask)(torch.from_numpy(np.asarray(image, np.complex64)))
     measured = kspace * mask

@@ -1,6 +1,26 @@
-"""Image registration with an INR displacement field u(x) in world millimetres (x -> x + u(x))."""
+"""Image registration with an INR displacement field u(x) in world millimetres (x -> x + u(x)).
 
-from medinr.registration.register import PRESETS, RegistrationSettings, register, register_with_inverse
-from medinr.registration.transform import Warper
+The names below load their module on first use, so that :mod:`medinr.registration.settings` (named by requests
+while arguments are parsed) does not import torch.
+"""
 
-__all__ = ["Warper", "RegistrationSettings", "register", "register_with_inverse", "PRESETS"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "medinr.registration.register": ("register", "register_with_inverse"),
+    "medinr.registration.settings": ("PRESETS", "RegistrationSettings", "settings_from_preset"),
+    "medinr.registration.transform": ("Warper",),
+}
+_HOME = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'medinr.registration' has no attribute '{name}'")
+    value = getattr(importlib.import_module(_HOME[name]), name)
+    globals()[name] = value  # over the submodule of the same name that the import bound here
+    return value

@@ -14,12 +14,12 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-from medinr.fit import FitResult, fit
 from medinr.geometry import Geometry, sample_grid
 from medinr.models.base import lattice_coords
 from medinr.models.lattice import resize_lattice
 from medinr.registration.losses import ncc
 from medinr.registration.svf import lattice_shape
+from medinr.training.loop import TrainResult, fit
 
 
 def centre_of_mass(image: np.ndarray, geometry: Geometry, mask: np.ndarray | None = None) -> np.ndarray:
@@ -70,7 +70,7 @@ def fit_affine(
     steps: int,
     lr: Sequence[float] = (1.0, 0.01),
     progress: bool = False,
-) -> tuple[np.ndarray, FitResult]:
+) -> tuple[np.ndarray, TrainResult]:
     """Fit the affine map by Adam on ``similarity(step, transform)`` (lower is better).
 
     Parameters
@@ -88,12 +88,12 @@ def fit_affine(
     -------
     matrix : ndarray
         ``(ndim + 1, ndim + 1)`` homogeneous fixed->moving world matrix.
-    history : FitResult
+    history : TrainResult
     """
     transform = AffineMap(centre, shift)
     groups = [{"params": [transform.translation], "lr": lr[0]}, {"params": [transform.linear], "lr": lr[1]}]
-    result = fit(groups, lambda step: similarity(step, transform), steps=steps, lr=lr[1], schedule="cosine",
-                 progress=progress, description="affine")
+    result = fit(groups, lambda step: similarity(step, transform), steps, lr[1], "cosine", progress=progress,
+                 description="affine")
     return transform.matrix(), result
 
 

@@ -21,12 +21,12 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from medinr.continuous import ContinuousImage, OutputMeaning
-from medinr.fit import FitResult, fit
 from medinr.geometry import Geometry, sample_grid
 from medinr.models.base import lattice_coords
 from medinr.models.lattice import LatticeField, resize_lattice
 from medinr.registration.losses import ncc, soft_dice
 from medinr.registration.regularizers import deformation_det, fold_penalty, hyperelastic, jacobian_penalty
+from medinr.training.loop import TrainResult, fit
 
 
 def lattice_shape(shape: Sequence[int], factor: float) -> tuple[int, ...]:
@@ -244,13 +244,20 @@ def voxel_scale(shape: Sequence[int], device=None) -> torch.Tensor:
 
 
 class GridVelocity:
-    """v as the node values themselves (fixed voxels), refined between levels by interpolation."""
+    """v as the node values themselves (fixed voxels), refined between levels by interpolation; trained by the
+    loop as any :class:`~medinr.training.Trainable` (no schedule, no regulariser of its own)."""
 
     def __init__(self, nodes: tuple[int, ...], device=None) -> None:
         self.p = torch.zeros(len(nodes), *nodes, device=device, requires_grad=True)
 
-    def groups(self, lr: float) -> list[dict]:
+    def param_groups(self, lr: float) -> list[dict]:
         return [{"params": [self.p], "lr": lr}]
+
+    def training_progress(self, fraction: float) -> bool:
+        return False
+
+    def regularization(self) -> torch.Tensor | None:
+        return None
 
     def refine(self, nodes: tuple[int, ...]) -> None:
         """Move to the lattice ``nodes`` (the field interpolated onto it)."""
@@ -262,13 +269,21 @@ class GridVelocity:
 
 
 class ModelVelocity:
-    """v = ``scale`` fixed voxels x a zoo network at the lattice nodes (the INR parameterises the velocity)."""
+    """v = ``scale`` fixed voxels x a zoo network at the lattice nodes (the INR parameterises the velocity). The
+    loop sees the network's hooks: its parameter groups, its training schedule (a KAN's grid extension) and its
+    own regulariser."""
 
     def __init__(self, model, scale: float) -> None:
         self.model, self.scale = model, float(scale)
 
-    def groups(self, lr: float) -> list[dict]:
+    def param_groups(self, lr: float) -> list[dict]:
         return self.model.param_groups(lr)
+
+    def training_progress(self, fraction: float) -> bool:
+        return self.model.training_progress(fraction)
+
+    def regularization(self) -> torch.Tensor | None:
+        return self.model.regularization()
 
     def refine(self, nodes: tuple[int, ...]) -> None:
         """Nothing to do: a continuous network is evaluated on whatever lattice the level has."""
@@ -308,10 +323,11 @@ def level_rate(lr: float, specs: Sequence[Sequence[float]], k: int) -> float:
 
 
 def fit_svf(problem: SVFProblem, specs: Sequence[Sequence[float]], velocity, options: dict,
-            progress: bool = False) -> tuple[torch.Tensor, FitResult]:
+            progress: bool = False) -> tuple[torch.Tensor, TrainResult]:
     """Fit v level by level over ``specs`` (see :meth:`Level.build`), Adam with a cosine decay in each level
     (a constant rate leaves the field jittering by about one step at the end) from :func:`level_rate`; returns
-    ``(v, FitResult)``, v in network units of the fixed grid on the last level's lattice.
+    ``(v, TrainResult)``, v in network units of the fixed grid on the last level's lattice (each level timed in
+    ``stages``). The velocity's training schedule runs over all levels' steps.
 
     ``options``: ``steps, lr, loss, window, label_weight, squarings`` and ``penalties`` (:class:`Penalties`).
     """
@@ -320,7 +336,7 @@ def fit_svf(problem: SVFProblem, specs: Sequence[Sequence[float]], velocity, opt
     linear = torch.as_tensor(to_moving[:-1, :-1], dtype=torch.float32)
     starts = step_levels([spec[3] for spec in specs], options["steps"]) + [options["steps"]]
     vs = voxel_scale(fg.shape)
-    history = FitResult()
+    history = TrainResult()
     for k, spec in enumerate(specs):
         level = Level.build(spec, (problem.fixed, fg), (problem.moving, mg), to_moving, problem.mask,
                             problem.labels)
@@ -335,11 +351,11 @@ def fit_svf(problem: SVFProblem, specs: Sequence[Sequence[float]], velocity, opt
                 penalties(options["penalties"], v_vox, d)
 
         lr = level_rate(options["lr"], specs, k)
-        part = fit(velocity.groups(lr), loss_fn, steps=starts[k + 1] - starts[k], lr=lr, schedule="cosine",
-                   progress=progress, description=f"registering {k + 1}/{len(specs)}")
-        history.losses += part.losses
-        history.seconds += part.seconds
-        history.steps += part.steps
+        part = fit(velocity, loss_fn, starts[k + 1] - starts[k], lr, "cosine", progress=progress,
+                   progress_span=(starts[k], options["steps"]), description=f"registering {k + 1}/{len(specs)}")
+        stages = history.stages
+        history = history.then(part)
+        history.stages = {**stages, f"svf level {k + 1}": part.timing()}
     with torch.no_grad():
         v = velocity(level.nodes) * vs
     return v.detach(), history

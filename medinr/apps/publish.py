@@ -1,0 +1,65 @@
+"""THE writer of every command's output folder: images, checkpoints, figures, then metrics.json.
+
+Everything goes into the staging folder of :class:`medinr.outputs.OutputDir`, published as one step when the
+whole result is written. ``metrics.json`` comes last: its ``timing`` includes the writing of the rest.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from medinr.apps.result import AppResult
+from medinr.checkpoint import save_checkpoint
+from medinr.io import atomic_path, save_image
+from medinr.outputs import OutputDir
+from medinr.registration.field import write_displacement
+from medinr.textsafe import dumps_strict
+
+
+def write_json(path, data: dict) -> None:
+    """A metrics file as strict JSON: non-finite numbers become "inf", "-inf" or "nan" (:mod:`medinr.textsafe`)."""
+    text = dumps_strict(data, indent=2, sort_keys=True)
+    with open(path, "w") as f:
+        f.write(text + "\n")
+
+
+def publish(result: AppResult, out: OutputDir) -> None:
+    """Write ``result`` into ``out`` (an entered :class:`~medinr.outputs.OutputDir`)."""
+    start = time.perf_counter()
+    for image in result.images:
+        if image.kind == "displacement":
+            write_displacement(out / image.name, image.array, image.geometry)
+        else:
+            save_image(out / image.name, image.array, image.geometry, dtype=image.dtype)
+    for name, continuous in result.checkpoints.items():
+        save_checkpoint(out / name, continuous)
+    for figure in result.figures:
+        figure.draw(**{**figure.kwargs, figure.path_arg: out / figure.name})
+    timing = {**result.timing, "writing": time.perf_counter() - start}
+    write_json(out / "metrics.json", {**result.record, "timing": timing})
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Window an image for display: its 0.5th..99.5th percentiles onto 0..255."""
+    finite = image[np.isfinite(image)]
+    if finite.size == 0:
+        return np.zeros(image.shape, dtype=np.uint8)
+    lo, hi = np.percentile(finite, [0.5, 99.5])
+    if hi <= lo:  # a nearly constant image: use its full range, or any unit range for a constant
+        lo, hi = float(finite.min()), float(finite.max())
+        hi = hi if hi > lo else lo + 1.0
+    return np.clip(np.round((image - lo) / (hi - lo) * 255), 0, 255).astype(np.uint8)
+
+
+def publish_file(result: AppResult, path) -> None:
+    """Write a one-image result to the file ``path``: a windowed grey PNG, or NIfTI with the slice's affine."""
+    (image,) = result.images
+    if image.kind == "png":
+        import matplotlib.image
+
+        with atomic_path(path) as tmp:
+            matplotlib.image.imsave(tmp, to_uint8(image.array), cmap="gray", vmin=0, vmax=255, format="png")
+    else:
+        save_image(path, image.array, image.geometry, dtype=image.dtype)

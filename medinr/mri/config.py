@@ -1,0 +1,183 @@
+"""The settings of a self-calibrated INR reconstruction: the regularisation path, the presets, the baselines.
+
+The fit follows one *path*: regularisation weights fall geometrically from strong to weak while the grid
+levels of a coarse-to-fine model are unlocked one by one. Along the path the image goes from over-smoothed
+to noisy; the error on held-out acquired samples (never the ground truth) is recorded every few steps and
+its minimum picks the weights, the active levels and the stopping step together
+(:func:`medinr.mri.inr_recon.self_calibrate`).
+
+Weights are relative: the data term is the whitened residual energy per voxel (noise of unit variance, see
+:mod:`medinr.mri.noise`) and the priors are means per voxel of the image normalised to a robust maximum of
+1, so a weight is the inverse of a typical prior magnitude and means the same on every scan.
+
+This module imports no torch: requests name and check these settings while arguments are parsed.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from medinr.errors import MedinrError
+from medinr.training.final import FinalStage
+
+#: The compressed-sensing baselines (SigPy): L1-wavelet and total variation.
+CS_METHODS = ("l1wavelet", "tv")
+
+
+@dataclass
+class RegularisationPath:
+    """Weights and capacity as a function of the step.
+
+    Attributes
+    ----------
+    steps : int
+        Nominal length of the path: the weights reach their ``*_end`` values here.
+    extend : float
+        The walk may go on to ``extend * steps`` (weights keep falling at the same geometric rate) while the
+        held-out error still improves: as a CS lambda sweep widens, the path is not cut at its end when the
+        best point lies there. The walk stops earlier when the held-out error stops improving.
+    tv_start, tv_end : float
+        Total-variation weight at the first and the nominal last step (geometric; equal: constant).
+    wavelet_start, wavelet_end : float
+        The same for the L1 Haar-wavelet weight.
+    unlock_fraction : float
+        All levels are active after this fraction of the path; level ``l`` unlocks at
+        ``l / (levels - 1) * unlock_fraction`` of it (0: every level from the start).
+    """
+
+    steps: int = 300
+    extend: float = 2.0
+    tv_start: float = 30.0
+    tv_end: float = 3.0
+    wavelet_start: float = 30.0
+    wavelet_end: float = 3.0
+    unlock_fraction: float = 0.0
+
+    def _geometric(self, start: float, end: float, step: int) -> float:
+        t = step / max(1, self.steps - 1)
+        if start <= 0 or end <= 0:  # a weight that is (or ends at) zero falls linearly, then stays at zero
+            return float(max(0.0, start + (end - start) * min(t, 1.0)))
+        return float(start * (end / start) ** t)
+
+    @property
+    def max_steps(self) -> int:
+        return max(self.steps, int(round(self.steps * self.extend)))
+
+    def tv(self, step: int) -> float:
+        return self._geometric(self.tv_start, self.tv_end, step)
+
+    def wavelet(self, step: int) -> float:
+        return self._geometric(self.wavelet_start, self.wavelet_end, step)
+
+    def active_levels(self, step: int, levels: int) -> int:
+        """How many of the coarsest of a model's ``levels`` are active at ``step``."""
+        if levels <= 1 or self.unlock_fraction <= 0:
+            return levels
+        t = step / max(1, self.steps * self.unlock_fraction)
+        return min(levels, 1 + int(math.floor(t * (levels - 1) + 1e-9)))
+
+    def at(self, step: int, levels: int) -> dict[str, float]:
+        """The settings in force at ``step`` (what metrics.json records for the chosen step)."""
+        return {"step": step, "tv": self.tv(step), "wavelet": self.wavelet(step),
+                "levels": self.active_levels(step, levels)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class InrReconConfig:
+    """Settings of an INR reconstruction.
+
+    Attributes
+    ----------
+    model : str
+        Zoo family (see ``medinr.models.MODEL_REGISTRY``).
+    model_options : dict
+        Options for :func:`medinr.models.build_model`, over the family's reconstruction defaults
+        (:func:`medinr.models.tasks.task_defaults`).
+    path : RegularisationPath
+        Steps, the TV and wavelet weights from start to end, and the coarse-to-fine schedule.
+    lr : float or None
+        Base learning rate (None: the family's rate for reconstruction).
+    holdout_fraction : float
+        Fraction of acquired units (readouts, outside the calibration region) held out to choose the point
+        on the path. 0 disables self-calibration: the whole path is walked on every sample.
+    final : FinalStage
+        After the choice: 'refit' on every acquired sample from the start up to the chosen step (default);
+        'finetune': continue the chosen model on every sample for ``final.fraction`` of the chosen step along
+        the path; 'split': keep the split's model. A name is taken with the default fraction (0.25).
+    whiten : bool
+        Decorrelate the coils with the estimated noise covariance (else only divide by the noise level).
+    eval_every : int
+        Steps between two held-out evaluations.
+    warmup_fraction : float
+        No point of the first ``warmup_fraction`` of the nominal path is a candidate: an untrained network
+        is not a reconstruction, yet it can predict a few noise-dominated held-out lines best.
+    patience : int
+        Evaluations without improvement before the walk stops early.
+    data_consistency : bool
+        Re-insert the acquired samples into the network's k-space for the output image.
+    prior_steps : int
+        Steps of the image fit to ``--prior`` before the k-space fit (NeRP).
+    schedule : str
+        Learning-rate schedule over the path.
+    """
+
+    model: str = "mrgrid"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    path: RegularisationPath = field(default_factory=RegularisationPath)
+    lr: float | None = None
+    holdout_fraction: float = 0.1
+    final: FinalStage = field(default_factory=FinalStage)
+    whiten: bool = True
+    eval_every: int = 10
+    warmup_fraction: float = 0.2
+    patience: int = 8
+    data_consistency: bool = False
+    prior_steps: int = 200
+    schedule: str = "cosine"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.path, dict):
+            self.path = RegularisationPath(**self.path)
+        self.final = FinalStage.of(self.final)
+        self.check()
+
+    def check(self) -> None:
+        """One clear error for a setting that cannot work."""
+        p = self.path
+        if not 0.0 <= self.holdout_fraction < 1.0:
+            raise MedinrError(f"the held-out fraction must lie in [0, 1), got {self.holdout_fraction}")
+        if min(p.steps, self.eval_every, self.patience) < 1 or self.prior_steps < 0 or not p.extend >= 1:
+            raise MedinrError("path steps, eval_every and patience must be at least 1, extend at least 1")
+        weights = (p.tv_start, p.tv_end, p.wavelet_start, p.wavelet_end, p.unlock_fraction, self.warmup_fraction)
+        if not all(math.isfinite(w) and w >= 0 for w in weights) or (self.lr is not None and not self.lr > 0):
+            raise MedinrError("regularisation weights must be finite and non-negative, the learning rate positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: Presets of ``medinr reconstruct --preset``: overrides of :class:`InrReconConfig` (``path`` entries
+#: override :class:`RegularisationPath` fields). Chosen on the benchmark panel (bench/recon.py).
+PRESETS: dict[str, dict[str, Any]] = {
+    "fast": {"path": {"steps": 100}, "eval_every": 5, "patience": 6, "final": "finetune"},
+    "default": {},
+    "quality": {"path": {"steps": 600}, "patience": 12},
+}
+
+
+def preset_config(name: str, **overrides: Any) -> InrReconConfig:
+    """An :class:`InrReconConfig` for preset ``name`` ('fast', 'default', 'quality') with ``overrides``."""
+    if name not in PRESETS:
+        raise MedinrError(f"unknown preset '{name}' ({', '.join(PRESETS)})")
+    settings = copy.deepcopy(PRESETS[name])
+    path = {**settings.pop("path", {}), **overrides.pop("path", {})}
+    config = InrReconConfig(**{**settings, **overrides})
+    config.path = RegularisationPath(**{**asdict(config.path), **path})
+    config.check()
+    return config
