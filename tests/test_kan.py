@@ -11,13 +11,13 @@ import torch
 from medinr.checkpoint import load_checkpoint, save_checkpoint
 from medinr.continuous import ContinuousImage
 from medinr.errors import MedinrError
-from medinr.training import fit, seed_everything
 from medinr.geometry import Geometry
 from medinr.image_fit import fit_image
 from medinr.metrics import psnr
 from medinr.models import build_model
 from medinr.models.kan import KAN, KANLayer, bspline_basis, cubic_basis_uniform, uniform_knots
 from medinr.models.kan_plot import plot_activations
+from medinr.training import fit, seed_everything
 
 # A small KAN for the sparsification tests: it fits in a few seconds and has hidden nodes to spare.
 SMALL = {"widths": [16, 16], "encoding": "fourier", "encoding_options": {"n_frequencies": 8, "sigma": 3.0}}

@@ -11,10 +11,10 @@ import torch
 from medinr.checkpoint import load_checkpoint, save_checkpoint
 from medinr.continuous import ContinuousImage
 from medinr.errors import MedinrError
-from medinr.training import fit, seed_everything
 from medinr.geometry import Geometry
 from medinr.metrics import psnr
 from medinr.models import MODEL_REGISTRY, build_model
+from medinr.training import fit, seed_everything
 
 SIZE = 32
 

@@ -8,22 +8,25 @@ import torch
 
 from medinr.geometry import Geometry
 from medinr.metrics import psnr, tissue_mask
-from medinr.mri import make_mask
+from medinr.models.tasks import task_defaults
+from medinr.mri import holdout, make_mask
+from medinr.mri import problem as problem_module
 from medinr.mri.baselines import DEFAULT_LAMBDAS, LAMBDA_STEP, cs_sweep, zero_filled
 from medinr.mri.compare import run_methods
-from medinr.mri.holdout import HeldOutError, describe_split, holdout_split
+from medinr.mri.config import preset_config
+from medinr.mri.holdout import SPLIT_SEED_OFFSET, HeldOutError, describe_split, readout_holdout
 from medinr.mri.inr_recon import (
+    PathObjective,
     build_recon_model,
     inr_reconstruct,
     lattice_image,
-    preset_config,
     reconstructed_image,
-    walk_path,
     whiten_data,
 )
 from medinr.mri.kspace_io import MeasuredKspace
 from medinr.mri.masks import calibration_region
 from medinr.mri.problem import problem_from_image, problem_from_kspace
+from medinr.training import BestIterate, HeldOutSamples, Schedule, fit
 
 SMALL = {"path": {"steps": 120}, "eval_every": 5}
 
@@ -39,7 +42,7 @@ def small_image(coronal_slice) -> np.ndarray:
 def test_holdout_split_is_disjoint_outside_calibration_and_seeded(kind, shape):
     pytest.importorskip("sigpy") if kind == "poisson" else None
     mask = make_mask(shape, kind, 3, 0.15, seed=2).mask
-    fit, held = holdout_split(mask, 0.2, seed=5)
+    fit, held = readout_holdout(mask, 0.2, seed=5)
     assert not (fit & held).any() and np.array_equal(fit | held, mask)
     assert held.any() and not (held & calibration_region(mask)).any()
     assert not (~mask & held).any()
@@ -48,23 +51,48 @@ def test_holdout_split_is_disjoint_outside_calibration_and_seeded(kind, shape):
     assert info["held_out_units"] == max(min(3, candidates // 4), round(0.2 * candidates))
     if kind != "poisson":  # line masks hold out whole readouts
         assert info["unit"] == "readout line" and (held == held[:1]).all()
-    again = holdout_split(mask, 0.2, seed=5)[1]
-    other = holdout_split(mask, 0.2, seed=6)[1]
-    fold = holdout_split(mask, 0.2, seed=5, fold=1)[1]
+    again = readout_holdout(mask, 0.2, seed=5)[1]
+    other = readout_holdout(mask, 0.2, seed=6)[1]
+    fold = readout_holdout(mask, 0.2, seed=5, fold=1)[1]
     assert np.array_equal(again, held) and not np.array_equal(other, held) and not (fold & held).any()
-    assert not holdout_split(mask, 0.0, seed=5)[1].any()
+    assert not readout_holdout(mask, 0.0, seed=5)[1].any()
+    # the one hold-out rule draws the same readouts as the k-space split's own rule did (benchmarks unchanged)
+    lines = info["unit"] == "readout line"
+    units = mask[0] if lines else mask
+    region = calibration_region(mask)
+    candidates = np.flatnonzero(units & ~(region.any(axis=0) if lines else region))
+    count = max(round(0.2 * candidates.size), min(3, max(1, candidates.size // 4)))
+    legacy = np.zeros(units.size, bool)
+    legacy[np.random.default_rng(5 + SPLIT_SEED_OFFSET).permutation(candidates)[:count]] = True
+    legacy = np.broadcast_to(legacy.reshape(units.shape), mask.shape) if lines else legacy.reshape(mask.shape)
+    assert np.array_equal(held, legacy & mask)
 
 
-def test_inr_and_cs_are_chosen_on_the_same_held_out_samples(small_image):
+def test_inr_and_cs_are_chosen_on_the_same_held_out_samples(small_image, monkeypatch):
+    """One split and one noise estimate per problem: the samples the INR is scored on are the very mask the CS
+    lambdas are chosen on, and neither is computed twice."""
     problem = problem_from_image(small_image, Geometry(small_image.shape), "random", 4, 0.1, 4, "simulated", 30)
     config = preset_config("default", **SMALL)
     config.path.steps, config.path.extend = 40, 1.0
-    comparison = run_methods(problem, config, ("zero_filled", "inr"), seed=3)
+    seen: dict[str, list] = {"inr": [], "cs": [], "noise": 0, "split": 0}
+    inr_init, cs_init = HeldOutSamples.__init__, HeldOutError.__init__
+    monkeypatch.setattr(HeldOutSamples, "__init__",
+                        lambda self, held, *a, **k: seen["inr"].append(held.numpy().copy()) or inr_init(self, held, *a,
+                                                                                                          **k))
+    monkeypatch.setattr(HeldOutError, "__init__",
+                        lambda self, kspace, maps, held, w: seen["cs"].append(np.asarray(held).copy()) or cs_init(
+                            self, kspace, maps, held, w))
+    estimate, draw = problem_module.estimate_noise, holdout.readout_holdout
+    monkeypatch.setattr(problem_module, "estimate_noise", lambda *a: seen.update(noise=seen["noise"] + 1) or
+                        estimate(*a))
+    monkeypatch.setattr(holdout, "readout_holdout", lambda *a: seen.update(split=seen["split"] + 1) or draw(*a))
+    comparison = run_methods(problem, config, ("zero_filled", "l1wavelet", "inr"), seed=3)
+    assert seen["noise"] == 1 and seen["split"] == 1
+    held = comparison.problem.split.held
+    assert held.any() and len(seen["inr"]) == 1 and len(seen["cs"]) == 1
+    assert np.array_equal(seen["inr"][0], held) and np.array_equal(seen["cs"][0], held)
+    assert np.array_equal(held, readout_holdout(problem.mask.mask, config.holdout_fraction, 3)[1])
     inr = comparison.results["inr"].details
-    assert inr["split"]["held_out_units"] == comparison.split["held_out_units"] >= 1
-    _, held = holdout_split(problem.mask.mask, config.holdout_fraction, 3)
-    score = HeldOutError(problem.kspace, problem.maps, held, np.eye(4))
-    assert score(np.asarray(problem.kspace[0] * 0)) > 0  # a zero image mispredicts the held-out samples
     points = inr["validation_curve"]
     best = min(points, key=lambda p: p["validation_error"])
     assert inr["chosen"] == best  # the chosen point is the minimum of the recorded curve, not the last step
@@ -76,22 +104,28 @@ def test_validation_stops_before_the_noise_is_fitted(small_image):
     problem = problem_from_image(small_image, Geometry(small_image.shape), "random", 3, 0.1, 4, "simulated", 15)
     config = preset_config("default", path={"steps": 300, "tv_start": 30.0, "tv_end": 1.0, "extend": 1.0},
                            eval_every=5, patience=1000, holdout_fraction=0.25)
+    problem = problem.prepared(0.25, 0)
     k, maps, mask = problem.tensors()
-    data = whiten_data(k, maps, mask, True)
-    fit, held = holdout_split(problem.mask.mask, 0.25, 0)
+    mask = mask.bool()
+    data = whiten_data(k, maps, mask, problem.noise, True)
+    held = torch.from_numpy(problem.split.held)
     torch.manual_seed(0)
     model = build_recon_model("mrgrid", 2, (64, 64), {})
-    walk = walk_path(model, data, torch.from_numpy(fit), torch.from_numpy(held), config)
-    points = walk.curve.points
-    chosen = points[walk.curve.best]
+    validator = HeldOutSamples(held, 5, 60, lambda m, step: PathObjective(m, data, mask & ~held, config).residual(step))
+    rule = BestIterate(validator, 1000, describe=lambda step: config.path.at(step, model.capacity_levels))
+    lr = task_defaults("mrgrid", "reconstruction", (64, 64)).lr
+    walk = fit(model, PathObjective(model, data, mask & ~held, config), 300, lr, Schedule("cosine", length=300),
+               selection=rule, progress=False)
+    points = rule.points
+    chosen = rule.best_point
     assert walk.steps == 300 and chosen == min(points, key=lambda p: p["validation_error"])
     assert 0 < chosen["step"] < 250 and points[-1]["validation_error"] > 1.02 * chosen["validation_error"]
-    rule = HeldOutError(problem.kspace, problem.maps, held, data.noise.whitening())
+    score = HeldOutError(problem.kspace, problem.maps, problem.split.held, data.noise.whitening())
     with torch.no_grad():
-        last = rule(data.scale * lattice_image(model, (64, 64)).numpy())
-        model.load_state_dict(walk.state)
-        best = rule(data.scale * lattice_image(model, (64, 64)).numpy())
+        last = score(data.scale * lattice_image(model, (64, 64)).numpy())
+        best = score(data.scale * lattice_image(rule.best_model, (64, 64)).numpy())
     assert best == pytest.approx(chosen["validation_error"], rel=1e-3)
+    assert last == pytest.approx(points[-1]["validation_error"], rel=1e-3)  # the last state, scored at the end
     assert last > 1.02 * best
 
 
@@ -100,8 +134,7 @@ def test_more_noise_means_stronger_regularisation_or_an_earlier_stop(small_image
     for snr in (15, 40):
         problem = problem_from_image(small_image, Geometry(small_image.shape), "random", 3, 0.1, 4, "simulated",
                                      snr, seed=1)
-        k, maps, mask = problem.tensors()
-        recon = inr_reconstruct(k, maps, mask, problem.geometry, preset_config("default", **SMALL), progress=False)
+        recon = inr_reconstruct(problem, preset_config("default", **SMALL), progress=False)
         chosen[snr] = recon.extra["chosen"]
         assert recon.extra["noise"]["sigma"] > 0
     noisy, clean = chosen[15], chosen[40]
@@ -110,9 +143,8 @@ def test_more_noise_means_stronger_regularisation_or_an_earlier_stop(small_image
 
 def test_chosen_settings_are_reproducible_with_a_seed(small_image):
     problem = problem_from_image(small_image, Geometry(small_image.shape), "random", 4, 0.1, 4, "simulated", 30)
-    k, maps, mask = problem.tensors()
     config = preset_config("default", path={"steps": 40}, eval_every=5)
-    runs = [inr_reconstruct(k, maps, mask, problem.geometry, config, seed=s, progress=False) for s in (4, 4, 9)]
+    runs = [inr_reconstruct(problem, config, seed=s, progress=False) for s in (4, 4, 9)]
     assert runs[0].extra["chosen"] == runs[1].extra["chosen"]
     assert runs[0].extra["validation_curve"] == runs[1].extra["validation_curve"]
     assert runs[0].extra["split"] == runs[1].extra["split"]
@@ -128,7 +160,7 @@ def test_inr_beats_zero_filling_on_a_crop_of_the_measured_gre(samples):
     measured = MeasuredKspace(crop, None, Geometry((96, 96), np.diag([200 / 96, 200 / 96, 1.0, 1.0])), "gre crop")
     problem = problem_from_kspace(measured, "random", 3.0, 0.12, "espirit", seed=0)
     k, maps, mask = problem.tensors()
-    recon = inr_reconstruct(k, maps, mask, problem.geometry, preset_config("default", **SMALL), progress=False)
+    recon = inr_reconstruct(problem, preset_config("default", **SMALL), progress=False)
     inr = np.abs(reconstructed_image(recon, k, maps, mask, False))
     tissue = tissue_mask(problem.reference)
     zf = psnr(problem.reference, np.abs(zero_filled(problem.kspace, problem.maps, problem.mask.mask)), tissue)

@@ -16,7 +16,8 @@ from medinr.io import load_image
 from medinr.metrics import psnr, tissue_mask
 from medinr.mri import SenseOp
 from medinr.mri.baselines import zero_filled
-from medinr.mri.inr_recon import inr_reconstruct, preset_config, reconstructed_image
+from medinr.mri.config import preset_config
+from medinr.mri.inr_recon import inr_reconstruct, reconstructed_image
 from medinr.mri.problem import problem_from_image
 from pipelines.cli import main
 
@@ -49,7 +50,7 @@ def test_inr_beats_zero_filled_and_is_data_consistent(small_image):
     tissue = tissue_mask(small_image)
     zf = psnr(small_image, np.abs(zero_filled(problem.kspace, problem.maps, problem.mask.mask)), tissue)
     config = preset_config("default", path={"steps": 100, "extend": 1.0})
-    result = inr_reconstruct(kspace, maps, mask, problem.geometry, config, seed=0, progress=False)
+    result = inr_reconstruct(problem, config, seed=0, progress=False)
     inr = psnr(small_image, np.abs(reconstructed_image(result, kspace, maps, mask, False)), tissue)
     assert inr > zf + 4.0, (inr, zf)  # measured: about +7 dB (zero-filled ~17 dB)
     assert result.kind == "complex" and result.extra["final"].startswith("refitted")
@@ -57,7 +58,7 @@ def test_inr_beats_zero_filled_and_is_data_consistent(small_image):
     single = problem_from_image(small_image, Geometry(small_image.shape), "random", 4, 0.08, 1, "simulated", seed=0)
     k1, m1, mask1 = single.tensors()
     config = preset_config("default", path={"steps": 30}, data_consistency=True)
-    dc = inr_reconstruct(k1, m1, mask1, single.geometry, config, progress=False)
+    dc = inr_reconstruct(single, config, progress=False)
     pred = SenseOp(m1, mask1)(torch.from_numpy(reconstructed_image(dc, k1, m1, mask1, True)))
     assert torch.allclose(pred, k1 * mask1, atol=1e-4 * float(k1.abs().max()))
 
@@ -96,14 +97,21 @@ def test_cli_image_input_writes_everything(tmp_path, image_file, capsys):
     # same intensity units as the input (values 0..1 here, not normalised to something else)
     assert 0.5 < np.percentile(rec.get_fdata(), 99.5) < 1.5
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["reference"] == "ground_truth" and metrics["seed"] == 0
+    assert metrics["reference"] == "ground_truth" and metrics["settings"]["seed"] == 0
     assert set(metrics["methods"]) == {"inr", "zero_filled", "l1wavelet"}
     assert abs(metrics["acceleration_achieved"] - 4) < 0.2
-    assert "psnr_tissue" in metrics["methods"]["inr"] and "inr" in metrics["seconds"]
-    # every choice is recorded: the noise estimate, the split, the validation curve, the chosen point, CS lambdas
+    assert "psnr_tissue" in metrics["methods"]["inr"]
+    # times apart from results: per method, the INR per stage
+    timing = metrics["timing"]
+    assert {"setup", "baselines", "inr", "evaluation", "writing", "total"} <= set(timing)
+    assert set(timing["baselines"]) == {"zero_filled", "l1wavelet"}
+    assert set(timing["inr"]["stages"]) == {"walk", "final"}
+    assert timing["inr"]["stages"]["walk"]["steps"] > 0 and timing["inr"]["stages"]["walk"]["seconds_per_step"] > 0
+    # every choice is recorded once: the request, the noise estimate, the split, the curve, the chosen point, lambdas
     details = metrics["method_details"]
-    assert details["inr"]["noise"]["sigma"] > 0 and details["inr"]["chosen"] in details["inr"]["validation_curve"]
-    assert details["inr"]["split"]["held_out_units"] == metrics["holdout_split"]["held_out_units"]
+    assert metrics["noise"]["sigma"] > 0 and details["inr"]["chosen"] in details["inr"]["validation_curve"]
+    assert metrics["holdout_split"]["held_out_units"] >= 1 and "split" not in details["inr"]
+    assert metrics["settings"]["inr"]["path"]["steps"] == 20 and metrics["settings"]["baselines"] == ["l1wavelet"]
     assert details["l1wavelet"]["lambda"] in details["l1wavelet"]["lambdas"] and not details["l1wavelet"]["at_boundary"]
     ckpt = load_checkpoint(out / "recon.inr")
     assert ckpt.kind == "complex" and ckpt.model.out_features == 2
@@ -228,3 +236,37 @@ def test_cli_bad_inputs_fail_cleanly(tmp_path, image_file, small_image, capsys, 
     assert rc == 2
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
     assert not out.exists()
+
+
+def _recon_cli(tmp_path, image_file, name: str, *extra: str) -> tuple[dict, object]:
+    out = tmp_path / name
+    rc = main(["reconstruct", str(image_file), "--out", str(out), "--steps", "12", "--quiet", "--baselines", "zf",
+               "--snr", "30", *extra])
+    assert rc == 0
+    return json.loads((out / "metrics.json").read_text()), load_checkpoint(out / "recon.inr")
+
+
+def test_cli_final_prior_and_no_whiten_flags_reach_the_fit(tmp_path, image_file, small_image):
+    """Each flag changes what the fit did (a test that fails if the flag were ignored)."""
+    base, base_ckpt = _recon_cli(tmp_path, image_file, "base")
+    assert base["method_details"]["inr"]["final"].startswith("refitted")
+    assert base_ckpt.extra["noise"]["whitened"] is True and "prior" not in base["timing"]["inr"]["stages"]
+    split, _ = _recon_cli(tmp_path, image_file, "split", "--final", "split")
+    assert split["method_details"]["inr"]["final"] == "the split's model at the chosen step"
+    assert "final" not in split["timing"]["inr"]["stages"]
+    tuned, _ = _recon_cli(tmp_path, image_file, "tuned", "--final", "finetune")
+    assert "continued on every sample" in tuned["method_details"]["inr"]["final"]
+    _, plain = _recon_cli(tmp_path, image_file, "plain", "--no-whiten")
+    assert plain.extra["noise"]["whitened"] is False
+    prior_path = tmp_path / "prior.nii.gz"
+    nib.save(nib.Nifti1Image(small_image, np.diag([2.0, 3.0, 1.0, 1.0])), prior_path)
+    prior, prior_ckpt = _recon_cli(tmp_path, image_file, "prior", "--prior", str(prior_path), "--prior-steps", "15")
+    assert prior["timing"]["inr"]["stages"]["prior"]["steps"] == 15
+    assert prior["methods"]["inr"]["psnr"] != base["methods"]["inr"]["psnr"]  # the prior fit moved the start
+
+
+def test_seeded_runs_compare_equal_on_everything_but_timing(tmp_path, image_file):
+    first, _ = _recon_cli(tmp_path, image_file, "one")
+    second, _ = _recon_cli(tmp_path, image_file, "two")
+    assert set(first.pop("timing")) == set(second.pop("timing"))  # times differ from run to run; results must not
+    assert first == second

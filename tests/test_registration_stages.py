@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from medinr.registration.app import inverse_consistency
 from scipy import ndimage
 
 from medinr.errors import MedinrError
@@ -12,7 +13,6 @@ from medinr.geometry import Geometry, sample_grid
 from medinr.io import load_image, save_image
 from medinr.models import MODEL_REGISTRY
 from medinr.registration import register, register_with_inverse
-from medinr.registration.app import inverse_consistency
 from medinr.registration.evaluation import dice_per_label
 from medinr.registration.field import dense_displacement, warp_image
 from medinr.registration.register import settings_from_preset

@@ -22,13 +22,13 @@ def run(request: Any) -> Any:
 
 
 def publish(result: Any, out: OutputDir) -> None:
-    """Write ``result`` into the staged output folder ``out`` (:func:`medinr.apps.publish.publish`)."""
-    importlib.import_module("medinr.apps.publish").publish(result, out)
+    """Write ``result`` into the staged output folder ``out`` (:func:`medinr.apps.writer.publish`)."""
+    importlib.import_module("medinr.apps.writer").publish(result, out)
 
 
 def publish_file(result: Any, path: Any) -> None:
-    """Write a one-image result (a render) to the file ``path`` (:func:`medinr.apps.publish.publish_file`)."""
-    importlib.import_module("medinr.apps.publish").publish_file(result, path)
+    """Write a one-image result (a render) to the file ``path`` (:func:`medinr.apps.writer.publish_file`)."""
+    importlib.import_module("medinr.apps.writer").publish_file(result, path)
 
 
 def execute(request: Any, out: str, force: bool = False) -> Any:

@@ -2,7 +2,7 @@
 
 The loop is :func:`medinr.training.fit` (through :func:`medinr.image_fit.fit_image`), the validation the
 held-out voxels (:class:`medinr.training.HeldOutVoxels`), the family's defaults :func:`medinr.models.tasks.
-task_defaults`; :func:`medinr.apps.publish.publish` writes the result.
+task_defaults`; :func:`medinr.apps.writer.publish` writes the result.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ The problem is built once (simulated from an image or read from k-space), with i
 held-out split (:meth:`medinr.mri.problem.ReconProblem.prepared`); every method runs on it
 (:func:`medinr.mri.compare.run_methods`). The INR's loop is :func:`medinr.training.fit`, its validation the
 held-out readouts (:class:`medinr.training.HeldOutSamples`), its defaults :func:`medinr.models.tasks.
-task_defaults` and its settings :mod:`medinr.mri.config`; :func:`medinr.apps.publish.publish` writes the result.
+task_defaults` and its settings :mod:`medinr.mri.config`; :func:`medinr.apps.writer.publish` writes the result.
 """
 
 from __future__ import annotations

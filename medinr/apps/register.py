@@ -2,7 +2,7 @@
 
 The fit is :func:`medinr.registration.register_with_inverse` (its loop :func:`medinr.training.fit`, its
 settings by stage :mod:`medinr.registration.settings`, its family defaults :func:`medinr.models.tasks.
-task_defaults`); the evaluation :mod:`medinr.registration.evaluation`; :func:`medinr.apps.publish.publish`
+task_defaults`); the evaluation :mod:`medinr.registration.evaluation`; :func:`medinr.apps.writer.publish`
 writes the result.
 """
 

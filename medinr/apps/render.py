@@ -1,6 +1,6 @@
 """``medinr render`` as a library call: one plane of a checkpoint, exact or from its cached lattice.
 
-The rendering itself is :mod:`medinr.render`; :func:`medinr.apps.publish.publish_file` writes the image.
+The rendering itself is :mod:`medinr.render`; :func:`medinr.apps.writer.publish_file` writes the image.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What an app returns: the images to write, the continuous images to save, the record, the timing, the figures.
 
 Plain data (arrays, geometries, dicts and module-level drawing functions), so that a result can travel back
-from a batch worker and :func:`medinr.apps.publish.publish` can write it anywhere.
+from a batch worker and :func:`medinr.apps.writer.publish` can write it anywhere.
 """
 
 from __future__ import annotations

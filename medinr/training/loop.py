@@ -138,8 +138,10 @@ class Schedule:
     warmup: int = 0
 
 
-def _target(target: Trainable | Iterable) -> Trainable:
-    return target if isinstance(target, Trainable) else Parameters(target)
+def _target(target: Trainable | torch.nn.Module | Iterable) -> Trainable:
+    if isinstance(target, Trainable):
+        return target
+    return Parameters(target.parameters() if isinstance(target, torch.nn.Module) else target)
 
 
 def _optimiser(groups: list[dict], lr: float, factor: Callable[[int], float], step: int,
@@ -160,24 +162,25 @@ def _optimiser(groups: list[dict], lr: float, factor: Callable[[int], float], st
 class _Loop:
     """The state of one :func:`fit`: optimiser, schedule, bar, clock; :meth:`run` is the loop."""
 
-    def __init__(self, target: Trainable, objective: Callable, steps: int, lr: float, schedule: Schedule,
+    def __init__(self, model: Any, objective: Callable, steps: int, lr: float, schedule: Schedule,
                  start: int, progress_span: tuple[int, int] | None, selection: Any, options: dict) -> None:
         if steps < 1:
             raise MedinrError(f"the number of steps must be at least 1, got {steps}")
-        self.target, self.objective, self.steps, self.start = target, objective, int(steps), int(start)
+        self.model, self.target = model, _target(model)  # validators score (and copy) the model itself
+        self.objective, self.steps, self.start = objective, int(steps), int(start)
         self.selection, self.options = selection, options
         length = schedule.length if schedule.length is not None else self.start + self.steps
         self.lr, self.factor = float(lr), lr_lambda(schedule.kind, length, schedule.warmup)
         offset, total = progress_span if progress_span is not None else (0, length)
         self.fraction = lambda step: (offset + step) / max(1, total)
-        self.optimiser, self.scheduler = _optimiser(target.param_groups(self.lr), self.lr, self.factor, self.start,
-                                                    None)
+        self.optimiser, self.scheduler = _optimiser(self.target.param_groups(self.lr), self.lr, self.factor,
+                                                    self.start, None)
         self.result = TrainResult()
 
     def _validate(self, step: int, aux: Any, loss: float | None) -> bool:
         """Score the state after ``step`` steps when the selection rule wants it; True: stop (patience)."""
         t0 = time.perf_counter()
-        stop = self.selection.observe(step, self.target, aux, loss)
+        stop = self.selection.observe(step, self.model, aux, loss)
         self.result.validation_seconds += time.perf_counter() - t0
         return stop
 
@@ -245,7 +248,7 @@ class _Loop:
         if self.selection is not None:
             self.result.stopped = "patience" if self.selection.exhausted() else self.result.stopped
             t0 = time.perf_counter()
-            self.selection.finish(step, self.target)
+            self.selection.finish(step, self.model)
             self.result.validation_seconds += time.perf_counter() - t0
         self.result.steps = len(self.result.losses)
         self.result.seconds = time.perf_counter() - begin
@@ -253,7 +256,7 @@ class _Loop:
 
 
 def fit(
-    target: Trainable | Iterable[torch.nn.Parameter] | Iterable[dict],
+    target: Trainable | torch.nn.Module | Iterable[torch.nn.Parameter] | Iterable[dict],
     objective: Callable[[int], torch.Tensor | tuple[torch.Tensor, Any]],
     steps: int,
     lr: float = 1e-3,
@@ -272,9 +275,10 @@ def fit(
 
     Parameters
     ----------
-    target : Trainable or iterable of parameters or Adam groups
+    target : Trainable, module, or iterable of parameters or Adam groups
         What is trained. A :class:`Trainable` (an INR, a velocity field, :class:`Together`) has its parameter
-        groups, its training schedule and its regulariser applied by the loop; plain parameters have none.
+        groups, its training schedule and its regulariser applied by the loop; a plain module or plain
+        parameters have none.
     objective : callable
         ``objective(step)`` -> scalar loss tensor, or ``(loss, aux)`` where ``aux`` is what a validator scored
         from the same forward pass needs (k-space residuals).
@@ -314,4 +318,4 @@ def fit(
     plan = schedule if isinstance(schedule, Schedule) else Schedule(schedule)
     options = {"progress": progress, "description": description, "time_budget": time_budget, "on_step": on_step,
                "before_step": before_step}
-    return _Loop(_target(target), objective, steps, lr, plan, start, progress_span, selection, options).run()
+    return _Loop(target, objective, steps, lr, plan, start, progress_span, selection, options).run()
