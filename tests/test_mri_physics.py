@@ -10,6 +10,7 @@ import torch
 import medinr.mri.operators as ops
 from medinr.errors import MedinrError
 from medinr.geometry import Geometry
+from medinr.models import build_model
 from medinr.models.mrgrid import MultiResGrid
 from medinr.mri import SenseOp, fftc, ifftc, make_mask
 from medinr.mri.coils import birdcage_maps, espirit_maps
@@ -43,7 +44,6 @@ def _linops() -> dict[str, object]:
         maps = torch.from_numpy(birdcage_maps(grid, 4)).to(torch.complex128)
         mask = torch.from_numpy(make_mask(grid, "random", 2.0, 0.2, seed=3).mask)
         sense = SenseOp(maps, mask)
-        mix = torch.from_numpy(NoiseEstimate(np.diag([1.0, 2.0, 3.0, 4.0]) + 0.3, 10, 1.0).whitening())
         tag = f"{len(grid)}d"
         out |= {
             f"sense_{tag}": sense,
@@ -52,8 +52,6 @@ def _linops() -> dict[str, object]:
             f"fft_{tag}": ops.fft_op(maps.shape, len(grid)),
             f"multiply_{tag}": ops.multiply_op(grid, maps[0]),
             f"coils_{tag}": ops.coil_op(maps),
-            f"coil_mix_{tag}": ops.coil_mix_op(mix.to(torch.complex128), maps.shape),
-            f"whitened_sense_{tag}": ops.coil_mix_op(mix.to(torch.complex128), maps.shape) @ sense,
         }
     return out
 
@@ -89,7 +87,7 @@ def test_linop_checks_catch_a_wrong_adjoint_and_wrong_shapes():
 def test_every_operator_factory_is_checked():
     """A new operator in medinr.mri.operators must join LINOPS (and so the adjoint check)."""
     factories = {n for n, f in vars(ops).items() if n.endswith("_op") and callable(f)} | {"SenseOp"}
-    covered = {"fft_op", "multiply_op", "coil_op", "coil_mix_op", "SenseOp"}
+    covered = {"fft_op", "multiply_op", "coil_op", "SenseOp"}
     assert factories == covered, factories ^ covered
 
 
@@ -210,21 +208,47 @@ def test_grid_inr_lattice_path_equals_sampling():
         assert torch.allclose(model.forward_lattice(shape), model(geo.network_grid()), atol=1e-5)
 
 
-def test_recon_lattice_image_matches_the_model_and_switches_levels_off():
+def test_forward_lattice_switches_levels_off_and_recon_reads_it():
+    """mrgrid's coarse-to-fine hook: ``active_levels`` zeroes the finer levels' features (the same as zeroing the
+    grids), and the reconstruction's complex image is the model's two channels."""
     from medinr.mri.inr_recon import lattice_image
 
     torch.manual_seed(0)
     model = MultiResGrid(2, 2, levels=3, base_resolution=4, max_resolution=12)
+    assert model.capacity_levels == 3 and build_model("siren", 2, 2, hidden=8, layers=1).capacity_levels == 1
     for g in model.grids:
         torch.nn.init.normal_(g)
     out = model.forward_lattice((17, 23))
-    assert torch.allclose(lattice_image(model, (17, 23)), torch.complex(out[..., 0], out[..., 1]), atol=1e-5)
-    coarse = lattice_image(model, (17, 23), active=1)
+    assert torch.allclose(lattice_image(model, (17, 23)), torch.complex(out[..., 0], out[..., 1]), atol=1e-6)
+    coarse = model.forward_lattice((17, 23), active_levels=1)
+    assert torch.equal(lattice_image(model, (17, 23), active=1), torch.complex(coarse[..., 0], coarse[..., 1]))
     with torch.no_grad():
         for g in model.grids[1:]:
             g.zero_()
-    out = model.forward_lattice((17, 23))
-    assert torch.allclose(coarse, torch.complex(out[..., 0], out[..., 1]), atol=1e-5)
+    assert torch.allclose(coarse, model(Geometry((17, 23)).network_grid()), atol=1e-5)
+
+
+def test_whitening_as_production_does_it_commutes_with_sense():
+    """``SenseOp(W S) x == W (SenseOp(S) x)`` for the coil mixing the reconstruction and the CS score use, and
+    :func:`whiten_data` gives exactly that model of the whitened data."""
+    from medinr.mri.inr_recon import whiten_data
+    from medinr.mri.operators import coil_mix
+
+    grid = (24, 20)
+    maps = torch.from_numpy(birdcage_maps(grid, 4))
+    mask = torch.from_numpy(make_mask(grid, "random", 2.0, 0.2, seed=3).mask)
+    noise = NoiseEstimate(np.diag([1.0, 2.0, 3.0, 4.0]) + 0.3, 10, 1.0)
+    w = torch.from_numpy(noise.whitening())
+    x = _rand_complex(*grid, seed=2).to(torch.complex64)
+    np.testing.assert_allclose(SenseOp(coil_mix(w, maps), mask)(x), coil_mix(w, SenseOp(maps, mask)(x)),
+                               rtol=1e-5, atol=1e-5)
+    kspace = SenseOp(maps, mask)(x) + 0.01 * _rand_complex(4, *grid, seed=5).to(torch.complex64)
+    data = whiten_data(kspace, maps, mask.bool(), noise, whiten=True)
+    np.testing.assert_allclose(data.kspace, coil_mix(w, kspace * mask), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(data.op(mask)(x / data.scale), coil_mix(w, SenseOp(maps, mask)(x)), rtol=1e-4,
+                               atol=1e-4)
+    plain = whiten_data(kspace, maps, mask.bool(), noise, whiten=False)  # --no-whiten: only 1 / sigma
+    np.testing.assert_allclose(plain.kspace, kspace * mask / noise.sigma, rtol=1e-6, atol=1e-6)
 
 
 def test_noise_estimate_and_whitening():

@@ -20,7 +20,7 @@ from medinr.models import INR
 from medinr.registration import register
 from medinr.registration.evaluation import jacobian_stats, read_landmarks
 from medinr.registration.field import dense_displacement, jacobian_map, jacobian_map_fd, warp_image
-from medinr.registration.register import settings_from_preset
+from medinr.registration.settings import settings_from_preset
 from pipelines.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
