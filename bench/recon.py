@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from medinr.geometry import Geometry  # noqa: E402
 from medinr.io import load_image, take_slice  # noqa: E402
 from medinr.mri.compare import run_methods  # noqa: E402
-from medinr.mri.inr_recon import preset_config  # noqa: E402
+from medinr.mri.config import preset_config  # noqa: E402
 from medinr.mri.kspace_io import load_kspace  # noqa: E402
 from medinr.mri.problem import ReconProblem, problem_from_image, problem_from_kspace  # noqa: E402
 

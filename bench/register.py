@@ -43,7 +43,7 @@ from medinr.registration import register  # noqa: E402
 from medinr.registration.affine import same_grid  # noqa: E402
 from medinr.registration.evaluation import dice_per_label, displacement_error, hausdorff95_per_label  # noqa: E402
 from medinr.registration.field import dense_displacement, jacobian_map_fd, sitk_field_to_ras, warp_image  # noqa: E402
-from medinr.registration.register import settings_from_preset  # noqa: E402
+from medinr.registration.settings import settings_from_preset  # noqa: E402
 
 SCANS = ROOT / "sample_scans"
 #: (fixed, moving): atlas to subject both ways round the panel, and subject to subject both ways.
@@ -90,7 +90,7 @@ def synthetic_case(size: int, seed: int, max_mm: float, smooth_mm: float) -> dic
 def run_medinr(case: dict, preset: str, seed: int, **overrides) -> np.ndarray:
     fg, mg = case["fixed_geometry"], case["moving_geometry"]
     s = settings_from_preset(preset, **overrides)
-    labels = (case["fixed_labels"], case["moving_labels"]) if s.label_weight > 0 else None
+    labels = (case["fixed_labels"], case["moving_labels"]) if s.labels.weight > 0 else None
     res = register(case["fixed"], fg, case["moving"], mg, s, labels=labels, seed=seed)
     return dense_displacement(res, fg)
 

@@ -32,6 +32,7 @@ def single_error_line(capsys) -> str:
     return err[0]
 
 
+@pytest.mark.slow
 def test_fit_writes_checkpoint_image_metrics_and_png(tmp_path, small_image, capsys):
     out = tmp_path / "out"
     rc = main(["fit", str(small_image), "--model", "siren", "--model-options", '{"hidden": 64, "layers": 3}',

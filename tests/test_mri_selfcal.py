@@ -40,7 +40,6 @@ def small_image(coronal_slice) -> np.ndarray:
 
 @pytest.mark.parametrize("kind, shape", [("random", (32, 96)), ("equispaced", (20, 64)), ("poisson", (48, 48))])
 def test_holdout_split_is_disjoint_outside_calibration_and_seeded(kind, shape):
-    pytest.importorskip("sigpy") if kind == "poisson" else None
     mask = make_mask(shape, kind, 3, 0.15, seed=2).mask
     fit, held = readout_holdout(mask, 0.2, seed=5)
     assert not (fit & held).any() and np.array_equal(fit | held, mask)
@@ -129,6 +128,7 @@ def test_validation_stops_before_the_noise_is_fitted(small_image):
     assert last > 1.02 * best
 
 
+@pytest.mark.slow
 def test_more_noise_means_stronger_regularisation_or_an_earlier_stop(small_image):
     chosen = {}
     for snr in (15, 40):
@@ -141,6 +141,7 @@ def test_more_noise_means_stronger_regularisation_or_an_earlier_stop(small_image
     assert noisy["tv"] > clean["tv"] or noisy["step"] < clean["step"], chosen
 
 
+@pytest.mark.slow
 def test_chosen_settings_are_reproducible_with_a_seed(small_image):
     problem = problem_from_image(small_image, Geometry(small_image.shape), "random", 4, 0.1, 4, "simulated", 30)
     config = preset_config("default", path={"steps": 40}, eval_every=5)
@@ -153,6 +154,7 @@ def test_chosen_settings_are_reproducible_with_a_seed(small_image):
     assert runs[2].extra["validation_curve"] != runs[0].extra["validation_curve"]
 
 
+@pytest.mark.slow
 def test_inr_beats_zero_filling_on_a_crop_of_the_measured_gre(samples):
     """The real 2-coil GRE (3T), its central 96 x 96 k-space (a 2.1 mm image of the whole field), 3x."""
     full = np.load(samples / "gre_2coil_kspace.npy")
@@ -169,7 +171,6 @@ def test_inr_beats_zero_filling_on_a_crop_of_the_measured_gre(samples):
 
 
 def test_cs_sweep_widens_past_a_boundary_optimum():
-    pytest.importorskip("sigpy")
     grid = (16, 16)
     mask = make_mask(grid, "random", 2, 0.25, seed=0).mask
     kspace = (np.random.default_rng(0).standard_normal((1, *grid)) * mask).astype(np.complex64)
@@ -196,3 +197,12 @@ def test_cs_sweep_widens_past_a_boundary_optimum():
     assert sweep.widened == 3 and not sweep.at_boundary
     assert sweep.lamda < min(DEFAULT_LAMBDAS) and sweep.lambdas == sorted(sweep.lambdas)
     assert abs(np.log10(sweep.lamda) - np.log10(target)) <= 0.5 * np.log10(LAMBDA_STEP) + 1e-9
+
+
+def test_the_kan_grid_schedule_runs_in_a_reconstruction(small_image):
+    """The loop tells the model where it is on the path's schedule: a KAN extends its splines on time."""
+    problem = problem_from_image(small_image[::2, ::2], Geometry((32, 32)), "random", 3, 0.15, 2, "simulated", 30)
+    options = {"widths": [8], "grid": 4, "grid_schedule": [[0.3, 8]], "encoding_options": {"max_resolution": 32}}
+    config = preset_config("default", model="kan", model_options=options, path={"steps": 20}, holdout_fraction=0.0)
+    recon = inr_reconstruct(problem, config, progress=False)
+    assert recon.model.config["grid"] == 8 and recon.history.steps == 20

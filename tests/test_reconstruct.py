@@ -42,6 +42,7 @@ def image_file(tmp_path, small_image):
     return path
 
 
+@pytest.mark.slow
 def test_inr_beats_zero_filled_and_is_data_consistent(small_image):
     problem = problem_from_image(
         small_image, Geometry(small_image.shape), "random", 4, 0.08, 8, "simulated", snr_db=35, seed=0
@@ -246,6 +247,7 @@ def _recon_cli(tmp_path, image_file, name: str, *extra: str) -> tuple[dict, obje
     return json.loads((out / "metrics.json").read_text()), load_checkpoint(out / "recon.inr")
 
 
+@pytest.mark.slow
 def test_cli_final_prior_and_no_whiten_flags_reach_the_fit(tmp_path, image_file, small_image):
     """Each flag changes what the fit did (a test that fails if the flag were ignored)."""
     base, base_ckpt = _recon_cli(tmp_path, image_file, "base")

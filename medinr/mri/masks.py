@@ -120,7 +120,8 @@ def poisson_2d(shape: tuple[int, int], acceleration: float, center_fraction: flo
     try:
         import sigpy.mri
     except ImportError:
-        raise MedinrError("the Poisson-disc mask needs SigPy: pip install 'medinr[bench]' (or sigpy)") from None
+        raise MedinrError("the Poisson-disc mask needs SigPy, a dependency of medinr that is missing here: "
+                          "pip install sigpy") from None
     calib = tuple(max(2, int(round(n * center_fraction))) for n in shape)
     if acceleration == 1:
         return np.ones(shape, dtype=bool)
