@@ -20,7 +20,7 @@ from medinr.errors import MedinrError
 from medinr.fit import FitResult, fit, seed_everything
 from medinr.geometry import Geometry
 from medinr.intensity import IntensityScale
-from medinr.models import INR, MODEL_REGISTRY, build_model
+from medinr.models import INR, build_model, task_defaults
 from medinr.voxels import (
     VoxelData,
     evaluate_footprint,
@@ -75,14 +75,14 @@ def fit_image(
     steps : int
         Adam steps of the main stage (cosine schedule); early stopping on the held-out voxels may end it sooner.
     lr : float, optional
-        Learning rate; defaults to the family's ``image_lr`` (or ``default_lr``).
+        Learning rate; defaults to the family's rate for images (``for_task('image', ...)``).
     batch_size : int
         Network evaluations per step: ``batch_size // footprint**ndim`` random voxels (the whole set when
         smaller, or when the model is lattice-bound).
     seed : int
         Seeds initialisation, the held-out draw and batch draws.
     model_options : dict, optional
-        Options for the family, over its image defaults (:meth:`~medinr.models.base.INR.image_options`).
+        Options for the family, over its image defaults (:func:`~medinr.models.tasks.task_defaults`).
     time_budget : float, optional
         Stop the main stage after this many seconds.
     holdout : float in [0, 1)
@@ -94,7 +94,7 @@ def fit_image(
         Voxels that are data; the others are never fitted nor scored (default: all).
     smoothness : float, optional
         Weight of the stochastic total variation at random off-grid points
-        (:func:`~medinr.voxels.smoothness_penalty`); default: the family's ``default_smoothness``.
+        (:func:`~medinr.voxels.smoothness_penalty`); default: the family's image prior weight.
 
     Returns
     -------
@@ -107,10 +107,11 @@ def fit_image(
     generator = seed_everything(seed)
     scale = IntensityScale.robust(image if known is None else image[np.asarray(known, dtype=bool)])
     net = _build(model, geometry, model_options).to(device).train()
-    lr = float(lr if lr is not None else net.image_lr or net.default_lr)
+    defaults = net.for_task("image", tuple(geometry.shape))
+    lr = float(lr if lr is not None else defaults.lr)
     data = VoxelData.from_image(scale.normalise(image), geometry, footprint, holdout, seed, known, device)
     peak = float(data.target[data.all_known()].abs().max())
-    smooth = float(net.default_smoothness if smoothness is None else smoothness)
+    smooth = float(defaults.smoothness if smoothness is None else smoothness)
     run = _Run(data, batch_size, generator, peak, progress, f"fit {net.family}", smooth)
     if data.held.numel():
         net, result, choice = _fit_with_holdout(net, run, steps, lr, time_budget)
@@ -182,9 +183,7 @@ def _checked(image: np.ndarray, geometry: Geometry) -> np.ndarray:
 def _build(model: str | INR, geometry: Geometry, options: dict[str, Any] | None) -> INR:
     """The family's model with its image defaults under the caller's options, or the caller's model."""
     if isinstance(model, str):
-        if model not in MODEL_REGISTRY:
-            build_model(model, geometry.ndim, 1)  # the registry's one error line for an unknown family
-        merged = MODEL_REGISTRY[model].image_options(tuple(geometry.shape), dict(options or {}))
+        merged = task_defaults(model, "image", tuple(geometry.shape), options).options
         model = build_model(model, geometry.ndim, 1, **merged)
     if model.in_features != geometry.ndim:
         raise MedinrError(f"model takes {model.in_features}D coordinates but the image is {geometry.ndim}D")

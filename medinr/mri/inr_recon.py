@@ -24,20 +24,13 @@ from medinr.continuous import ContinuousImage, OutputMeaning
 from medinr.errors import MedinrError
 from medinr.fit import FitResult, fit, lr_lambda
 from medinr.geometry import Geometry
-from medinr.models import INR, build_model
+from medinr.models import INR, build_model, task_defaults
 from medinr.mri.baselines import zero_filled_scale
 from medinr.mri.holdout import describe_split, holdout_split, validation_error
 from medinr.mri.noise import NoiseEstimate, estimate_noise
 from medinr.mri.operators import SenseOp
 from medinr.mri.priors import total_variation, wavelet_l1
 from medinr.mri.selfcal import RegularisationPath, ValidationCurve
-
-#: Default model options per family for reconstruction (applied unless the user overrides them).
-RECON_MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "mrgrid": {},
-    "hashgrid": {"levels": 8, "features_per_level": 2, "base_resolution": 16, "hidden": 64, "layers": 2},
-    "siren": {"hidden": 128, "layers": 3, "omega_0": 30.0},
-}
 
 
 @dataclass
@@ -49,11 +42,12 @@ class InrReconConfig:
     model : str
         Zoo family (see ``medinr.models.MODEL_REGISTRY``).
     model_options : dict
-        Extra options for :func:`medinr.models.build_model` (override :data:`RECON_MODEL_DEFAULTS`).
+        Extra options for :func:`medinr.models.build_model` (over the family's reconstruction defaults,
+        :func:`medinr.models.tasks.task_defaults`).
     path : RegularisationPath
         Steps, the TV and wavelet weights from start to end, and the coarse-to-fine schedule.
     lr : float or None
-        Base learning rate (None: the family's ``default_lr``).
+        Base learning rate (None: the family's rate for reconstruction).
     holdout_fraction : float
         Fraction of acquired units (readouts, outside the calibration region) held out to choose the point
         on the path. 0 disables self-calibration: the whole path is walked on every sample.
@@ -125,13 +119,7 @@ def preset_config(name: str, **overrides: Any) -> InrReconConfig:
 
 def build_recon_model(name: str, ndim: int, shape: tuple[int, ...], options: dict[str, Any]) -> INR:
     """A zoo model with 2 outputs (real, imaginary), with the reconstruction defaults for its family."""
-    opts = dict(RECON_MODEL_DEFAULTS.get(name, {}))
-    if name in ("hashgrid", "mrgrid"):
-        opts.setdefault("max_resolution", int(max(shape)))
-    if name == "mrgrid":  # the coarsest level an eighth of the grid (32 at 256): a coarse-to-fine basis on any size
-        opts.setdefault("base_resolution", max(4, int(round(max(shape) / 8))))
-    opts.update(options)
-    return build_model(name, ndim, 2, **opts)
+    return build_model(name, ndim, 2, **task_defaults(name, "reconstruction", tuple(shape), options).options)
 
 
 def model_levels(model: INR) -> int:
@@ -214,7 +202,7 @@ def walk_path(
     """
     path, grid, levels = config.path, tuple(data.maps.shape[1:]), model_levels(model)
     warmup = int(config.warmup_fraction * path.steps)
-    lr = float(config.lr if config.lr is not None else model.default_lr)
+    lr = float(config.lr if config.lr is not None else model.for_task("reconstruction", grid).lr)
     optimiser = torch.optim.Adam(model.param_groups(lr))
     factor = lr_lambda(config.schedule, path.max_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: factor(step + first))
@@ -280,7 +268,7 @@ def _initial_model(config: InrReconConfig, geometry: Geometry, prior: np.ndarray
     if prior is not None:
         p = torch.as_tensor(np.abs(prior), dtype=torch.float32, device=device)
         p = p / max(float(torch.quantile(p.flatten()[:: max(1, p.numel() // 200000)], 0.999)), 1e-12)
-        lr = float(config.lr if config.lr is not None else model.default_lr)
+        lr = float(config.lr if config.lr is not None else model.for_task("reconstruction", geometry.shape).lr)
         grid = geometry.network_grid(device=device)
         info["prior_seconds"] = fit_prior(model, p, grid, config.prior_steps, lr).seconds
     return model, info

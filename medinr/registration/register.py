@@ -141,7 +141,7 @@ class RegistrationSettings:
         """The Adam rate used: ``lr``, else 0.3 fixed voxels per step ('svf' grid) or the family's default."""
         if self.lr is not None:
             return float(self.lr)
-        return 0.3 if self.model == "grid" else float(MODEL_REGISTRY[self.model].default_lr)
+        return 0.3 if self.model == "grid" else float(MODEL_REGISTRY[self.model].for_task("deformation", ()).lr)
 
     def check(self) -> None:
         """One clear error for a setting that cannot work."""
