@@ -25,25 +25,27 @@ def _js(value: object, limit: int = 2000) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    meta = read_metadata(args.checkpoint)
+    meta = read_metadata(args.checkpoint)  # every field checked before anything is printed
     if args.json:
         print(dumps_strict(meta, indent=2, ensure_ascii=True))
         return 0
     model = meta["model"]
-    print(f"file:      {terminal_safe(args.checkpoint)}")
     version = terminal_safe(meta.get("medinr_version", "?"), 40)
-    print(f"format:    {meta['format']} v{meta['format_version']} (medinr {version})")
-    print(f"model:     {model['family']}  {_js(model['config'])}")
-    print(f"output:    {_js(meta['output'])}")
-    print(f"coords:    {meta['coords']}")
+    lines = [
+        f"file:      {terminal_safe(args.checkpoint)}",
+        f"format:    {meta['format']} v{meta['format_version']} (medinr {version})",
+        f"model:     {model['family']}  {_js(model['config'])}",
+        f"output:    {_js(meta['output'])}",
+        f"frame:     {meta['frame']}",
+    ]
     geo = meta["geometry"]
     if geo:
         sp = ", ".join(f"{s:.4g}" for s in geo.get("spacing_mm", []))
-        print(f"geometry:  shape {tuple(geo['shape'])}, spacing ({sp}) mm")
-        for row in geo["affine"]:
-            print("           " + "  ".join(f"{v:9.4f}" for v in row))
+        lines.append(f"geometry:  shape {tuple(geo['shape'])}, spacing ({sp}) mm")
+        lines += ["           " + "  ".join(f"{v:9.4f}" for v in row) for row in geo["affine"]]
     if meta["world_box"]:
-        print(f"world box: {_js(meta['world_box'])}")
+        lines.append(f"world box: {_js(meta['world_box'])}")
     if meta["extra"]:
-        print(f"extra:     {_js(meta['extra'])}")
+        lines.append(f"extra:     {_js(meta['extra'])}")
+    print("\n".join(lines))  # composed first: a report is printed whole or not at all
     return 0
