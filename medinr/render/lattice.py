@@ -302,7 +302,11 @@ def _values_entry(p: Path, tensors: dict[str, dict], header: LatticeHeader) -> N
         raise MedinrError(f"{p} is a damaged lattice cache: it must hold one float32 tensor 'values', "
                           f"it holds {show(sorted(tensors))}")
     shape = tuple(entry["shape"])
-    if not shape or not isinstance(shape[0], int) or shape != header.values_shape(shape[0]):
+    try:
+        expected = header.values_shape(shape[0]) if shape and isinstance(shape[0], int) else None
+    except MedinrError as exc:
+        raise MedinrError(f"{p} is a damaged lattice cache: {exc}") from None
+    if shape != expected:
         raise MedinrError(f"{p} is a damaged lattice cache: values {show(list(shape))} do not match its grid "
                           f"{list(header.geometry.shape)}")
 
