@@ -14,8 +14,8 @@ MAX_CODE_LINES = 60
 # package -> packages (prefixes) it must never import; the README's "Architecture" section lists the layers
 FORBIDDEN = {
     "medinr": ("pipelines", "napari_plugin", "napari", "qtpy", "PyQt6", "PyQt5", "magicgui", "superqt"),
-    "medinr.models": ("medinr.continuous", "medinr.checkpoint", "medinr.mri", "medinr.registration", "medinr.render",
-                      "medinr.image_fit"),
+    "medinr.models": ("medinr.continuous", "medinr.checkpoint", "medinr.schema", "medinr.mri", "medinr.registration",
+                      "medinr.render", "medinr.image_fit"),
     "medinr.mri": ("medinr.registration", "medinr.render"),
     "medinr.registration": ("medinr.mri", "medinr.render"),
     "medinr.render": ("medinr.mri",),

@@ -159,6 +159,8 @@ def test_option_ranges_belong_to_each_family():
         build_model("kan", 2, 1, encoding="hashgrid", encoding_options={"levels": 1000})
     with pytest.raises(MedinrError, match="the KAN's grid encoding has no option 'seed'"):
         build_model("kan", 2, 1, encoding_options={"seed": 1})
+    with pytest.raises(MedinrError, match="'grid_schedule' asks for a grid of 4096 intervals"):
+        build_model("kan", 2, 1, grid_schedule=[[0.5, 4096]])
 
 
 @pytest.mark.parametrize(("family", "options", "message"), [

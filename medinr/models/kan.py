@@ -501,7 +501,13 @@ class KANConfig(FamilyConfig):
 
     @classmethod
     def check_values(cls, values: Mapping[str, Any], prefix: str = "") -> None:
-        """``encoding_options`` are checked against the chosen encoding's config (over the KAN's defaults)."""
+        """``encoding_options`` are checked against the chosen encoding's config (over the KAN's defaults); a grid
+        schedule may not ask for more spline intervals than ``grid`` allows (the checkpoint would be refused)."""
+        most = cls.specs()["grid"].high
+        for item in values["grid_schedule"] or ():
+            if len(item) == 2 and item[1] > most:
+                raise MedinrError(f"model option '{prefix}grid_schedule' asks for a grid of {item[1]:g} intervals "
+                                  f"(at most {most:g})")
         encoding, options = values["encoding"], values["encoding_options"]
         if encoding in (None, "none"):
             if options:
