@@ -288,3 +288,15 @@ def test_model_options_nested_5000_deep_are_refused_with_one_line(tmp_path, caps
     image = write_image(tmp_path / "img.nii.gz", (12, 12))
     deep = '{"a": ' * 5000 + "1" + "}" * 5000
     _refused(["fit", image, "--model-options", deep, "--out", tmp_path / "out"], capsys, "nested 5000 deep", tmp_path)
+
+
+def test_the_readme_checkpoint_snippet_includes_the_affine_part(field_checkpoint):
+    """README "Checkpoints": values at every voxel centre through ContinuousImage.evaluate are the full displacement
+    (the affine part included); the raw network with to_output_units, the former snippet, misses it."""
+    image = load_checkpoint(field_checkpoint)
+    world = image.geometry.world_grid(dtype=torch.float64)  # (*shape, ndim) mm at every voxel centre
+    values = image.evaluate(world)  # output units; a displacement's affine part included
+    assert values.shape == (12, 12, 12, 3)
+    assert np.allclose(values.numpy(), image.on_grid(), atol=1e-5)
+    network_only = image.to_output_units(image.model.evaluate(image.geometry.network_grid()))
+    assert np.allclose((values - network_only).numpy(), [1.0, -2.0, 0.5], atol=1e-5)  # M x - x: the translation
