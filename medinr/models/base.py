@@ -34,7 +34,8 @@ def register_model(name: str) -> Callable[[type["INR"]], type["INR"]]:
     """
 
     def wrap(cls: type["INR"]) -> type["INR"]:
-        if not (isinstance(cls.__dict__.get("config_type"), type) and issubclass(cls.config_type, FamilyConfig)):
+        config = getattr(cls, "config_type", None)
+        if not (isinstance(config, type) and issubclass(config, FamilyConfig) and config is not FamilyConfig):
             raise TypeError(f"model family '{name}' must declare config_type, a FamilyConfig subclass")
         MODEL_REGISTRY[name] = cls
         cls.family = name
