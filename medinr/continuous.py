@@ -2,12 +2,11 @@
 
 ``fit_image``, ``inr_reconstruct`` and ``register`` each return a :class:`ContinuousImage`; rendering, the
 napari plugin, the benchmarks and the pipelines only consume it. It is also what a ``.inr`` file holds
-(:mod:`medinr.checkpoint` saves and loads it).
+(:mod:`medinr.checkpoint` saves and loads it; the rules between its parts live in :mod:`medinr.schema`).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,95 +17,9 @@ from medinr.errors import MedinrError
 from medinr.geometry import Geometry, WorldBox
 from medinr.models import INR
 from medinr.models.base import DEFAULT_CHUNK
+from medinr.schema import FRAMES, OUTPUT_KINDS, OutputMeaning, check_layout
 
-
-def _numeric(value: Any) -> bool:
-    """True for a (nested) list of plain numbers, the only thing a matrix in the metadata may hold."""
-    if isinstance(value, (list, tuple)):
-        return all(_numeric(v) for v in value)
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-#: What the output channels mean: a real intensity, a complex image (real, imaginary) or a displacement in mm.
-OUTPUT_KINDS = ("intensity", "complex", "displacement")
-#: How world millimetres become network coordinates: through the training grid ('network'), through a world
-#: box ('world_box', registration fields), or not at all ('identity', a bare model in its own coordinates).
-FRAMES = ("network", "world_box", "identity")
-
-
-@dataclass
-class OutputMeaning:
-    """``value = network * scale + offset`` is in the units of the data the network was fitted to.
-
-    Attributes
-    ----------
-    kind : {'intensity', 'complex', 'displacement'}
-    scale, offset : float
-        Back to input units (intensities), or mm per network unit (displacements; offset 0).
-    units : str or None
-        Free text for displays ('mm' for displacements).
-    affine : list of lists or None
-        Displacements only: a homogeneous ``(ndim + 1, ndim + 1)`` world-mm matrix ``M`` of a global (affine)
-        stage, so that the value at ``x`` is ``M x - x + network * scale``: the full displacement, affine
-        part included (registration's ``--affine``). None: no global part.
-    """
-
-    kind: str = "intensity"
-    scale: float = 1.0
-    offset: float = 0.0
-    units: str | None = None
-    affine: list[list[float]] | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in OUTPUT_KINDS:
-            raise MedinrError(f"unknown output kind '{self.kind}' ({', '.join(OUTPUT_KINDS)})")
-        try:
-            self.scale, self.offset = float(self.scale), float(self.offset)
-        except (TypeError, ValueError):
-            raise MedinrError(f"output scale and offset must be numbers, got {self.scale!r}, {self.offset!r}") \
-                from None
-        if not (math.isfinite(self.scale) and math.isfinite(self.offset)) or self.scale == 0:
-            raise MedinrError(
-                f"output scale must be finite and non-zero, offset finite (got {self.scale}, {self.offset})")
-        if self.affine is not None:
-            m = np.asarray(self.affine, dtype=np.float64) if _numeric(self.affine) else np.zeros((0, 0))
-            square = m.ndim == 2 and m.shape[0] == m.shape[1] and m.shape[0] in (3, 4)
-            if self.kind != "displacement" or not square or not np.isfinite(m).all():
-                raise MedinrError("output.affine must be a finite 3x3 or 4x4 matrix, and only for a displacement")
-            self.affine = m.tolist()
-
-    def affine_displacement(self, xyz: torch.Tensor) -> torch.Tensor:
-        """``M x - x`` at world points ``(..., ndim)`` mm, in their dtype (zero when there is no affine part)."""
-        if self.affine is None:
-            return torch.zeros_like(xyz)
-        m = torch.as_tensor(self.affine, dtype=xyz.dtype, device=xyz.device)
-        n = m.shape[0] - 1
-        return xyz @ (m[:n, :n] - torch.eye(n, dtype=xyz.dtype, device=xyz.device)).T + m[:n, n]
-
-    def channels(self, ndim: int) -> int | None:
-        """Channels this kind needs (None: any, for intensities)."""
-        return {"complex": 2, "displacement": ndim}.get(self.kind)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": self.kind, "scale": self.scale, "offset": self.offset}
-        if self.units is not None:
-            out["units"] = self.units
-        if self.affine is not None:
-            out["affine"] = self.affine
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "OutputMeaning":
-        if not isinstance(data, dict):
-            raise MedinrError("output metadata must be an object")
-        units = data.get("units")
-        return cls(
-            kind=data.get("kind", "intensity"),
-            scale=data.get("scale", 1.0),
-            offset=data.get("offset", 0.0),
-            units=str(units) if units is not None else None,
-            affine=data.get("affine"),
-        )
+__all__ = ["FRAMES", "OUTPUT_KINDS", "ContinuousImage", "OutputMeaning"]
 
 
 @dataclass(eq=False)  # identity semantics: an image is a live network, and caches key on it
@@ -145,19 +58,8 @@ class ContinuousImage:
     def __post_init__(self) -> None:
         if isinstance(self.output, dict):
             self.output = OutputMeaning.from_dict(self.output)
-        if self.frame not in FRAMES:
-            raise MedinrError(f"unknown coordinate frame '{self.frame}' ({', '.join(FRAMES)})")
-        if self.frame == "network" and self.geometry is None:
-            raise MedinrError("a 'network' frame needs the training geometry")
-        if self.frame == "world_box" and self.world_box is None:
-            raise MedinrError("a 'world_box' frame needs a world box")
-        if self.model.in_features != self.ndim:
-            raise MedinrError(f"the model takes {self.model.in_features}D coordinates but the image is {self.ndim}D")
-        need = self.output.channels(self.ndim)
-        if need is not None and self.model.out_features != need:
-            raise MedinrError(
-                f"a {self.output.kind} output needs {need} channels, the model has {self.model.out_features}"
-            )
+        check_layout(self.frame, self.geometry, self.world_box, self.output, self.model.in_features,
+                     self.model.out_features)
 
     # -- constructors --------------------------------------------------------------------------------------
     @classmethod
@@ -327,17 +229,3 @@ class ContinuousImage:
         if self.lattice_bound:
             return text + " (lattice-bound: values between lattice points are interpolated from its grid output)"
         return text + " (evaluated at every pixel)"
-
-    # -- files ---------------------------------------------------------------------------------------------
-    def save(self, path: Any) -> Any:
-        """Write a ``.inr`` checkpoint (see :func:`medinr.checkpoint.save_checkpoint`)."""
-        from medinr.checkpoint import save_checkpoint
-
-        return save_checkpoint(path, self)
-
-    @classmethod
-    def load(cls, path: Any, device: str | torch.device = "cpu") -> "ContinuousImage":
-        """Read a ``.inr`` checkpoint (see :func:`medinr.checkpoint.load_checkpoint`)."""
-        from medinr.checkpoint import load_checkpoint
-
-        return load_checkpoint(path, device=device)

@@ -205,7 +205,7 @@ def _build(model: str | INR, geometry: Geometry, options: dict[str, Any] | None)
         defaults = task_defaults(model, "image", shape, options)
         model = build_model(model, geometry.ndim, 1, **defaults.options)
     else:
-        defaults = task_defaults(model.family, "image", shape)
+        defaults = model.for_task("image", shape)
     if model.in_features != geometry.ndim:
         raise MedinrError(f"model takes {model.in_features}D coordinates but the image is {geometry.ndim}D")
     if model.lattice_bound and math.prod(getattr(model, "lattice", geometry.shape)) > _LATTICE_VOXEL_LIMIT:

@@ -1,13 +1,17 @@
-"""Validation before work: minimum image sizes, model options in range, checkpoint headers against a schema.
+"""Validation before work: minimum image sizes, binary masks, model options against their family's typed config.
 
 Every check raises :class:`MedinrError` with one line that names the bad value, before anything is built,
-allocated or fitted. Nothing here imports the model zoo (``build_model`` calls :func:`checked_build`).
+allocated or fitted. Nothing here imports the model zoo: the option ranges are read from the config a family
+hands in (``build_model`` calls :func:`checked_build`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import reprlib
+import types
+import typing
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,9 +27,13 @@ MIN_IMAGE_AXIS = 3
 MAX_IMAGE_AXIS = 1 << 16
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 3, 4, 4, 40, 40, 40
+
+
 def show(value: Any, limit: int = 40) -> str:
-    """A short ``repr`` of a value from a file, for an error line."""
-    text = repr(value)
+    """A short ``repr`` of a value from a file, for an error line (bounded work at any nesting depth)."""
+    text = _SHORT.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -66,57 +74,90 @@ def require_binary(array: np.ndarray, what: str) -> np.ndarray:
 
 
 # -- model options ---------------------------------------------------------------------------------------------
-#: Integer ranges of common INR options by name, for every family (lists: each element). A family may add or
-#: tighten ranges with a class attribute ``option_limits = {"name": (low, high)}``. The ranges stop what would
-#: hang or cannot be built; sizes inside them are then checked against the memory budget while building.
-OPTION_LIMITS: dict[str, tuple[float, float]] = {
-    "hidden": (1, 1 << 16), "layers": (0, 256), "channels": (1, 4096), "kernel_size": (1, 31),
-    "n_frequencies": (1, 1 << 16), "levels": (1, 64), "features_per_level": (1, 64), "log2_table_size": (1, 30),
-    "base_resolution": (1, 1 << 16), "max_resolution": (1, 1 << 16), "grid": (1, 1024), "order": (0, 16),
-    "lattice": (2, MAX_IMAGE_AXIS), "widths": (1, 1 << 16), "reg_samples": (1, 1 << 24),
-}
-_MAX_ITEMS = 256
+#: Longest string and list a model option may hold.
+_MAX_CHARS, _MAX_ITEMS = 256, 256
 
 
-def _check_option(name: str, value: Any, limits: dict, depth: int = 0) -> None:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, bool) or value is None:
+def _bad(name: str, text: str) -> MedinrError:
+    return MedinrError(f"model option '{name}' {text}")
+
+
+def _check_number(spec: Any, name: str, value: Any, integer: bool) -> None:
+    if integer and not isinstance(value, (int, np.integer)):
+        raise _bad(name, f"must be an integer, got {show(value)}")
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        raise _bad(name, f"must be finite, got {show(value)}")
+    low, high = spec.low, spec.high
+    below = low is not None and (value <= low if spec.low_open else value < low)
+    if below or (high is not None and value > high):
+        raise _bad(name, f"must be in {spec.range_text()}, got {show(value)}")
+
+
+def _check_value(spec: Any, name: str, value: Any, hint: Any) -> None:
+    """``value`` against the type ``hint`` of option ``spec`` (ranges apply to numbers and list items)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return
+        return _check_value(spec, name, value, next(a for a in args if a is not type(None)))
+    if hint is Any:
         return
-    if isinstance(value, str):
-        if len(value) > 256:
-            raise MedinrError(f"model option '{name}' is a string of {len(value)} characters")
-        return
-    if isinstance(value, (int, float)):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise MedinrError(f"model option '{name}' must be finite, got {value}")
-        lo, hi = limits.get(name, (-(1 << 31), 1 << 31))
-        if name in limits and isinstance(value, float) and not value.is_integer():
-            raise MedinrError(f"model option '{name}' must be an integer, got {value}")
-        if not lo <= value <= hi:
-            raise MedinrError(f"model option '{name}' must be in [{lo:g}, {hi:g}], got {show(value)}")
-        return
-    if isinstance(value, (list, tuple)) and depth < 3:
-        if len(value) > _MAX_ITEMS:
-            raise MedinrError(f"model option '{name}' has {len(value)} items (at most {_MAX_ITEMS})")
-        for item in value:
-            _check_option(name, item, limits, depth + 1)
-        return
-    if isinstance(value, dict) and depth < 3:
-        for key, item in value.items():
-            _check_option(str(key), item, limits, depth + 1)
-        return
-    raise MedinrError(f"model option '{name}' has an unsupported value {show(value)}")
+    if hint is bool:
+        if not isinstance(value, (bool, np.bool_)):
+            raise _bad(name, f"must be true or false, got {show(value)}")
+    elif hint in (int, float):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise _bad(name, f"must be {'an integer' if hint is int else 'a number'}, got {show(value)}")
+        _check_number(spec, name, value, hint is int)
+    elif hint is str:
+        if not isinstance(value, str) or len(value) > _MAX_CHARS:
+            raise _bad(name, f"must be a short string, got {show(value)}")
+        if spec.choices is not None and value not in spec.choices:
+            raise _bad(name, f"must be one of {', '.join(map(str, spec.choices))}; got {show(value)}")
+    elif origin is list:
+        _check_items(spec, name, value, args[0])
+    elif origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise _bad(name, f"must be an object with string keys, got {show(value)}")
+    else:  # a config declared a type this checker does not know: a bug, not bad input
+        raise TypeError(f"option '{name}' has an unsupported type {hint}")
+
+
+def _check_items(spec: Any, name: str, value: Any, item: Any) -> None:
+    if not isinstance(value, (list, tuple)):
+        raise _bad(name, f"must be a list, got {show(value)}")
+    least, most = spec.items or (0, _MAX_ITEMS)
+    if not least <= len(value) <= most:
+        count = f"{least} to {most}" if least else f"at most {most}"
+        raise _bad(name, f"must have {count} items, got {len(value)}")
+    for v in value:
+        _check_value(spec, name, v, item)
+
+
+def check_options(config_type: Any, options: Mapping[str, Any], owner: str, prefix: str = "") -> None:
+    """Refuse options that ``config_type`` (a family's typed config, :mod:`medinr.models.config`) does not declare,
+    or whose type or range it does not allow, then apply its rules between options.
+
+    ``owner`` names the family in the unknown-option line ("model 'siren'"); ``prefix`` is put before option
+    names of a nested config ("encoding_options.").
+    """
+    specs = config_type.specs()
+    for name in options:
+        if name not in specs:
+            raise MedinrError(f"{owner} has no option {show(str(name))}; its options are: {', '.join(specs)}")
+    for name, value in options.items():
+        spec = specs[name]
+        _check_value(spec, prefix + name, value.item() if isinstance(value, np.generic) else value, spec.type)
+    config_type.check_values({**config_type.defaults(), **options}, prefix)
 
 
 def check_model_options(cls: type, in_features: Any, out_features: Any, options: dict[str, Any]) -> None:
-    """Types and ranges of a model's options (see :data:`OPTION_LIMITS`), before anything is built."""
+    """Types and ranges of a model's options, read from the family's typed config (``cls.config_type``), before
+    anything is built."""
     for what, value in (("in_features", in_features), ("out_features", out_features)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= 64:
             raise MedinrError(f"model {what} must be an integer in [1, 64], got {show(value)}")
-    limits = {**OPTION_LIMITS, **getattr(cls, "option_limits", {})}
-    for name, value in options.items():
-        _check_option(str(name), value, limits)
+    check_options(cls.config_type, options, f"model '{getattr(cls, 'family', cls.__name__)}'")
 
 
 def lattice_forward_bytes(model: Any) -> int:

@@ -77,6 +77,7 @@ def fit_sample(
 
 
 def main(argv: list[str] | None = None) -> int:
+    from medinr.checkpoint import save_checkpoint
     from napari_plugin._sample_data import SHIPPED
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     model = {**MODEL, "max_resolution": args.max_resolution}
     image = fit_sample(steps=args.steps, continuous=args.continuous, model=model)
-    image.save(args.out)
+    save_checkpoint(args.out, image)
     losses = np.asarray(getattr(image.history, "losses", []) or [np.nan])
     print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.1f} MB), final loss {losses[-1]:.3g}")
     return 0

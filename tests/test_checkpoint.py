@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from medinr.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from medinr.checkpoint import FORMAT_VERSION, load_checkpoint, read_header, read_metadata, save_checkpoint
 from medinr.continuous import ContinuousImage
 from medinr.errors import MedinrError
 from medinr.geometry import Geometry, WorldBox
@@ -91,18 +91,35 @@ def test_truncated_and_missing_files(tmp_path, ckpt):
         load_checkpoint(tmp_path / "nothing.inr")
 
 
-def test_the_shipped_sample_checkpoint_passes_the_schema(samples):
-    """Backward compatibility: a checkpoint written before the header schema existed still loads."""
-    path = samples.parent / "napari_plugin" / "data" / "mni152_t1_2mm_hashgrid_v1.inr"
-    meta = read_metadata(path)
-    assert meta["coords"] == "network" and meta["geometry"]["shape"] == [98, 116, 94]
-    assert load_checkpoint(path).model.family == "hashgrid"
+@pytest.mark.parametrize(("name", "family"), [("mni152_t1_2mm_hashgrid_v1.inr", "hashgrid"),
+                                              ("mni152_t1_2mm_v2.inr", "mrgrid")])
+def test_the_shipped_format_1_samples_pass_the_schema(samples, name, family):
+    """Backward compatibility: format 1 (the frame written as ``coords``, ``output.channels``) still loads."""
+    path = samples.parent / "napari_plugin" / "data" / name
+    header = read_header(path)
+    assert header.format_version == 1 and header.frame == "network" and header.geometry.shape == (98, 116, 94)
+    meta = read_metadata(path)  # as format 2 would write it
+    assert meta["frame"] == "network" and "coords" not in meta and meta["format_version"] == FORMAT_VERSION == 2
+    assert load_checkpoint(path).model.family == family
+
+
+def test_the_frame_is_written_as_frame_and_coords_is_read_as_its_alias(tmp_path, ckpt):
+    good = save_checkpoint(tmp_path / "m.inr", ckpt)
+    meta = read_metadata(good)
+    assert meta["frame"] == "network" and "coords" not in meta
+    meta["coords"] = meta.pop("frame")
+    _rewrite_metadata(good, tmp_path / "old.inr", json.dumps(meta))
+    assert load_checkpoint(tmp_path / "old.inr").frame == "network"
+    meta["frame"] = "identity"  # both names, disagreeing
+    _rewrite_metadata(good, tmp_path / "both.inr", json.dumps(meta))
+    with pytest.raises(MedinrError, match="frame 'identity' and its format-1 name coords 'network' disagree"):
+        read_metadata(tmp_path / "both.inr")
 
 
 def test_missing_optional_fields_get_their_defaults(tmp_path, ckpt):
     good = save_checkpoint(tmp_path / "m.inr", ckpt)
     meta = read_metadata(good)
-    for key in ("output", "coords", "extra", "world_box", "medinr_version"):
+    for key in ("output", "frame", "extra", "world_box", "medinr_version"):
         meta.pop(key)
     _rewrite_metadata(good, tmp_path / "lean.inr", json.dumps(meta))
     back = load_checkpoint(tmp_path / "lean.inr")

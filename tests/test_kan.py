@@ -318,7 +318,7 @@ def test_bad_options_give_clear_errors() -> None:
         build_model("kan", 2, 1, encoding="wavelet")
     with pytest.raises(MedinrError, match="widths"):
         build_model("kan", 2, 1, widths=[8, 0])
-    with pytest.raises(MedinrError, match="bad options"):
+    with pytest.raises(MedinrError, match="model 'kan' has no option 'hidden'; its options are: widths, grid"):
         build_model("kan", 2, 1, hidden=64)
 
 

@@ -15,11 +15,15 @@ def test_psnr_uses_the_reference_maximum_as_peak() -> None:
     ref = np.zeros((10, 10))
     ref[0, 0] = 4.0
     est = ref + 0.1
-    assert psnr(ref, est) == pytest.approx(10 * math.log10(16 / 0.01))
-    # the estimate's own range does not matter, only the reference's
-    est2 = est.copy()
-    est2[5, 5] += 0.0  # same error
-    assert psnr(ref, est2) == pytest.approx(psnr(ref, est))
+    assert psnr(ref, est) == pytest.approx(10 * math.log10(16 / 0.01))  # est's own maximum 4.1 would give 32.26
+    # the estimate's own maximum does not matter, only the reference's: the same error with an estimate that
+    # peaks at 3.9 instead of 4.1 scores the same
+    below = ref - 0.1
+    assert np.abs(below).max() == pytest.approx(3.9) and np.mean((np.abs(below) - ref) ** 2) == pytest.approx(0.01)
+    assert psnr(ref, below) == pytest.approx(psnr(ref, est))
+    # the peak is the maximum, not the range (max - min) of the reference
+    offset = ref + 3.0  # values 3 .. 7: range 4, maximum 7
+    assert psnr(offset, offset + 0.1) == pytest.approx(10 * math.log10(49 / 0.01))
     assert psnr(ref * 2, est * 2) == pytest.approx(psnr(ref, est))  # scale invariant
     assert psnr(ref, ref) == math.inf
 

@@ -238,5 +238,6 @@ def test_config_is_recorded_from_the_constructor_once() -> None:
     model = build_model("siren", 3, 2, hidden=16)
     assert model.config == {"in_features": 3, "out_features": 2, "hidden": 16, "layers": 3, "omega_0": 30.0,
                             "hidden_omega": 30.0}
-    with pytest.raises(MedinrError, match="bad options for model 'siren'"):
+    with pytest.raises(MedinrError, match="model 'siren' has no option 'hidden_size'; its options are: hidden, "
+                                          "layers, omega_0, hidden_omega"):
         build_model("siren", 2, 1, hidden_size=3)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from medinr.checkpoint import save_checkpoint
 from medinr.continuous import ContinuousImage, OutputMeaning
 from medinr.geometry import Geometry, WorldBox
 from medinr.models import INR, MODEL_REGISTRY, register_model
+from medinr.models.config import FamilyConfig, option
 from medinr.registration.jacobian import jacobian_determinant
 from medinr.render import (
     PLANE_PRESETS,
@@ -30,6 +33,7 @@ from pipelines.cli import main
 SHAPE = (20, 16, 12)
 AFFINE = np.array([[-1.5, 0, 0, 30.0], [0, 2.0, 0, -20.0], [0, 0, 3.0, 5.0], [0, 0, 0, 1]])
 FREQ = np.array([0.05, -0.08, 0.11])
+FAMILY = "test_world_function"
 
 
 def analytic(world: np.ndarray) -> np.ndarray:
@@ -37,9 +41,20 @@ def analytic(world: np.ndarray) -> np.ndarray:
     return np.sin(world @ FREQ) + 0.01 * world[..., 0] - 0.02 * world[..., 2]
 
 
-@register_model("test_world_function")
+@dataclass(frozen=True)
+class WorldFunctionConfig(FamilyConfig):
+    shape: list[int] = option(list(SHAPE), 1, 1 << 16, doc="the grid the function's network coordinates span")
+    affine: list[list[float]] | None = option(None, doc="voxel-to-world matrix (None: AFFINE)")
+
+
 class WorldFunction(INR):
-    """Evaluates :func:`analytic` after mapping network coordinates back to world mm by hand."""
+    """Evaluates :func:`analytic` after mapping network coordinates back to world mm by hand.
+
+    Registered as a family only while this module's tests run (:func:`world_function_family`): the registry that
+    other test modules parametrise over at collection time never sees it.
+    """
+
+    config_type = WorldFunctionConfig
 
     def __init__(self, in_features: int, out_features: int, shape=SHAPE, affine=None) -> None:
         affine = AFFINE.tolist() if affine is None else np.asarray(affine).tolist()
@@ -58,6 +73,22 @@ def _box() -> tuple[list[float], list[float]]:
     corners = np.array(np.meshgrid(*[[0, s - 1] for s in SHAPE], indexing="ij")).reshape(3, -1).T
     world = corners @ AFFINE[:3, :3].T + AFFINE[:3, 3]
     return world.min(0).tolist(), world.max(0).tolist()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def world_function_family():
+    """The test family in the model registry for this module's tests only (checkpoints of it load by name)."""
+    register_model(FAMILY)(WorldFunction)
+    try:
+        yield FAMILY
+    finally:
+        del MODEL_REGISTRY[FAMILY]
+
+
+def test_the_test_family_is_registered_only_while_this_module_runs(world_function_family):
+    assert MODEL_REGISTRY[world_function_family] is WorldFunction
+    others = {name for name, cls in MODEL_REGISTRY.items() if not cls.__module__.startswith("medinr.")}
+    assert others == {FAMILY}
 
 
 @pytest.fixture(scope="module")

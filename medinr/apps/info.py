@@ -25,7 +25,7 @@ def describe(meta: dict, checkpoint: str) -> list[str]:
              f"format:    {meta['format']} v{meta['format_version']} (medinr {version})",
              f"model:     {model['family']}  {_js(model['config'])}",
              f"output:    {_js(meta['output'])}",
-             f"coords:    {meta['coords']}"]
+             f"frame:     {meta['frame']}"]
     geo = meta["geometry"]
     if geo:
         sp = ", ".join(f"{s:.4g}" for s in geo.get("spacing_mm", []))
@@ -39,7 +39,8 @@ def describe(meta: dict, checkpoint: str) -> list[str]:
 
 
 def run(request: InfoRequest) -> AppResult:
-    meta = read_metadata(request.checkpoint)
+    """The report (or the raw JSON), composed whole: it is printed whole or not at all."""
+    meta = read_metadata(request.checkpoint)  # every field checked before anything is composed
     text = dumps_strict(meta, indent=2, ensure_ascii=True) if request.raw else "\n".join(
         describe(meta, request.checkpoint))
     return AppResult(record=meta, summary=text)

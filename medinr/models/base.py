@@ -1,7 +1,8 @@
 """The interface every INR family shares: coordinates ``(..., d)`` in [-1, 1] -> channels ``(..., c)``.
 
 Besides ``forward``, a family states explicitly what the rest of medinr needs from it (no duck typing):
-its config (recorded once, from the constructor's arguments), Adam parameter groups, how to start at a zero
+its typed config (options with ranges, defaults per task: :mod:`medinr.models.config`), the config of one
+model (recorded once, from the constructor's arguments), Adam parameter groups, how to start at a zero
 output (registration's identity), and how to evaluate on a whole lattice. Chunked evaluation lives here
 and nowhere else.
 """
@@ -11,12 +12,14 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from medinr.errors import MedinrError
+from medinr.models.config import FamilyConfig, TaskDefaults
+from medinr.validation import checked_build
 
 MODEL_REGISTRY: dict[str, type["INR"]] = {}
 
@@ -25,9 +28,15 @@ DEFAULT_CHUNK = 16384
 
 
 def register_model(name: str) -> Callable[[type["INR"]], type["INR"]]:
-    """Class decorator that makes a family available to :func:`build_model` under ``name``."""
+    """Class decorator that makes a family available to :func:`build_model` under ``name``.
+
+    The family must name its typed config (:attr:`INR.config_type`): that is where its options are checked from.
+    """
 
     def wrap(cls: type["INR"]) -> type["INR"]:
+        config = getattr(cls, "config_type", None)
+        if not (isinstance(config, type) and issubclass(config, FamilyConfig) and config is not FamilyConfig):
+            raise TypeError(f"model family '{name}' must declare config_type, a FamilyConfig subclass")
         MODEL_REGISTRY[name] = cls
         cls.family = name
         return cls
@@ -88,13 +97,9 @@ class INR(nn.Module):
     #: True for families whose output at a point depends on a fixed lattice (Conv-INR): they are trained on
     #: the full lattice and sampled elsewhere by interpolation.
     lattice_bound: bool = False
-    #: Default Adam learning rate for this family when fitting images.
-    default_lr: float = 1e-3
-    #: Learning rate of :func:`medinr.image_fit.fit_image` when it differs from ``default_lr`` (None: the same;
-    #: e.g. a dense grid wants a high rate for k-space fits and a lower one for image fits).
-    image_lr: float | None = None
-    #: Default weight of the off-grid smoothness prior when fitting images (:func:`medinr.image_fit.fit_image`).
-    default_smoothness: float = 0.0
+    #: The family's typed config: every constructor option with its type, range, units and doc, and the
+    #: defaults per task (:meth:`for_task`). Each registered family declares its own.
+    config_type: ClassVar[type[FamilyConfig]] = FamilyConfig
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -126,11 +131,11 @@ class INR(nn.Module):
         return [{"params": list(self.parameters()), "lr": base_lr}]
 
     @classmethod
-    def image_options(cls, shape: Sequence[int], options: dict[str, Any]) -> dict[str, Any]:
-        """The options to build with for an image on grid ``shape``: the caller's ``options`` completed by the
-        family's image defaults (capacity matched to the number of samples: a lattice, a finest resolution).
-        Explicit options always win. Base: the caller's options as they are."""
-        return dict(options)
+    def for_task(cls, task: str, shape: Sequence[int], options: dict[str, Any] | None = None) -> TaskDefaults:
+        """The family's defaults for ``task`` ('image', 'reconstruction' or 'deformation') on grid ``shape``:
+        build options (the caller's ``options`` on top), Adam base rate and image prior weight. See
+        :meth:`medinr.models.config.FamilyConfig.for_task`."""
+        return cls.config_type.for_task(task, shape, options)
 
     def training_progress(self, fraction: float) -> bool:
         """Told by a fitting loop, before each step, the fraction of its steps done (0 .. 1).
@@ -225,11 +230,9 @@ def zero_linear_(layer: nn.Linear) -> None:
 def build_model(name: str, in_features: int, out_features: int, **options: Any) -> INR:
     """Build a model of family ``name`` (see :data:`MODEL_REGISTRY`) from a plain config.
 
-    Options are range-checked and the weights counted against the memory budget before they are allocated
-    (:func:`medinr.validation.checked_build`; a family may narrow ranges with an ``option_limits`` attribute).
+    Options are checked against the family's typed config (names, types, ranges: ``config_type``) and the
+    weights counted against the memory budget before they are allocated (:func:`medinr.validation.checked_build`).
     """
-    from medinr.validation import checked_build  # low-level checks; imports nothing of the model zoo
-
     if name not in MODEL_REGISTRY:
         known = ", ".join(sorted(MODEL_REGISTRY))
         raise MedinrError(f"unknown model '{name}'; choose one of: {known}")

@@ -6,7 +6,9 @@ Unlike the MLP families, the output at a point depends on its neighbours on a fi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -14,6 +16,32 @@ from torch import nn
 from medinr.errors import MedinrError
 from medinr.geometry import sample_grid
 from medinr.models.base import INR, lattice_coords, register_model
+from medinr.models.config import FamilyConfig, option
+from medinr.validation import MAX_IMAGE_AXIS
+
+
+@dataclass(frozen=True)
+class ConvINRConfig(FamilyConfig):
+    """Conv-INR's options and its defaults per task."""
+
+    lattice: list[int] | None = option(None, 2, MAX_IMAGE_AXIS, items=(2, 3), units="points per axis",
+                                       doc="the grid the network works on (required; usually the image's)")
+    channels: int = option(64, 1, 4096, doc="feature channels of the hidden blocks")
+    layers: int = option(4, 0, 256, doc="conv-norm-ReLU blocks")
+    kernel_size: int = option(3, 1, 31, units="points", doc="odd kernel size of the hidden convolutions")
+
+    RATES: ClassVar[dict[str, float]] = {"image": 1e-3, "reconstruction": 1e-3, "deformation": 1e-3}
+    SMOOTHNESS: ClassVar[float] = 3e-4
+
+    @classmethod
+    def task_options(cls, task: str, shape: tuple[int, ...], options: Mapping[str, Any]) -> dict[str, Any]:
+        """Image: the lattice is twice as fine as the image in 2D (trained through the voxels' footprint means, so
+        that it can hold detail between the voxel centres), the image's own grid in 3D (a 2x lattice of a brain
+        volume would need ~16 GB per block). Other tasks: none (the caller names the lattice)."""
+        if task != "image":
+            return {}
+        factor = 2 if len(shape) == 2 else 1
+        return {"lattice": [factor * n for n in shape]}
 
 
 @register_model("conv_inr")
@@ -60,8 +88,7 @@ class ConvINR(INR):
     """
 
     lattice_bound = True
-    default_lr = 1e-3
-    default_smoothness = 3e-4
+    config_type = ConvINRConfig
 
     def __init__(
         self,
@@ -98,14 +125,6 @@ class ConvINR(INR):
         blocks.append(conv(width, out_features, 1))
         self.net = nn.Sequential(*blocks)
         self._cache: tuple[tuple, torch.Tensor] | None = None
-
-    @classmethod
-    def image_options(cls, shape: Sequence[int], options: dict) -> dict:
-        """Fitted to an image, the lattice is twice as fine as the image in 2D (trained through the voxels'
-        footprint means, so that it can hold detail between the voxel centres), the image's own grid in 3D
-        (a 2x lattice of a brain volume would need ~16 GB per block)."""
-        factor = 2 if len(shape) == 2 else 1
-        return {"lattice": [factor * int(n) for n in shape], **options}
 
     def lattice_output(self) -> torch.Tensor:
         """The network's output on its lattice, ``(out_features, *lattice)``."""

@@ -7,11 +7,16 @@ The encodings are plain modules with an ``out_features`` attribute so that any n
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from medinr.errors import MedinrError
 from medinr.models.base import INR, register_model, zero_linear_
+from medinr.models.config import FamilyConfig, option
 
 # instant-NGP's spatial-hash primes; the first is 1 so that the hash is coherent along the first axis.
 _PRIMES = (1, 2654435761, 805459861)
@@ -186,6 +191,101 @@ def relu_mlp(n_in: int, hidden: int, layers: int, n_out: int) -> nn.Sequential:
     return nn.Sequential(*mods)
 
 
+# -- typed configs ------------------------------------------------------------------------------------------------
+def _hidden() -> int:
+    return option(256, 1, 1 << 16, units="units", doc="width of every ReLU layer")
+
+
+def _layers(default: int) -> int:
+    return option(default, 0, 256, doc="ReLU layers of the MLP (0: a linear decoder)")
+
+
+@dataclass(frozen=True)
+class FourierEncodingConfig(FamilyConfig):
+    """Options of :class:`FourierEncoding` (the KAN's ``encoding_options`` for ``encoding='fourier'``)."""
+
+    n_frequencies: int = option(128, 1, 1 << 16, doc="random frequencies (2 features each)")
+    sigma: float = option(10.0, 0, 1e4, units="cycles per network unit", doc="standard deviation of the frequencies")
+    seed: int = option(0, 0, (1 << 31) - 1, doc="seed of the frequency matrix")
+    include_input: bool = option(False, doc="append the raw coordinates to the features")
+
+
+@dataclass(frozen=True)
+class HashEncodingConfig(FamilyConfig):
+    """Options of :class:`HashGridEncoding` (the KAN's ``encoding_options`` for ``encoding='hashgrid'``)."""
+
+    levels: int = option(16, 1, 64, doc="resolution levels")
+    features_per_level: int = option(2, 1, 64, doc="features stored per vertex and level")
+    log2_table_size: int = option(19, 1, 30, units="log2 entries", doc="largest table of one level")
+    base_resolution: int = option(16, 1, 1 << 16, units="cells per axis", doc="coarsest level")
+    max_resolution: int = option(256, 1, 1 << 16, units="cells per axis", doc="finest level")
+
+    @classmethod
+    def check_values(cls, values: Mapping[str, Any], prefix: str = "") -> None:
+        """Levels grow from coarse to fine: a coarsest level finer than the finest is refused (the dense levels
+        must precede the hashed ones)."""
+        if values["base_resolution"] > values["max_resolution"]:
+            raise MedinrError(
+                f"model option '{prefix}base_resolution' ({values['base_resolution']}) must not exceed "
+                f"'{prefix}max_resolution' ({values['max_resolution']}): levels grow from coarse to fine")
+
+
+def coarse_below_fine(options: Mapping[str, Any], finest: Any, base_default: int) -> dict[str, Any]:
+    """``{'base_resolution': finest}`` when the default coarsest level would be finer than ``finest`` (a grid of
+    fewer than ``base_default`` cells) and the caller did not choose one; else nothing."""
+    if "base_resolution" in options or not isinstance(finest, int) or finest >= base_default:
+        return {}
+    return {"base_resolution": max(1, finest)}
+
+
+@dataclass(frozen=True)
+class FourierConfig(FamilyConfig):
+    """The ``fourier`` family's options and its defaults per task."""
+
+    n_frequencies: int = option(128, 1, 1 << 16, doc="random frequencies (2 features each)")
+    sigma: float = option(8.0, 0, 1e4, units="cycles per network unit",
+                          doc="standard deviation of the frequencies (higher: finer detail, noisier)")
+    hidden: int = _hidden()
+    layers: int = _layers(3)
+    seed: int = option(0, 0, (1 << 31) - 1, doc="seed of the frequency matrix")
+
+    RATES: ClassVar[dict[str, float]] = {"image": 1e-3, "reconstruction": 1e-3, "deformation": 1e-3}
+    SMOOTHNESS: ClassVar[float] = 0.1  # as SIREN: an MLP of features is smooth enough to want a firm prior
+
+    @classmethod
+    def task_options(cls, task: str, shape: tuple[int, ...], options: Mapping[str, Any]) -> dict[str, Any]:
+        """Image: 64 frequencies of sigma 4 and a 2 x 128 MLP (capacity for 10-60 k samples)."""
+        return {"n_frequencies": 64, "sigma": 4.0, "hidden": 128, "layers": 2} if task == "image" else {}
+
+
+@dataclass(frozen=True)
+class HashGridConfig(HashEncodingConfig):
+    """The ``hashgrid`` family's options (the hash encoding's and its MLP's) and its defaults per task."""
+
+    hidden: int = option(64, 1, 1 << 16, units="units", doc="width of every ReLU layer")
+    layers: int = _layers(2)
+    table_lr_scale: float = option(10.0, 0, 1e4, low_open=True, units="x base lr",
+                                   doc="learning rate of the hash tables (instant-NGP wants ~1e-2)")
+
+    RATES: ClassVar[dict[str, float]] = {"image": 1e-3, "reconstruction": 1e-3, "deformation": 1e-3}
+    SMOOTHNESS: ClassVar[float] = 3e-4
+
+    @classmethod
+    def task_options(cls, task: str, shape: tuple[int, ...], options: Mapping[str, Any]) -> dict[str, Any]:
+        """Image: the finest level has twice the image's largest axis in cells; in 3D a 2^18 table (4.7 M
+        parameters rather than 9 M for ~1 M samples). Reconstruction: 8 levels x 2 features from 16 cells to
+        the grid's largest axis, a 2 x 64 MLP. On grids finer than the coarsest default level, it follows."""
+        if task == "image":
+            out = {"max_resolution": 2 * max(shape), **({"log2_table_size": 18} if len(shape) == 3 else {})}
+        elif task == "reconstruction":
+            out = {"levels": 8, "features_per_level": 2, "base_resolution": 16, "hidden": 64, "layers": 2,
+                   "max_resolution": max(shape)}
+        else:
+            return {}
+        finest = options.get("max_resolution", out["max_resolution"])
+        return {**out, **coarse_below_fine(options, finest, out.get("base_resolution", 16))}
+
+
 @register_model("fourier")
 class FourierMLP(INR):
     """Gaussian Fourier features followed by a ReLU MLP.
@@ -203,13 +303,7 @@ class FourierMLP(INR):
         Seed of the frequency matrix.
     """
 
-    default_lr = 1e-3
-    default_smoothness = 0.1  # as SIREN: an MLP of features is smooth enough to want a firm prior
-
-    @classmethod
-    def image_options(cls, shape, options: dict) -> dict:
-        """Fitted to an image: 64 frequencies of sigma 4 and a 2 x 128 MLP (capacity for 10-60 k samples)."""
-        return {"n_frequencies": 64, "sigma": 4.0, "hidden": 128, "layers": 2, **options}
+    config_type = FourierConfig
 
     def __init__(
         self,
@@ -249,8 +343,7 @@ class HashGridMLP(INR):
         The hash tables train at ``table_lr_scale`` times the base learning rate (see :meth:`param_groups`).
     """
 
-    default_lr = 1e-3
-    default_smoothness = 3e-4
+    config_type = HashGridConfig
 
     def __init__(
         self,
@@ -271,13 +364,6 @@ class HashGridMLP(INR):
             in_features, levels, features_per_level, log2_table_size, base_resolution, max_resolution
         )
         self.mlp = relu_mlp(self.encoding.out_features, hidden, layers, out_features)
-
-    @classmethod
-    def image_options(cls, shape, options: dict) -> dict:
-        """Fitted to an image, the finest level has twice the image's largest axis in cells; in 3D a 2^18 table
-        (4.7 M parameters rather than 9 M for ~1 M samples)."""
-        return {"max_resolution": 2 * int(max(shape)), **({"log2_table_size": 18} if len(shape) == 3 else {}),
-                **options}
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.encoding(coords))

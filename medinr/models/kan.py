@@ -5,10 +5,10 @@ sparsification regulariser, node pruning, grid extension (also as a coarse-to-fi
 
 from __future__ import annotations
 
-import inspect
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -16,8 +16,16 @@ from torch import nn
 
 from medinr.errors import MedinrError
 from medinr.models.base import INR, register_model
-from medinr.models.encodings import FourierEncoding, HashGridEncoding
-from medinr.models.mrgrid import GridEncoding, finest_resolution
+from medinr.models.config import FamilyConfig, option
+from medinr.models.encodings import (
+    FourierEncoding,
+    FourierEncodingConfig,
+    HashEncodingConfig,
+    HashGridEncoding,
+    coarse_below_fine,
+)
+from medinr.models.mrgrid import GridEncoding, GridEncodingConfig, finest_resolution
+from medinr.validation import check_options
 
 #: Guards the entropy's logarithm and the normalisation of edge scores against all-zero layers.
 _EPS = 1e-8
@@ -461,6 +469,68 @@ def _schedule(schedule: Sequence[Sequence[float]] | None) -> list[list[float]]:
     return sorted(out)
 
 
+#: The typed config of each encoding's ``encoding_options``.
+ENCODING_CONFIGS: dict[str, type[FamilyConfig]] = {
+    "fourier": FourierEncodingConfig, "hashgrid": HashEncodingConfig, "grid": GridEncodingConfig,
+}
+#: The KAN's own defaults of each encoding's options (lighter than the encodings' own).
+ENCODING_DEFAULTS = {"fourier": _FOURIER_DEFAULTS, "hashgrid": _HASH_DEFAULTS, "grid": _GRID_DEFAULTS}
+
+
+@dataclass(frozen=True)
+class KANConfig(FamilyConfig):
+    """The ``kan`` family's options and its defaults per task."""
+
+    widths: list[int] = option([16], 1, 1 << 16, units="nodes", doc="hidden widths: [n_encoded, *widths, out]")
+    grid: int = option(8, 1, 1024, units="intervals", doc="spline intervals of every activation over [-1, 1]")
+    order: int = option(3, 0, 16, doc="spline degree (3: the fast closed-form paths)")
+    encoding: str | None = option("grid", choices=("fourier", "hashgrid", "grid", "none"),
+                                  doc="input encoding in front of the KAN (none or null: raw coordinates)")
+    encoding_options: dict[str, Any] | None = option(None, doc="options of the encoding (its own typed config)")
+    noise_scale: float = option(0.1, 0, 100, doc="standard deviation of the initial spline coefficients")
+    reg_lambda: float = option(0.0, 0, 1e6, doc="weight of the sparsification regulariser (0: off)")
+    reg_mu1: float = option(1.0, 0, 1e6, doc="weight of the L1 part of the regulariser")
+    reg_mu2: float = option(1.0, 0, 1e6, doc="weight of the entropy part of the regulariser")
+    reg_samples: int = option(1024, 1, 1 << 24, units="points", doc="points of a batch the regulariser uses")
+    grid_schedule: list[list[float]] | None = option(
+        None, doc="grid extension as a schedule: [[fraction of the steps, new grid], ...]")
+    method: str = option("fused", choices=KANLayer.METHODS, doc="spline evaluation path of every layer")
+
+    RATES: ClassVar[dict[str, float]] = {"image": 3e-3, "reconstruction": 3e-3, "deformation": 3e-3}
+    SMOOTHNESS: ClassVar[float] = 3e-4
+
+    @classmethod
+    def check_values(cls, values: Mapping[str, Any], prefix: str = "") -> None:
+        """``encoding_options`` are checked against the chosen encoding's config (over the KAN's defaults); a grid
+        schedule may not ask for more spline intervals than ``grid`` allows (the checkpoint would be refused)."""
+        most = cls.specs()["grid"].high
+        for item in values["grid_schedule"] or ():
+            if len(item) == 2 and item[1] > most:
+                raise MedinrError(f"model option '{prefix}grid_schedule' asks for a grid of {item[1]:g} intervals "
+                                  f"(at most {most:g})")
+        encoding, options = values["encoding"], values["encoding_options"]
+        if encoding in (None, "none"):
+            if options:
+                raise MedinrError(f"model option '{prefix}encoding_options' is given but the encoding is none")
+            return
+        check_options(ENCODING_CONFIGS[encoding], {**ENCODING_DEFAULTS[encoding], **(options or {})},
+                      f"the KAN's {encoding} encoding", prefix=f"{prefix}encoding_options.")
+
+    @classmethod
+    def task_options(cls, task: str, shape: tuple[int, ...], options: Mapping[str, Any]) -> dict[str, Any]:
+        """Image: a feature-table encoding's finest level follows the grid (as the grid families). Other tasks:
+        the constructor's defaults."""
+        encoding = options.get("encoding", cls.specs()["encoding"].default)
+        if task != "image" or encoding not in _TABLES:
+            return {}
+        finest = finest_resolution(shape) if encoding == "grid" else 2 * max(shape)
+        given = options.get("encoding_options")
+        given = given if isinstance(given, dict) else {}
+        coarse = coarse_below_fine(given, given.get("max_resolution", finest), _HASH_DEFAULTS["base_resolution"]) \
+            if encoding == "hashgrid" else {}
+        return {"encoding_options": {"max_resolution": finest, **coarse}}
+
+
 @register_model("kan")
 class KAN(INR):
     """A KAN on (optionally encoded) coordinates: ``encoding -> bound -> KANLayer -> tanh -> ... -> KANLayer``.
@@ -514,8 +584,7 @@ class KAN(INR):
     :meth:`training_progress` says so).
     """
 
-    default_lr = 3e-3
-    default_smoothness = 3e-4
+    config_type = KANConfig
 
     def __init__(
         self,
@@ -554,17 +623,6 @@ class KAN(INR):
             for a, b in zip(sizes[:-1], sizes[1:])
         )
         self._reg_inputs: list[torch.Tensor] | None = None
-
-    @classmethod
-    def image_options(cls, shape: Sequence[int], options: dict) -> dict:
-        """Fitted to an image, a feature-table encoding's finest level follows the grid (as the grid families)."""
-        options = dict(options)
-        encoding = options.get("encoding", inspect.signature(cls.__init__).parameters["encoding"].default)
-        if encoding in _TABLES:
-            enc = dict(options.get("encoding_options") or {})
-            finest = finest_resolution(shape) if encoding == "grid" else 2 * int(max(shape))
-            options["encoding_options"] = {"max_resolution": finest, **enc}
-        return options
 
     # ---- forward ----------------------------------------------------------------------------------------------
 

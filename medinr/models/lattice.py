@@ -8,7 +8,9 @@ model zoo so that a checkpoint of it loads like any other family.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +18,8 @@ from torch import nn
 
 from medinr.geometry import sample_grid
 from medinr.models.base import INR, register_model
+from medinr.models.config import FamilyConfig, option
+from medinr.validation import MAX_IMAGE_AXIS
 
 
 def resize_lattice(values: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
@@ -31,6 +35,24 @@ def resize_lattice(values: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     return F.interpolate(values[None], size=shape, mode=mode, align_corners=True)[0]
 
 
+@dataclass(frozen=True)
+class LatticeConfig(FamilyConfig):
+    """The ``lattice`` family's option and its defaults per task."""
+
+    lattice: list[int] | None = option(None, 2, MAX_IMAGE_AXIS, items=(2, 3), units="nodes per axis",
+                                       doc="nodes over [-1, 1] per axis (None: 8 per axis)")
+
+    #: Node values are the output itself: 1e-3 needs thousands of steps to reach 0..1 intensities.
+    RATES: ClassVar[dict[str, float]] = {"image": 2e-2, "reconstruction": 2e-2, "deformation": 2e-2}
+    SMOOTHNESS: ClassVar[float] = 3e-4  # as the dense grids: the curvature prior decides between the voxel centres
+
+    @classmethod
+    def task_options(cls, task: str, shape: tuple[int, ...], options: Mapping[str, Any]) -> dict[str, Any]:
+        """Image: one node per voxel (the fit is then a footprint-deconvolved linear interpolant, the plainest
+        baseline of the zoo). Other tasks: the constructor's 8 nodes per axis."""
+        return {"lattice": list(shape)} if task == "image" else {}
+
+
 @register_model("lattice")
 class LatticeField(INR):
     """Node values ``(out_features, *lattice)`` on ``linspace(-1, 1, n)`` per axis, linearly interpolated.
@@ -42,8 +64,7 @@ class LatticeField(INR):
         Nodes per axis (default 8 per axis).
     """
 
-    default_lr = 2e-2  # node values are the output itself: 1e-3 needs thousands of steps to reach 0..1 intensities
-    default_smoothness = 3e-4  # as the dense grids: the curvature prior decides between the voxel centres
+    config_type = LatticeConfig
 
     def __init__(self, in_features: int, out_features: int, lattice: Sequence[int] | None = None) -> None:
         super().__init__(in_features, out_features)
@@ -54,12 +75,6 @@ class LatticeField(INR):
             raise ValueError(f"lattice must give at least 2 nodes on each of the {in_features} axes, got {lattice}")
         self.resolve_config(lattice=nodes)
         self.values = nn.Parameter(torch.zeros(out_features, *nodes))
-
-    @classmethod
-    def image_options(cls, shape: Sequence[int], options: dict) -> dict:
-        """Fitted to an image, one node per voxel: the fit is then a (footprint-deconvolved) linear interpolant,
-        the plainest baseline of the zoo."""
-        return {"lattice": [int(n) for n in shape], **options}
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         return sample_grid(self.values, coords.to(self.values.dtype), mode="bilinear", padding_mode="border")

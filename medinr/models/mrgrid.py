@@ -8,7 +8,9 @@ makes a full-grid k-space fit cheap; off the lattice it is ``medinr.geometry.sam
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +18,7 @@ from torch import nn
 
 from medinr.geometry import sample_grid
 from medinr.models.base import INR, register_model, zero_linear_
+from medinr.models.config import FamilyConfig, option
 from medinr.models.encodings import relu_mlp
 
 
@@ -42,6 +45,52 @@ def make_grids(in_features: int, resolutions: Sequence[int], features: int, init
 def sample_levels(grids: Sequence[torch.Tensor], coords: torch.Tensor) -> torch.Tensor:
     """Every level's features at ``coords (..., d)`` (bi/trilinear, border padding), concatenated: ``(..., L F)``."""
     return torch.cat([sample_grid(g, coords, mode="bilinear", padding_mode="border") for g in grids], dim=-1)
+
+
+def _resolution(default: int, doc: str) -> int:
+    return option(default, 1, 1 << 16, units="vertices per axis", doc=doc)
+
+
+@dataclass(frozen=True)
+class GridEncodingConfig(FamilyConfig):
+    """Options of :class:`GridEncoding` (the KAN's ``encoding_options`` for ``encoding='grid'``)."""
+
+    levels: int = option(4, 1, 64, doc="resolution levels")
+    features_per_level: int = option(4, 1, 64, doc="features per vertex and level")
+    base_resolution: int = _resolution(32, "coarsest level (levels grow geometrically; at least 2)")
+    max_resolution: int = _resolution(256, "finest level")
+    init: float = option(1e-4, 0, 1, doc="features start uniform in [-init, init]")
+
+
+@dataclass(frozen=True)
+class MultiResGridConfig(FamilyConfig):
+    """The ``mrgrid`` family's options and its defaults per task."""
+
+    levels: int = option(4, 1, 64, doc="resolution levels")
+    features_per_level: int = option(4, 1, 64, doc="features per vertex and level")
+    base_resolution: int = _resolution(32, "coarsest level (levels grow geometrically; at least 2)")
+    max_resolution: int = _resolution(256, "finest level (should match the image grid)")
+    hidden: int = option(32, 1, 1 << 16, units="units", doc="width of the decoder's ReLU layers")
+    layers: int = option(1, 0, 256, doc="ReLU layers of the decoder (0: linear)")
+    grid_lr_scale: float = option(10.0, 0, 1e4, low_open=True, units="x base lr", doc="learning rate of the grids")
+
+    RATES: ClassVar[dict[str, float]] = {
+        "image": 2e-3,  # 2e-2 memorises the voxels in a few dozen steps, before the prior acts
+        "reconstruction": 2e-2,  # a k-space fit of a dense grid converges slowly at the usual 1e-3
+        "deformation": 2e-2,
+    }
+    SMOOTHNESS: ClassVar[float] = 3e-4
+
+    @classmethod
+    def task_options(cls, task: str, shape: tuple[int, ...], options: Mapping[str, Any]) -> dict[str, Any]:
+        """Image: the finest level follows the grid (:func:`finest_resolution`). Reconstruction: the finest level
+        is the grid's largest axis, the coarsest an eighth of it (32 at 256, at least 4): a coarse-to-fine basis
+        on any size."""
+        if task == "image":
+            return {"max_resolution": finest_resolution(shape)}
+        if task == "reconstruction":
+            return {"max_resolution": max(shape), "base_resolution": max(4, int(round(max(shape) / 8)))}
+        return {}
 
 
 class GridEncoding(nn.Module):
@@ -84,9 +133,7 @@ class MultiResGrid(INR):
         The grids train at this multiple of the base learning rate (see :meth:`param_groups`).
     """
 
-    default_lr = 2e-2  # a k-space fit of a dense grid converges slowly at the usual 1e-3
-    image_lr = 2e-3  # image fits: 2e-2 memorises the voxels in a few dozen steps, before the prior acts
-    default_smoothness = 3e-4
+    config_type = MultiResGridConfig
 
     def __init__(
         self,
@@ -107,11 +154,6 @@ class MultiResGrid(INR):
         self.grid_lr_scale = float(grid_lr_scale)
         self.grids = make_grids(in_features, self.resolutions, features_per_level)
         self.mlp = relu_mlp(levels * features_per_level, hidden, layers, out_features)
-
-    @classmethod
-    def image_options(cls, shape: Sequence[int], options: dict) -> dict:
-        """Fitted to an image, the finest level follows the grid (:func:`finest_resolution`)."""
-        return {"max_resolution": finest_resolution(shape), **options}
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         return self.mlp(sample_levels(self.grids, coords))

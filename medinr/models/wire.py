@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from medinr.models.base import INR, register_model
+from medinr.models.config import FamilyConfig, option
 
 # exp(x) for x below this is a float32 denormal-range value (< 1.2e-38); the Gaussian envelope reaches it far
 # from the wavelet's centre. Denormal arithmetic is 10-100x slower on x86 and made the backward pass ~4x slower
@@ -53,6 +57,31 @@ class ComplexLinear(nn.Module):
         return out_re, out_im
 
 
+@dataclass(frozen=True)
+class WireConfig(FamilyConfig):
+    """WIRE's options and its defaults per task."""
+
+    hidden: int = option(256, 1, 1 << 16, units="units",
+                         doc="nominal width; layers hold int(hidden / sqrt(2)) complex units")
+    layers: int = option(3, 0, 256, doc="Gabor layers including the real first one (0 and 1 both give one)")
+    omega_0: float = option(20.0, 0, 1e4, doc="frequency of the first layer's wavelet")
+    s_0: float = option(10.0, 0, 1e4, doc="Gaussian width factor of the first layer's wavelet")
+    hidden_omega: float = option(20.0, 0, 1e4, doc="frequency of the hidden layers' wavelets")
+    hidden_s: float = option(10.0, 0, 1e4, doc="Gaussian width factor of the hidden layers' wavelets")
+
+    RATES: ClassVar[dict[str, float]] = {
+        "image": 1e-3,  # image fits at 5e-3 (256 wide) stalled at 27 dB on the voxels, 12 dB between them
+        "reconstruction": 5e-3,  # WIRE's general rate (the class notes: stable at omega / s = 2)
+        "deformation": 5e-3,
+    }
+    SMOOTHNESS: ClassVar[float] = 0.1
+
+    @classmethod
+    def task_options(cls, task: str, shape: tuple[int, ...], options: Mapping[str, Any]) -> dict[str, Any]:
+        """Image: 128 nominal width (90 complex units); other tasks: the constructor's defaults."""
+        return {"hidden": 128} if task == "image" else {}
+
+
 @register_model("wire")
 class Wire(INR):
     """WIRE: a real first layer, ``layers - 1`` complex hidden layers, each followed by a complex Gabor wavelet,
@@ -74,14 +103,7 @@ class Wire(INR):
         (300 Adam steps of 4096 random pixels at the default learning rate 5e-3: finite loss, 30.7 dB).
     """
 
-    default_lr = 5e-3
-    image_lr = 1e-3  # image fits at 5e-3 (256 wide) stalled at 27 dB on the voxels, 12 dB between them
-    default_smoothness = 0.1
-
-    @classmethod
-    def image_options(cls, shape, options: dict) -> dict:
-        """Fitted to an image: 128 nominal width (90 complex units)."""
-        return {"hidden": 128, **options}
+    config_type = WireConfig
 
     def __init__(
         self,

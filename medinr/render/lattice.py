@@ -3,14 +3,14 @@
 Building the lattice is a generator (one slab of the grid per step) so that a viewer runs it in a worker thread
 with bounded memory and can stop it; planes are then sampled by trilinear interpolation of the stored values
 (``grid_sample``, as fast as ``scipy.ndimage.map_coordinates``), which costs the same for every model family.
-A lattice can be kept in a cache file beside its checkpoint: safetensors (raw float32 and a JSON header, never
-pickle), tied to the checkpoint by its SHA-256 so that a stale or foreign file is refused.
+A lattice can be kept in a cache file beside its checkpoint: safetensors (raw float32 and a JSON header in the one
+header schema, :class:`medinr.schema.LatticeHeader`; never pickle), tied to the checkpoint by its SHA-256 so that a
+stale, foreign or damaged file is refused (and rebuilt by :func:`cached_lattice_steps`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from collections.abc import Generator, Sequence
@@ -29,13 +29,15 @@ from medinr.models.base import DEFAULT_CHUNK
 from medinr.registration.jacobian import jacobian_determinant
 from medinr.render.planes import Plane, shape2
 from medinr.render.products import check_plane, resolve_component, to_component, volume_geometry
+from medinr.schema import LATTICE_FORMAT, LATTICE_VERSION, LatticeHeader, header_text, read_safetensors_header
+from medinr.validation import show
 
 #: Largest lattice (voxels per channel): 2^24 float32 is 64 MB, a 1 mm brain fits (8.7 M voxels).
 LATTICE_VOXELS = 1 << 24
 #: Seconds a lattice build may take (estimated from a probe); a slower model gets a uniformly coarser lattice.
 LATTICE_SECONDS = 10.0
-CACHE_FORMAT = "medinr-lattice"
-CACHE_VERSION = 1
+CACHE_FORMAT = LATTICE_FORMAT
+CACHE_VERSION = LATTICE_VERSION
 CACHE_SUFFIX = ".lattice"
 _META_KEY = "medinr_lattice"
 
@@ -275,30 +277,45 @@ def cache_path_for(checkpoint: str | os.PathLike, fallback_dir: str | os.PathLik
 
 
 def save_lattice(path: str | os.PathLike, lattice: CachedLattice) -> Path:
-    """Write ``lattice`` (channels only) as a safetensors cache file, atomically."""
+    """Write ``lattice`` (channels only) as a safetensors cache file, atomically, with the one header schema
+    (:class:`medinr.schema.LatticeHeader`): what it writes, :func:`load_lattice` reads back."""
     from safetensors.numpy import save_file
 
     if not lattice.checkpoint_sha256:
         raise MedinrError("only a lattice of a checkpoint file can be cached (its SHA-256 ties the two)")
-    header = {
-        "format": CACHE_FORMAT,
-        "version": CACHE_VERSION,
-        "checkpoint_sha256": lattice.checkpoint_sha256,
-        "geometry": lattice.geometry.to_dict(),
-        "kind": lattice.kind,
-        "to_network": lattice.to_network.tolist(),
-        "margin": None if lattice.margin is None else np.asarray(lattice.margin).tolist(),
-        "seconds": lattice.seconds,
-    }
+    header = LatticeHeader(checkpoint_sha256=lattice.checkpoint_sha256, geometry=lattice.geometry, kind=lattice.kind,
+                           to_network=lattice.to_network, margin=lattice.margin, seconds=float(lattice.seconds))
+    header.values_shape(int(lattice.values.shape[0]))
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    text = header_text(header.to_json(), f"{target} was not written")
     with atomic_path(target) as tmp:
-        save_file({"values": np.ascontiguousarray(lattice.values)}, str(tmp), metadata={_META_KEY: json.dumps(header)})
+        save_file({"values": np.ascontiguousarray(lattice.values, dtype=np.float32)}, str(tmp),
+                  metadata={_META_KEY: text})
     return target
+
+
+def _values_entry(p: Path, tensors: dict[str, dict], header: LatticeHeader) -> None:
+    """The one tensor must be float32 ``values`` of the header's grid and channels (checked before reading)."""
+    entry = tensors.get("values")
+    if set(tensors) != {"values"} or entry.get("dtype") != "F32" or not isinstance(entry.get("shape"), list):
+        raise MedinrError(f"{p} is a damaged lattice cache: it must hold one float32 tensor 'values', "
+                          f"it holds {show(sorted(tensors))}")
+    shape = tuple(entry["shape"])
+    try:
+        expected = header.values_shape(shape[0]) if shape and isinstance(shape[0], int) else None
+    except MedinrError as exc:
+        raise MedinrError(f"{p} is a damaged lattice cache: {exc}") from None
+    if shape != expected:
+        raise MedinrError(f"{p} is a damaged lattice cache: values {show(list(shape))} do not match its grid "
+                          f"{list(header.geometry.shape)}")
 
 
 def load_lattice(path: str | os.PathLike, checkpoint_sha256: str) -> CachedLattice:
     """Read a cache file written by :func:`save_lattice` for the checkpoint with ``checkpoint_sha256``.
+
+    The header is checked in full against :class:`medinr.schema.LatticeHeader` (geometry, kind, an invertible
+    homogeneous ``to_network``, margin) and the tensor's name, dtype and shape against it before any value is read.
 
     Raises
     ------
@@ -308,29 +325,24 @@ def load_lattice(path: str | os.PathLike, checkpoint_sha256: str) -> CachedLatti
     from safetensors import SafetensorError, safe_open
 
     p = Path(path)
-    try:
-        with safe_open(str(p), framework="numpy") as f:
-            header = json.loads((f.metadata() or {})[_META_KEY])
-            values = f.get_tensor("values")
-    except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-        raise MedinrError(f"{p} is not a medinr lattice cache ({type(exc).__name__})") from None
-    if not isinstance(header, dict) or header.get("format") != CACHE_FORMAT or header.get("version") != CACHE_VERSION:
-        raise MedinrError(f"{p} is not a medinr lattice cache of version {CACHE_VERSION}")
-    if header.get("checkpoint_sha256") != checkpoint_sha256:
+    meta, tensors = read_safetensors_header(p, "medinr lattice cache")
+    if _META_KEY not in meta:
+        raise MedinrError(f"{p} is not a medinr lattice cache (no {_META_KEY} header)")
+    header = LatticeHeader.parse(meta[_META_KEY], str(p))
+    if header.checkpoint_sha256 != checkpoint_sha256:
         raise MedinrError(f"{p} is stale: it was computed from another checkpoint")
-    geom = Geometry.from_dict(header["geometry"])
-    if values.dtype != np.float32 or values.ndim != geom.ndim + 1 or tuple(values.shape[1:]) != geom.shape:
-        raise MedinrError(f"{p} is damaged: values {values.shape} {values.dtype} do not match its grid {geom.shape}")
-    margin = header.get("margin")
-    return CachedLattice(
-        geometry=geom,
-        values=values,
-        kind=str(header.get("kind")),
-        to_network=np.asarray(header["to_network"], dtype=np.float64),
-        margin=None if margin is None else np.asarray(margin, dtype=np.float64),
-        checkpoint_sha256=checkpoint_sha256,
-        seconds=float(header.get("seconds", 0.0)),
-    )
+    try:
+        _values_entry(p, tensors, header)
+        with safe_open(str(p), framework="numpy") as f:
+            values = f.get_tensor("values")
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError, MedinrError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise MedinrError(reason if isinstance(exc, MedinrError) else f"{p} is a damaged lattice cache ({reason})") \
+            from None
+    if not np.isfinite(values).all():
+        raise MedinrError(f"{p} is a damaged lattice cache: its values are not all finite")
+    return CachedLattice(geometry=header.geometry, values=values, kind=header.kind, to_network=header.to_network,
+                         margin=header.margin, checkpoint_sha256=checkpoint_sha256, seconds=header.seconds)
 
 
 def cached_lattice_steps(
@@ -354,6 +366,6 @@ def cached_lattice_steps(
     if cache is not None:
         try:
             save_lattice(cache, lattice)
-        except OSError:
-            pass  # a read-only place: the lattice still lives in memory
+        except Exception:  # the cache is optional: a read-only place, a full disk, a file-size limit or a
+            pass  # writer error (SafetensorError) all just skip caching; the lattice still lives in memory
     return lattice
