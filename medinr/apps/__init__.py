@@ -32,9 +32,12 @@ def publish_file(result: Any, path: Any) -> None:
 
 
 def execute(request: Any, out: str, force: bool = False) -> Any:
-    """Check the output folder ``out`` (before any work), run ``request``, and publish its result as one step."""
-    folder = OutputDir(out, request.outputs(), force=force)
-    result = run(request)
-    with folder:
+    """Check the output folder ``out`` (before any work), run ``request``, and publish its result as one step.
+
+    The run holds the output's (locked) staging folder while it works, as every command did: an interrupted or
+    terminated run removes it, and nothing is published.
+    """
+    with OutputDir(out, request.outputs(), force=force) as folder:
+        result = run(request)
         publish(result, folder)
     return result

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from medinr.errors import MedinrError
-
-LOSSES = ("ncc", "lncc", "mse")
+from medinr.registration.settings import LOSSES
 
 
 def ncc(fixed: torch.Tensor, warped: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
