@@ -182,6 +182,7 @@ def test_noise_matches_snr_and_data_consistency():
     assert torch.linalg.vector_norm(op(op.data_consistent(start, y)) - y) < 0.5 * torch.linalg.vector_norm(y)
 
 
+@pytest.mark.slow
 def test_espirit_maps_recover_image():
     yy, xx = np.mgrid[-1:1:48j, -1:1:48j]
     img = ((xx**2 + yy**2) < 0.7).astype(np.float32) * (1 + 0.3 * xx)

@@ -97,6 +97,7 @@ def test_inr_and_cs_are_chosen_on_the_same_held_out_samples(small_image, monkeyp
     assert inr["chosen"] == best  # the chosen point is the minimum of the recorded curve, not the last step
 
 
+@pytest.mark.slow
 def test_validation_stops_before_the_noise_is_fitted(small_image):
     """Along a path that ends weakly regularised the fit turns to noise: the held-out error turns up, and the
     recorded curve is the true held-out error (the shared rule, recomputed from the images) of each state."""
