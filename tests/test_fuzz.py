@@ -21,14 +21,20 @@ import nibabel as nib
 import numpy as np
 import pytest
 from hostile_files import read_header, run_cli, write_checkpoint, write_header
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pipelines.cli import build_parser
 
-#: Examples per fuzz test: 40 in the suite; ``MEDINR_FUZZ_EXAMPLES=1000`` for a deeper run.
-FUZZ = settings(max_examples=int(os.environ.get("MEDINR_FUZZ_EXAMPLES", 40)), deadline=None,
-                suppress_health_check=list(HealthCheck), database=None)
+#: The suite's profile is derandomized: the same 40 examples per test on every run and machine, so a random draw
+#: never decides CI. ``MEDINR_FUZZ_EXAMPLES=1000`` runs a deeper, random search instead; every example that ever
+#: failed is kept below as an explicit ``@example`` and runs in both profiles.
+_DEEP = os.environ.get("MEDINR_FUZZ_EXAMPLES")
+settings.register_profile("medinr-suite", max_examples=40, derandomize=True, deadline=None,
+                          suppress_health_check=list(HealthCheck), database=None)
+settings.register_profile("medinr-deep", max_examples=int(_DEEP or 1000), derandomize=False, deadline=None,
+                          suppress_health_check=list(HealthCheck), database=None, print_blob=True)
+FUZZ = settings(settings.get_profile("medinr-deep" if _DEEP else "medinr-suite"))
 GB = 1 << 30
 
 
@@ -178,6 +184,12 @@ def nifti_mutations(draw):
 
 @FUZZ
 @given(mutations=nifti_mutations(), gz=st.booleans())
+# issue 20: failed `make test` on a fresh clone (an overflow warning line before the error line)
+@example(mutations=[("scl_slope", [3.4e8]), ("pixdim", [1.0, 1e30, 1e30, 1e30, 1.0, 1.0, 1.0, 1.0])], gz=False)
+@example(mutations=[("scl_slope", [3.4e8]), ("pixdim", [1e30] * 8), ("sform_code", [0])], gz=True)
+@example(mutations=[("scl_slope", [1e38])], gz=False)  # issue 20: overflow warning before the error line
+@example(mutations=[("pixdim", [1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]), ("qform_code", [0]), ("sform_code", [0])],
+         gz=False)  # issue 20: a zero voxel size silently became 1 mm
 def test_crafted_nifti_headers(capsys, monkeypatch, mutations, gz):
     monkeypatch.setenv("MEDINR_MEMORY_LIMIT", "512M")
     folder = Path(tempfile.mkdtemp())
