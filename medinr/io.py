@@ -20,6 +20,7 @@ import numpy as np
 
 from medinr.errors import MedinrError
 from medinr.geometry import Geometry
+from medinr.outputs import public_path, write_failure
 from medinr.resources import array_bytes, check_budget, format_bytes
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -327,9 +328,14 @@ def _load_dicom_series(folder: Path) -> tuple[np.ndarray, np.ndarray]:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(target.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name.split('.')[0]}-", suffix=suffix, dir=target.parent)
+    # the temporary name keeps the file's type suffix (writers choose the format by it) but stays short
+    suffix = "".join(s for s in target.suffixes[-2:] if len(s) <= 8) or ".tmp"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name.split('.')[0][:40]}-", suffix=suffix, dir=target.parent)
+    except OSError as exc:
+        _raise_write_failure(exc, target)
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -339,9 +345,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, target)
+    except Exception as exc:
+        _raise_write_failure(exc, target)
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _raise_write_failure(exc: BaseException, target: Path) -> None:
+    """Disk full, a quota, a file-size limit or a read-only folder while writing ``target``: one line."""
+    if isinstance(exc, MedinrError):
+        return
+    failure = write_failure(exc)
+    if failure is not None:
+        raise MedinrError(f"{failure[0]} writing {public_path(target)}") from None
 
 
 def save_image(path: str | os.PathLike, array: np.ndarray, geometry: Geometry, dtype: type = np.float32) -> Path:

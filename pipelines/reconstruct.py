@@ -24,7 +24,6 @@ from medinr.validation import check_image_size
 from pipelines.common import (
     add_common_arguments,
     axis_index,
-    finite_float,
     fraction,
     nonnegative_float,
     nonnegative_int,
@@ -33,6 +32,7 @@ from pipelines.common import (
     positive_float,
     positive_int,
     resolve_device,
+    snr_db,
     write_json,
 )
 
@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="coil maps for reconstruction (default: simulated for images, espirit for k-space)",
     )
-    acq.add_argument("--snr", type=finite_float, default=None, help="complex noise at this SNR in dB (default: none)")
+    acq.add_argument("--snr", type=snr_db, default=None, help="complex noise at this SNR in dB (default: none)")
     acq.add_argument("--no-phase", action="store_true", help="simulate without a smooth background phase")
     acq.add_argument("--slice", type=number(integer=True), default=None, help="slice index of a 3D input")
     acq.add_argument("--axis", type=axis_index, default=2, help="axis of --slice (default 2)")
