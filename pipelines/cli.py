@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
             help="memory this run may plan to use, e.g. 4G or 'none' (default: 80%% of the available memory, "
             "or $MEDINR_MEMORY_LIMIT); work estimated above it is refused before it starts",
         )
+        p.add_argument(
+            "--allow-detached-data", action="store_true", default=argparse.SUPPRESS,
+            help="read an image whose text header (MetaImage .mhd, NRRD .nhdr) keeps its voxels in a separate "
+            "file beside it; without it such headers are refused, and a data file elsewhere always is",
+        )
         p.set_defaults(_run=module.run)
     return parser
 
@@ -149,6 +154,7 @@ def _silence_stdout() -> None:
 
 
 def _run(argv: Sequence[str] | None, debug_env: bool) -> int:
+    from medinr.filecheck import detached_data_allowed
     from medinr.resources import memory_budget_set_to
 
     try:
@@ -158,7 +164,7 @@ def _run(argv: Sequence[str] | None, debug_env: bool) -> int:
     debug = args.debug or debug_env
     budget = memory_budget_set_to(args.memory_limit) if hasattr(args, "memory_limit") else contextlib.nullcontext()
     try:
-        with budget:
+        with budget, detached_data_allowed(getattr(args, "allow_detached_data", False)):
             code = int(args._run(args) or 0)
         sys.stdout.flush()
         return code

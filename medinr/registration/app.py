@@ -15,6 +15,7 @@ import numpy as np
 
 from medinr.continuous import ContinuousImage
 from medinr.errors import MedinrError
+from medinr.filecheck import check_binary
 from medinr.geometry import Geometry
 from medinr.io import load_image
 from medinr.registration.evaluation import (
@@ -80,6 +81,7 @@ def load_inputs(fixed: str, moving: str, fixed_mask: str | None = None, fixed_la
     inputs = RegistrationInputs(f, fg, m, mg, paths)
     if fixed_mask:
         inputs.mask = on_grid(fixed_mask, "fixed mask", fg)
+        check_binary(inputs.mask, f"the fixed mask {fixed_mask}")  # README: a 0..255 mask is refused
         if not np.any(inputs.mask > 0):
             raise MedinrError(f"the fixed mask {fixed_mask} is empty (no voxel inside the fixed image)")
     if fixed_labels:
