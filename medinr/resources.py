@@ -4,6 +4,8 @@ The budget is 80 % of the memory this process can still get (the least of the ma
 a cgroup limit and an address-space rlimit), or what ``MEDINR_MEMORY_LIMIT`` / ``medinr --memory-limit``
 say. Estimates come from headers and arguments (voxels, coils, pixels, lattice points) and from the
 sizes a model asks for while it is built (:func:`allocation_guard`), never from the allocation itself.
+
+torch is imported only by :func:`allocation_guard`, so that budgets are checked (and headers refused) without it.
 """
 
 from __future__ import annotations
@@ -15,9 +17,6 @@ import resource
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-
-import torch
-from torch.overrides import TorchFunctionMode
 
 from medinr.errors import MedinrError
 
@@ -181,7 +180,7 @@ def _numel(func: Any, args: tuple, kwargs: dict) -> int:
     if size is None:
         if name in ("new_empty", "new_zeros", "new_ones", "new_full"):
             args = args[1:]  # the tensor the method is called on
-        seqs = [a for a in args if isinstance(a, (tuple, list, torch.Size))]
+        seqs = [a for a in args if isinstance(a, (tuple, list))]  # torch.Size is a tuple
         ints = [a for a in args if isinstance(a, int) and not isinstance(a, bool)]
         if seqs:
             size = seqs[-1]
@@ -192,23 +191,30 @@ def _numel(func: Any, args: tuple, kwargs: dict) -> int:
     return math.prod(int(s) for s in size)
 
 
-class _AllocationGuard(TorchFunctionMode):
-    def __init__(self, limit: float, what: str) -> None:
-        super().__init__()
-        self.limit, self.what, self.total = limit, what, 0
+def _allocation_guard_mode(limit: float, what: str) -> Any:
+    """A torch function mode that counts the bytes of factory calls and refuses the one passing ``limit``."""
+    import torch
+    from torch.overrides import TorchFunctionMode
 
-    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        kwargs = kwargs or {}
-        n = _numel(func, args, kwargs)
-        if n:
-            dtype = kwargs.get("dtype") or torch.get_default_dtype()
-            self.total += n * dtype.itemsize
-            if self.total > self.limit:
-                raise MedinrError(
-                    f"{self.what} would need more than {format_bytes(self.limit)} of memory (the budget's share "
-                    f"for it); use smaller options or raise the budget with --memory-limit (or {ENV_VAR})"
-                )
-        return func(*args, **kwargs)
+    class _AllocationGuard(TorchFunctionMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.total = 0
+
+        def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+            kwargs = kwargs or {}
+            n = _numel(func, args, kwargs)
+            if n:
+                dtype = kwargs.get("dtype") or torch.get_default_dtype()
+                self.total += n * dtype.itemsize
+                if self.total > limit:
+                    raise MedinrError(
+                        f"{what} would need more than {format_bytes(limit)} of memory (the budget's share "
+                        f"for it); use smaller options or raise the budget with --memory-limit (or {ENV_VAR})"
+                    )
+            return func(*args, **kwargs)
+
+    return _AllocationGuard()
 
 
 @contextmanager
@@ -222,5 +228,5 @@ def allocation_guard(what: str, share: float = 1.0) -> Iterator[None]:
     if budget is None:
         yield
         return
-    with _AllocationGuard(budget * share, what):
+    with _allocation_guard_mode(budget * share, what):
         yield
