@@ -41,7 +41,7 @@ MAX_ORIGIN_MM = 1e9
 #: Largest float32 value: a float64 or scaled image beyond it cannot be held as medinr's float32.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 _KIND_WORDS = {"U": "text", "S": "bytes", "M": "dates (datetime64)", "m": "time spans (timedelta64)",
-               "O": "Python objects", "V": "records (a structured type)", "T": "text"}
+               "O": "objects or variable-length strings", "V": "records (a structured type)", "T": "text"}
 _allow_detached = False
 
 

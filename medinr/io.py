@@ -303,7 +303,8 @@ def _verify_gzip(p: Path, limit: int | None = None) -> None:
             while (limit is None or done < limit) and (piece := len(f.read(1 << 20))):
                 done += piece
     except (OSError, EOFError, zlib.error) as exc:
-        raise MedinrError(f"cannot read image {p}: its gzip data are damaged ({exc})") from None
+        reason = re.sub(r"\s*0x[0-9a-fA-F]+ != 0x[0-9a-fA-F]+", "", str(exc))  # "CRC check failed 0x.. != 0x.."
+        raise MedinrError(f"cannot read image {p}: its gzip data are damaged ({reason})") from None
 
 
 def _read_sitk(p: Path, allow_vector: bool) -> tuple[np.ndarray, np.ndarray]:
