@@ -11,7 +11,8 @@ hostile or damaged file is refused with one line before it can allocate, read an
   :data:`MAX_ORIGIN_MM`, a finite affine; also checked before writing (medinr never writes what it would refuse);
 - **no data from elsewhere**: a text header's detached data file (NRRD ``data file``, MetaImage
   ``ElementDataFile``), an HDF5 external link, virtual dataset or external storage is refused; a detached data
-  file *beside* its header may be allowed (``--allow-detached-data``, :func:`detached_data_allowed`).
+  file *beside* its header may be allowed (``--allow-detached-data``, :func:`detached_data_allowed` or
+  ``MEDINR_ALLOW_DETACHED_DATA=1``).
 
 Nothing here imports torch.
 """
@@ -43,6 +44,9 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 _KIND_WORDS = {"U": "text", "S": "bytes", "M": "dates (datetime64)", "m": "time spans (timedelta64)",
                "O": "objects or variable-length strings", "V": "records (a structured type)", "T": "text"}
 _allow_detached = False
+#: ``MEDINR_ALLOW_DETACHED_DATA=1`` allows what ``--allow-detached-data`` allows, for callers without a command
+#: line (the napari plugin).
+ALLOW_DETACHED_ENV = "MEDINR_ALLOW_DETACHED_DATA"
 
 
 # -- voxel types and shapes --------------------------------------------------------------------------------------
@@ -199,7 +203,7 @@ def detached_data_files(path: str | os.PathLike) -> list[Path]:
     if not names:
         return []
     shown = names[0][:80]
-    if not _allow_detached:
+    if not (_allow_detached or os.environ.get(ALLOW_DETACHED_ENV) == "1"):
         raise MedinrError(f"{p} keeps its voxels in another file ('{shown}'); medinr reads a detached data file "
                           "only with --allow-detached-data, and only from beside its header")
     files = []
