@@ -37,6 +37,7 @@ SUBCOMMANDS = {
 
 
 RERAISE_S = 2.0  # seconds between raises of a SIGTERM that has not ended the run yet
+IMPORT_RETRY_S = 0.05  # a SIGTERM that arrives during an import is raised once the import is done
 
 
 #: Signals that end a run like SIGTERM does (outputs unwound), with their exit status and last line.
@@ -111,7 +112,9 @@ def _process_handlers(held: list[str]) -> Iterator[None]:
 
     An exception raised by a signal handler is dropped when it lands in a finaliser or an import lock's
     callback ("Exception ignored in ..."), and the run then went on to the end; so the handler also arms a
-    repeating alarm that raises it again every RERAISE_S seconds until this context is left.
+    repeating alarm that raises it again every RERAISE_S seconds until this context is left. One that arrives
+    while a module is being imported is raised when the import is over (an import cut short leaves a
+    half-initialised module behind: torch then failed on ``sympy.printing``, an internal error).
     """
     from medinr.textsafe import TerminalSafeWriter
 
@@ -119,6 +122,9 @@ def _process_handlers(held: list[str]) -> Iterator[None]:
 
     def terminate(signum: int, frame: object) -> None:
         first.append(signum)
+        if _importing(frame):  # an exception inside an import leaves a half-imported module (torch's sympy)
+            signal.setitimer(signal.ITIMER_REAL, IMPORT_RETRY_S, RERAISE_S)
+            return
         signal.setitimer(signal.ITIMER_REAL, RERAISE_S, RERAISE_S)
         raise Terminated(first[0] if first[0] in ENDING_SIGNALS else signal.SIGTERM)
 
@@ -141,6 +147,15 @@ def _process_handlers(held: list[str]) -> Iterator[None]:
         warnings.showwarning = shown
         if isinstance(sys.stdout, TerminalSafeWriter):
             sys.stdout = stdout
+
+
+def _importing(frame: object) -> bool:
+    """True if ``frame`` runs inside an import (a frame of importlib's bootstrap on its stack)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):  # type: ignore[attr-defined]
+            return True
+        frame = frame.f_back  # type: ignore[attr-defined]
+    return False
 
 
 def _silence_stdout() -> None:

@@ -173,6 +173,7 @@ def test_memory_bombs_and_signals_in_one_capped_process(tmp_path):
 # SIGINT to its own process (nothing is mocked; the test fails if that point is never reached).
 INTERRUPT = r"""
 import os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a background job inherits SIG_IGN)
 count, target, marker = 0, int(sys.argv[1]), sys.argv[2]
 
 
@@ -268,3 +269,34 @@ def test_a_full_disk_and_a_read_only_folder_are_one_line_and_leave_nothing(tmp_p
                      "render read-only")
     _assert_one_line(results[5], "it is on a read-only file system", "fit read-only")
     assert results[6]["listing"] == [] and results[7]["listing"] == []  # nothing published, no staging left
+
+
+# A run whose work imports a module that receives SIGTERM half-way through its own import (as torch's lazy
+# `import sympy` did during a reconstruction): the import must finish, then the run end with 143.
+TERM_IN_IMPORT = r"""
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+import pipelines.info
+
+
+def run(args):
+    import halfway  # noqa: F401  (sends SIGTERM to this process while it is being imported)
+    time.sleep(10)
+    return 0
+
+
+pipelines.info.run = run
+from pipelines.cli import main
+sys.exit(main(["info", "x.inr"]))
+"""
+
+
+def test_sigterm_during_an_import_waits_for_the_import_to_finish(tmp_path):
+    marker = tmp_path / "imported_whole"
+    (tmp_path / "halfway.py").write_text(
+        "import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\nx = sum(range(10**6))\n"
+        f"open({str(marker)!r}, 'w').write('yes')\n")
+    proc = subprocess.run([sys.executable, "-c", TERM_IN_IMPORT, str(tmp_path)], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stderr) == (143, "medinr: terminated\n"), (proc.returncode, proc.stderr)
+    assert marker.exists(), "the import was cut short by the signal"
