@@ -414,3 +414,20 @@ def test_json_depth_is_counted_without_recursion():
     assert json_depth('{"a": [1, {"b": "[[[["}]}') == 3  # brackets in strings do not count
     assert json_depth("[" * 100_000) == 100_000
     assert json.loads(json.dumps({"x": 1})) == {"x": 1}
+
+
+def test_readers_and_argument_checks_import_without_torch():
+    """Issue 20: a header error should not wait for torch. The readers, the file checks, the output folder and the
+    argument types import without it, and a refused image header leaves it unloaded."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import medinr.io, medinr.filecheck, medinr.outputs, medinr.mri.kspace_io, pipelines.common\n"
+            "from medinr.io import load_image\n"
+            "try:\n    load_image(sys.argv[1])\nexcept Exception as exc:\n    print(type(exc).__name__)\n"
+            "print('torch' in sys.modules)\n")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code, "missing.nii.gz"], cwd=root, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.stdout.split() == ["MedinrError", "False"], (proc.stdout, proc.stderr)
