@@ -7,23 +7,34 @@ axis with -1 and +1 at the centres of the first and last voxel (``align_corners=
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from medinr.errors import MedinrError
 
-Array = TypeVar("Array", np.ndarray, torch.Tensor)
+if TYPE_CHECKING:
+    import torch
+
+#: numpy arrays or torch tensors (torch is imported only where a tensor is made, so that reading a header and
+#: refusing it never waits for torch).
+Array = TypeVar("Array")
+
+
+def _is_tensor(points: object) -> bool:
+    torch = sys.modules.get("torch")  # no tensor can exist before torch is imported
+    return torch is not None and isinstance(points, torch.Tensor)
 
 
 def _apply_affine(matrix: np.ndarray, points: Array) -> Array:
     """Apply a homogeneous ``(n+1, n+1)`` matrix to points of shape ``(..., n)``, numpy or torch alike."""
     lin, off = matrix[:-1, :-1], matrix[:-1, -1]
-    if isinstance(points, torch.Tensor):
+    if _is_tensor(points):
+        import torch
+
         lin_t = torch.as_tensor(lin, dtype=points.dtype, device=points.device)
         off_t = torch.as_tensor(off, dtype=points.dtype, device=points.device)
         return points @ lin_t.T + off_t
@@ -142,13 +153,19 @@ class Geometry:
     def network_to_world(self, coords: Array) -> Array:
         return self.voxel_to_world(self.network_to_voxel(coords))
 
-    def voxel_grid(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> torch.Tensor:
-        """Voxel indices of every voxel, shape ``(*shape, ndim)``."""
+    def voxel_grid(self, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> torch.Tensor:
+        """Voxel indices of every voxel, shape ``(*shape, ndim)`` (float32 by default)."""
+        import torch
+
+        dtype = torch.float32 if dtype is None else dtype
         axes = [torch.arange(s, dtype=dtype, device=device) for s in self.shape]
         return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
 
-    def network_grid(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> torch.Tensor:
-        """Network coordinates of every voxel centre, shape ``(*shape, ndim)``, in [-1, 1]."""
+    def network_grid(self, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> torch.Tensor:
+        """Network coordinates of every voxel centre, shape ``(*shape, ndim)``, in [-1, 1] (float32 by default)."""
+        import torch
+
+        dtype = torch.float32 if dtype is None else dtype
         axes = [
             torch.linspace(-1.0, 1.0, s, dtype=dtype, device=device) if s > 1
             else torch.zeros(1, dtype=dtype, device=device)
@@ -156,8 +173,11 @@ class Geometry:
         ]
         return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
 
-    def world_grid(self, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> torch.Tensor:
-        """World millimetres of every voxel centre, shape ``(*shape, ndim)``."""
+    def world_grid(self, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> torch.Tensor:
+        """World millimetres of every voxel centre, shape ``(*shape, ndim)`` (float32 by default)."""
+        import torch
+
+        dtype = torch.float32 if dtype is None else dtype
         return self.voxel_to_world(self.voxel_grid(dtype=torch.float64, device=device)).to(dtype)
 
     def world_box(self) -> "WorldBox":
@@ -266,6 +286,8 @@ def sample_grid(
     This is the only place in medinr that reverses the coordinate axis for ``grid_sample``, which expects
     ``x`` to index the last array axis.
     """
+    import torch.nn.functional as F
+
     ndim = coords.shape[-1]
     squeeze = image.dim() == ndim
     img = image.unsqueeze(0) if squeeze else image

@@ -72,6 +72,35 @@ def terminal_safe(text: Any, limit: int | None = None) -> str:
     return s
 
 
+def terminal_safe_lines(text: str) -> str:
+    """:func:`terminal_safe` that keeps line breaks and tabs (for whole blocks of printed text)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c in "\n\t" else _escape(c) for c in text)
+
+
+class TerminalSafeWriter:
+    """A text stream that writes through :func:`terminal_safe_lines`: wrapped around ``sys.stdout`` by the CLI,
+    so no path or string from a file printed by any command can reach the terminal as a control sequence.
+
+    Every other attribute (``flush``, ``fileno``, ``isatty``, ``encoding``, ...) is the wrapped stream's.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(terminal_safe_lines(text))
+        return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def _escape(c: str) -> str:
     code = ord(c)
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"

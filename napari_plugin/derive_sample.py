@@ -36,11 +36,11 @@ def fit_sample(
 ):
     """The sample as a :class:`~medinr.continuous.ContinuousImage` (``continuous``: share of off-grid points)."""
     from medinr.continuous import ContinuousImage, OutputMeaning
-    from medinr.training import fit, seed_everything
     from medinr.geometry import sample_grid
     from medinr.intensity import IntensityScale
     from medinr.io import load_image
     from medinr.models import build_model
+    from medinr.training import fit, seed_everything
 
     image, geometry = load_image(SCAN)
     generator = seed_everything(seed)

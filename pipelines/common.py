@@ -1,30 +1,38 @@
-"""Argument helpers the pipelines share (seed, device, output folder, model choice)."""
+"""Argument helpers the pipelines share (seed, device, output folder, model choice).
+
+Nothing here imports torch at module level: arguments are parsed and checked without it.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
+import re
 from collections.abc import Callable
 
+from medinr import jsonsafe
 from medinr.errors import MedinrError
 from medinr.resources import parse_memory_size
-from medinr.textsafe import dumps_strict
+from medinr.textsafe import dumps_strict, terminal_safe
 
 
 # -- validated argument types: a bad number is refused at parse time with one line (argparse exits with 2) ----
 def _number(kind: type, low: float | None, high: float | None, low_open: bool, high_open: bool) -> Callable:
+    def show(bound: float) -> str:
+        return str(int(bound)) if kind is int else f"{bound:g}"
+
     def parse(text: str) -> float | int:
+        shown = terminal_safe(text, limit=40)
         try:
             value = kind(text)
         except (ValueError, OverflowError):
-            raise argparse.ArgumentTypeError(f"'{text}' is not a{'n integer' if kind is int else ' number'}") from None
+            raise argparse.ArgumentTypeError(f"'{shown}' is not a{'n integer' if kind is int else ' number'}") from None
         if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"'{text}' is not a finite number")
+            raise argparse.ArgumentTypeError(f"'{shown}' is not a finite number")
         if low is not None and (value < low or (low_open and value == low)):
-            raise argparse.ArgumentTypeError(f"{text} must be {'>' if low_open else '>='} {low:g}")
+            raise argparse.ArgumentTypeError(f"{shown} must be {'>' if low_open else '>='} {show(low)}")
         if high is not None and (value > high or (high_open and value == high)):
-            raise argparse.ArgumentTypeError(f"{text} must be {'<' if high_open else '<='} {high:g}")
+            raise argparse.ArgumentTypeError(f"{shown} must be {'<' if high_open else '<='} {show(high)}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its message
@@ -45,8 +53,27 @@ nonnegative_int = number(0, integer=True)
 fraction = number(0, 1, high_open=True)
 #: An array axis: 0, 1 or 2.
 axis_index = number(0, 2, integer=True)
-#: Any finite number (an offset in mm, an SNR in dB).
+#: Any finite number (an offset in mm).
 finite_float = number()
+#: A random seed: what NumPy, torch and Python all accept (issue 20: ``--seed 2**64`` was an internal error).
+MAX_SEED = 2**32 - 1
+seed_value = number(0, MAX_SEED, integer=True)
+#: A signal-to-noise ratio in dB: from noise 300 times the signal to noise below float32 precision.
+snr_db = number(-50, 150)
+#: Points per optimisation step: 16 M already needs gigabytes of activations (``--batch-size 10**12``).
+MAX_BATCH = 1 << 24
+batch_size = number(1, MAX_BATCH, integer=True)
+#: ``--device`` names medinr runs on.
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d{1,3})?|mps")
+
+
+def device_name(text: str) -> str:
+    """``--device``: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``, checked when parsed (no torch needed)."""
+    name = str(text).strip().lower()
+    if not DEVICE_PATTERN.fullmatch(name):
+        raise argparse.ArgumentTypeError(f"unknown device '{terminal_safe(text, limit=40)}' (cpu, cuda, cuda:N, "
+                                         "mps or auto)")
+    return name
 
 
 def memory_size(text: str) -> int | None:
@@ -61,8 +88,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, out: bool = True) -> N
     if out:
         parser.add_argument("--out", required=True, help="output folder")
         parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default 0)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda if available)")
+    parser.add_argument("--seed", type=seed_value, default=0, help=f"random seed, 0..{MAX_SEED} (default 0)")
+    parser.add_argument("--device", type=device_name, default="auto",
+                        help="cpu, cuda, cuda:N, mps or auto (default: cuda if available)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -70,10 +98,7 @@ def parse_model_options(text: str | None) -> dict:
     """``--model-options '{"hidden": 128}'``: a JSON object of extra model options."""
     if not text:
         return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise MedinrError(f"--model-options is not valid JSON: {exc.msg}") from None
+    value = jsonsafe.loads(text, "--model-options")
     if not isinstance(value, dict):
         raise MedinrError("--model-options must be a JSON object, e.g. '{\"hidden\": 128}'")
     for name in ("in_features", "out_features"):

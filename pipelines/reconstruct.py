@@ -17,7 +17,6 @@ from medinr.training.final import FINAL_STAGES
 from pipelines.common import (
     add_common_arguments,
     axis_index,
-    finite_float,
     fraction,
     nonnegative_float,
     nonnegative_int,
@@ -25,6 +24,7 @@ from pipelines.common import (
     parse_model_options,
     positive_float,
     positive_int,
+    snr_db,
 )
 
 HELP = (
@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="coil maps for reconstruction (default: simulated for images, espirit for k-space)",
     )
-    acq.add_argument("--snr", type=finite_float, default=None, help="complex noise at this SNR in dB (default: none)")
+    acq.add_argument("--snr", type=snr_db, default=None, help="complex noise at this SNR in dB (default: none)")
     acq.add_argument("--no-phase", action="store_true", help="simulate without a smooth background phase")
     acq.add_argument("--slice", type=number(integer=True), default=None, help="slice index of a 3D input")
     acq.add_argument("--axis", type=axis_index, default=2, help="axis of --slice (default 2)")

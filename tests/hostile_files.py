@@ -117,3 +117,83 @@ def assert_refused(rc: int, err: list[str], contains: str) -> str:
 def entries(folder: Path) -> set[str]:
     """Every path below ``folder`` (to compare before and after a refused run)."""
     return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+# -- issue 20: files whose headers declare what their data cannot be ---------------------------------------------
+def gzip_with_header(path: Path, header: bytes, payload: bytes) -> Path:
+    """A gzip file of ``header`` followed by ``payload``."""
+    path.write_bytes(gzip.compress(header + payload, compresslevel=1))
+    return path
+
+
+def nifti_declaring(path: Path, shape: tuple[int, ...], dtype: Any = np.float32, compressed_bytes: int = 0,
+                    nifti2: bool = False, **fields: Any) -> Path:
+    """A (.nii.gz) NIfTI whose header declares ``shape`` and ``dtype``, with random bytes after it so that the
+    compressed file has about ``compressed_bytes`` (room for what it declares under the deflate limit);
+    ``fields`` overwrite header fields (e.g. ``pixdim``)."""
+    header = (nib.Nifti2Header if nifti2 else nib.Nifti1Header)()
+    header.set_data_dtype(dtype)
+    header.set_data_shape(shape)
+    header.set_qform(np.eye(4), code=1)
+    for name, value in fields.items():
+        header[name] = value
+    header["vox_offset"] = len(header.binaryblock) + 4
+    blob = header.binaryblock + b"\0" * 4
+    payload = np.random.default_rng(0).bytes(compressed_bytes)
+    if path.name.endswith(".gz"):
+        return gzip_with_header(path, blob, payload)
+    path.write_bytes(blob + payload)
+    return path
+
+
+def zero_deflate(nbytes: int) -> bytes:
+    """A zlib stream of ``nbytes`` zeros (about nbytes / 1000 bytes), made quickly."""
+    import zlib
+
+    z = zlib.compressobj(1)
+    block = bytes(1 << 24)
+    parts = [z.compress(block) for _ in range(nbytes // len(block))]
+    parts.append(z.compress(bytes(nbytes % len(block))))
+    return b"".join(parts) + z.flush()
+
+
+def mha_compressed_zeros(path: Path, shape: tuple[int, ...]) -> Path:
+    """A compressed MetaImage of float32 zeros: a small file that expands to ``prod(shape) * 4`` bytes."""
+    data = zero_deflate(int(np.prod(shape)) * 4)
+    head = (f"ObjectType = Image\nNDims = {len(shape)}\nDimSize = {' '.join(map(str, shape))}\n"
+            f"ElementType = MET_FLOAT\nCompressedData = True\nCompressedDataSize = {len(data)}\n"
+            "ElementDataFile = LOCAL\n")
+    path.write_bytes(head.encode() + data)
+    return path
+
+
+def dicom_series(folder: Path, slices: int = 3, shape: tuple[int, int] = (16, 16), spacing: float = 0.8) -> Path:
+    """A small DICOM series (int16, explicit slice positions) written by SimpleITK into ``folder``."""
+    import SimpleITK as sitk
+
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(slices):
+        img = sitk.GetImageFromArray((np.arange(shape[0] * shape[1]).reshape(shape) % 200 + k).astype(np.int16))
+        img.SetSpacing((spacing, spacing))
+        tags = {"0020|0032": f"0\\0\\{2.0 * k}", "0020|0013": str(k + 1), "0008|0060": "MR",
+                "0020|000d": "1.2.826.0.1.3680043.2.1125.9.1", "0020|000e": "1.2.826.0.1.3680043.2.1125.9.2",
+                "0008|0018": f"1.2.826.0.1.3680043.2.1125.9.3.{k}", "0020|0037": "1\\0\\0\\0\\1\\0"}
+        for key, value in tags.items():
+            img.SetMetaData(key, value)
+        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
+        writer.Execute(img)
+    return folder
+
+
+def patch_dicom(path: Path, group: int, element: int, value: bytes) -> Path:
+    """Overwrite the value of an element (implicit VR little endian data set, as SimpleITK writes) in place;
+    ``value`` must have the element's length."""
+    raw = bytearray(path.read_bytes())
+    tag = struct.pack("<HHI", group, element, len(value))
+    at = raw.find(tag, 132 + 12)
+    assert at > 0, (group, element)
+    raw[at + 8 : at + 8 + len(value)] = value
+    path.write_bytes(bytes(raw))
+    return path

@@ -280,8 +280,6 @@ def test_strict_json_counts_depth_outside_strings_only():
     assert jsonsafe.loads('{"a": "[[[[", "b": [[1]]}', "x", max_depth=3) == {"a": "[[[[", "b": [[1]]}
 
 
-@pytest.mark.xfail(strict=True, reason="pipelines/common.py parse_model_options (the safety helper's) does not "
-                                       "read through medinr.jsonsafe yet; remove this mark when it does")
 def test_model_options_nested_5000_deep_are_refused_with_one_line(tmp_path, capsys):
     from hostile_files import write_image
 

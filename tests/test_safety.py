@@ -238,15 +238,6 @@ def test_info_into_a_closed_pipe_ends_quietly(tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().err == ""
 
 
-def test_ctrl_c_during_start_up_is_one_line(monkeypatch, capsys):
-    def interrupted():
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(cli, "build_parser", interrupted)
-    assert cli.main(["info", "x"]) == 130
-    assert capsys.readouterr().err == "medinr: interrupted\n"
-
-
 def test_metrics_files_are_strict_json(tmp_path):
     data = {"psnr": float("inf"), "nmse": float("nan"), "low": -math.inf, "n": np.int64(3), "x": np.float32(0.5),
             "arr": np.arange(2), "nested": [{"v": np.nan}]}

@@ -121,13 +121,16 @@ def test_without_an_atomic_exchange_two_renames_still_replace_the_set(tmp_path, 
     assert sorted(os.listdir(target)) == [MANIFEST, "a.txt"] and _siblings(target) == []
 
 
-def test_an_output_name_that_is_a_folder_is_replaced_with_the_rest(tmp_path):
-    """The issue's case: a folder named comparison.png among the old outputs made a later rename fail."""
+def test_a_folder_named_like_an_output_is_never_replaced(tmp_path):
+    """A folder named comparison.png among the old outputs once made a later rename fail; medinr never writes a
+    folder there, so it may hold anything: refused (issue 20, J17), not deleted with the rest."""
     target = tmp_path / "fit"
     _publish(target, {"model.inr": "old"}, names=["model.inr", "comparison.png"])
     (target / "comparison.png").mkdir()
-    _publish(target, {"model.inr": "new", "comparison.png": "png"}, force=True)
-    assert (target / "comparison.png").read_text() == "png" and (target / "model.inr").read_text() == "new"
+    (target / "comparison.png" / "notes.txt").write_text("mine")
+    with pytest.raises(MedinrError, match="not outputs of a medinr run .*'comparison.png'"):
+        _publish(target, {"model.inr": "new", "comparison.png": "png"}, force=True)
+    assert (target / "comparison.png" / "notes.txt").read_text() == "mine"
 
 
 def test_staging_of_a_killed_run_is_reclaimed_by_the_next_run(tmp_path):
@@ -197,11 +200,133 @@ def test_bad_output_paths_are_refused_before_any_work(tmp_path, monkeypatch, cas
 
 
 def test_a_symlinked_output_folder_is_published_at_its_target(tmp_path):
+    """J16, decided: ``--out`` naming a link to a folder follows it, like any path the user names; the folder it
+    points to is held to the same rules (new, empty or an earlier run's outputs), and the link stays a link."""
     real = tmp_path / "real"
     real.mkdir()
     os.symlink(real, tmp_path / "alias")
     _publish(tmp_path / "alias", {"a.txt": "1"})
     assert (real / "a.txt").read_text() == "1" and (tmp_path / "alias").is_symlink()
+    _publish(tmp_path / "alias", {"a.txt": "2"}, force=True)  # replaced as a set, at the target
+    assert (real / "a.txt").read_text() == "2" and (tmp_path / "alias").is_symlink()
+    assert sorted(os.listdir(tmp_path)) == ["alias", "real"]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "scan.nii.gz").write_text("precious")
+    os.symlink(data, tmp_path / "to_data")
+    with pytest.raises(MedinrError, match="not outputs of a medinr run"):
+        OutputDir(tmp_path / "to_data", NAMES, force=True)
+    os.symlink(data / "scan.nii.gz", tmp_path / "to_file")
+    with pytest.raises(MedinrError, match="not a folder"):
+        OutputDir(tmp_path / "to_file", NAMES, force=True)
+    assert (data / "scan.nii.gz").read_text() == "precious"
+
+
+def _plant(folder: Path, manifest: object) -> None:
+    (folder / MANIFEST).write_text(manifest if isinstance(manifest, str) else json.dumps(manifest))
+
+
+@pytest.mark.parametrize("case", ["names_only", "forged_size", "path_outside", "absolute", "modified_output"])
+def test_a_planted_or_stale_manifest_never_makes_force_delete_a_file(tmp_path, case):
+    """J17: the manifest is not trusted as written. ``--force`` deletes only files medinr published, checked
+    against the folder's real contents (regular file, size and time recorded at publishing); a name with a
+    path is never looked up."""
+    outside = tmp_path / "precious.txt"
+    outside.write_text("outside")
+    target = tmp_path / "out"
+    _publish(target, {"a.txt": "old"})
+    record = json.loads((target / MANIFEST).read_text())
+    if case == "modified_output":  # the user edited an output after the run: it is theirs now
+        (target / "a.txt").write_text("edited by hand")
+        victim = target / "a.txt"
+    else:
+        victim = target / "precious.txt"
+        victim.write_text("the user's")
+        info = victim.stat()
+        entry = {"size": info.st_size, "mtime_ns": info.st_mtime_ns + 1} if case == "forged_size" else {}
+        listed = {"names_only": "precious.txt", "forged_size": "precious.txt", "path_outside": "../precious.txt",
+                  "absolute": str(outside)}[case]
+        record["files"].append(listed)
+        record["entries"][listed] = entry or {"size": 0, "mtime_ns": 0}
+        if case == "names_only":
+            del record["entries"][listed]
+        _plant(target, record)
+    with pytest.raises(MedinrError, match="not outputs of a medinr run"):
+        _publish(target, {"a.txt": "new"}, force=True)
+    assert victim.exists() and outside.read_text() == "outside" and _siblings(target) == []
+
+
+def test_manifests_that_are_links_folders_or_fifos_are_not_trusted_and_never_block(tmp_path):
+    target = tmp_path / "out"
+    _publish(target, {"a.txt": "old"})
+    (target / MANIFEST).unlink()
+    os.mkfifo(target / MANIFEST)  # reading it would wait forever
+    with pytest.raises(MedinrError, match="not outputs of a medinr run"):
+        OutputDir(target, NAMES, force=True)
+    (target / MANIFEST).unlink()
+    os.symlink(tmp_path / "elsewhere.json", target / MANIFEST)
+    (tmp_path / "elsewhere.json").write_text(json.dumps({"files": ["a.txt"], "entries": {}}))
+    with pytest.raises(MedinrError, match="not outputs of a medinr run"):
+        OutputDir(target, NAMES, force=True)
+    assert (target / "a.txt").read_text() == "old"
+
+
+def test_a_republished_folder_is_replaced_by_its_checked_manifest(tmp_path):
+    """The manifest records what was published, so a rerun with --force still replaces a whole earlier run."""
+    target = tmp_path / "out"
+    _publish(target, {"a.txt": "1", "b.txt": "2"})
+    record = json.loads((target / MANIFEST).read_text())
+    assert sorted(record["entries"]) == ["a.txt", "b.txt"]
+    assert record["entries"]["a.txt"]["size"] == 1
+    _publish(target, {"x.txt": "3"}, force=True)  # different names: the old ones were checked, then replaced
+    assert sorted(os.listdir(target)) == [MANIFEST, "x.txt"]
+
+
+@pytest.mark.parametrize("kind", ["folder", "file"])
+def test_names_too_long_for_the_file_system_are_refused_up_front(tmp_path, kind):
+    """Issue 20: a 300-character --out name was an internal error (ENAMETOOLONG from a later step)."""
+    name = "o" * 300
+    with pytest.raises(MedinrError, match="too long"):
+        if kind == "folder":
+            OutputDir(tmp_path / name, NAMES)
+        else:
+            check_output_file(tmp_path / f"{name}.png", force=False)
+    with pytest.raises(MedinrError, match="too long"):  # 250 fits a file name, not the staging name beside it
+        OutputDir(tmp_path / ("o" * 250), NAMES)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_long_single_file_output_name_is_written(tmp_path):
+    """The temporary name beside a single output is short, so any name the file system holds can be written."""
+    out = check_output_file(tmp_path / ("s" * 240 + ".nii.gz"), force=False)
+    with atomic_path(out) as tmp:
+        assert len(tmp.name) < 60 and tmp.name.endswith(".nii.gz")
+        tmp.write_text("x")
+    assert out.read_text() == "x"
+
+
+def test_write_failures_become_one_line_naming_the_output(tmp_path, monkeypatch):
+    """Disk full (ENOSPC), a file-size limit (EFBIG) or a read-only folder while writing: one line naming the
+    published path, never the staging folder, and nothing published (the subprocess tests hit the real ones)."""
+    import errno
+
+    target = tmp_path / "out"
+    cases = [(errno.ENOSPC, "no space left on device"), (errno.EFBIG, r"file too large for the file-size limit")]
+    for number, text in cases:
+        with pytest.raises(MedinrError, match=f"{text}.* writing {target}/a.txt; nothing was published"):
+            with OutputDir(target, NAMES) as out:
+                raise OSError(number, os.strerror(number), str(out / "a.txt"))
+        assert not target.exists() and _siblings(target) == []
+    from safetensors import SafetensorError
+
+    message = 'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left" })'
+    with pytest.raises(MedinrError, match="no space left on device writing the outputs in"):
+        with OutputDir(target, NAMES):
+            raise SafetensorError(message)
+    with pytest.raises(MedinrError, match=f"no space left on device writing {tmp_path}/x.png"):
+        with atomic_path(tmp_path / "x.png"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert os.listdir(tmp_path) == []
 
 
 def test_undeclared_names_and_use_outside_the_block_are_bugs(tmp_path):

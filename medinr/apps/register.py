@@ -19,6 +19,7 @@ from medinr.apps.result import AppResult, Figure, ImageOutput
 from medinr.continuous import ContinuousImage
 from medinr.devices import resolve_device
 from medinr.errors import MedinrError
+from medinr.filecheck import check_binary
 from medinr.geometry import Geometry
 from medinr.io import load_image
 from medinr.registration.evaluation import (
@@ -65,6 +66,7 @@ def _optional(inputs: RegistrationInputs, r: RegisterRequest) -> None:
     fg, mg = inputs.fixed_geometry, inputs.moving_geometry
     if r.fixed_mask:
         inputs.mask = on_grid(r.fixed_mask, "fixed mask", fg)
+        check_binary(inputs.mask, f"the fixed mask {r.fixed_mask}")  # README: a 0..255 mask is refused
         if not np.any(inputs.mask > 0):
             raise MedinrError(f"the fixed mask {r.fixed_mask} is empty (no voxel inside the fixed image)")
     if r.fixed_labels:

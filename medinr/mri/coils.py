@@ -11,6 +11,9 @@ from medinr.mri.masks import calibration_box, centre_box
 
 __all__ = ["normalise_rss", "birdcage_maps", "calibration_box", "espirit_maps"]
 
+#: Fewest fully sampled centre lines ESPIRiT calibrates from (a kernel of 4 plus 2 positions).
+MIN_CALIBRATION = 6
+
 
 def normalise_rss(maps: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Scale ``maps (C, *grid)`` so that the root-sum-of-squares over coils is 1 wherever it is non-zero."""
@@ -63,6 +66,7 @@ def espirit_maps(
     crop: float = 0.9,
     iterations: int = 30,
     device: str | torch.device = "cpu",
+    advice: str = "raise --center-fraction, or use --maps simulated",
 ) -> np.ndarray:
     """ESPIRiT sensitivities (Uecker et al. 2014) from a centred, fully sampled calibration box.
 
@@ -80,19 +84,28 @@ def espirit_maps(
         Maps are zeroed where the leading eigenvalue is below ``crop`` (no signal).
     iterations : int
         Power iterations of the per-voxel eigen-problem.
+    advice : str
+        What the user can do when the calibration region is too small, for the error line (the caller knows
+        whether the mask is simulated, retrospective or the file's own).
 
     Returns
     -------
     ndarray complex64 ``(C, *grid)``, unit RSS inside the object, zero where there is no signal.
+
+    Raises
+    ------
+    MedinrError
+        If the box is narrower than :data:`MIN_CALIBRATION` lines, or if no voxel's leading eigenvalue reaches
+        ``crop`` (all-zero maps: the calibration region holds too little signal for these coils).
     """
     ncoil, grid = kspace.shape[0], tuple(kspace.shape[1:])
     if ncoil == 1:
         return np.ones_like(kspace, dtype=np.complex64)
     widths = (calib,) * len(grid) if isinstance(calib, int) else tuple(calib)
-    if min(widths) < 6:
+    if min(widths) < MIN_CALIBRATION:
         raise MedinrError(
-            f"ESPIRiT needs a fully sampled calibration region; only {min(widths)} centre lines are acquired "
-            "(raise --center-fraction or use --maps simulated)"
+            f"ESPIRiT needs at least {MIN_CALIBRATION} fully sampled centre lines to estimate coil maps; only "
+            f"{min(widths)} are acquired ({advice})"
         )
     k = torch.as_tensor(np.asarray(kspace, np.complex64), device=device)
     cal = k[(slice(None), *centre_box(grid, widths))]
@@ -120,5 +133,11 @@ def espirit_maps(
     eig = torch.linalg.vector_norm(gram @ vec, dim=1)[:, 0]
     vec = vec[..., 0]
     vec = vec * torch.exp(-1j * torch.angle(vec[:, :1]))  # phase relative to the first coil
+    if not bool((eig > crop).any()):
+        raise MedinrError(
+            f"ESPIRiT found no coil sensitivities: from the {'x'.join(map(str, widths))} calibration region no "
+            f"voxel's eigenvalue reaches {crop:g} (top {float(eig.max()):.2f}); these {ncoil} coils need a larger "
+            f"calibration region with signal ({advice})"
+        )
     maps = (vec * (eig > crop)[:, None]).T.reshape(ncoil, *grid)
     return normalise_rss(maps.cpu().numpy())

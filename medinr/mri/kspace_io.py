@@ -2,7 +2,10 @@
 
 The axis convention is medinr's (see CONVENTIONS): the first spatial axis is the readout, the last one the
 (undersampled) phase encode. A mask comes from the file (fastMRI ``mask``), a mask file, or the samples that
-are exactly zero in every coil.
+are exactly zero in every coil. Headers are checked before any sample is read (:mod:`medinr.filecheck`).
+
+The sidecar ``<name>.json`` is read with :func:`medinr.filecheck.load_small_json` (size and depth limits) until
+the strict JSON loader of the checkpoint schema is shared.
 """
 
 from __future__ import annotations
@@ -15,8 +18,20 @@ from pathlib import Path
 import numpy as np
 
 from medinr.errors import MedinrError
+from medinr.filecheck import (
+    check_declared_size,
+    check_file_holds,
+    check_geometry,
+    check_hdf5_dataset,
+    check_hdf5_links,
+    check_numeric_dtype,
+    check_values,
+    load_small_json,
+)
 from medinr.geometry import Geometry
 from medinr.mri.masks import validate_mask
+from medinr.resources import array_bytes, check_budget
+from medinr.textsafe import terminal_safe
 
 
 @dataclass
@@ -30,33 +45,54 @@ class MeasuredKspace:
 
 
 def is_kspace_file(path: str | os.PathLike) -> bool:
-    """True for ``.h5`` files and complex ``.npy`` arrays of 3 or 4 dimensions (coil axis first)."""
+    """True for ``.h5`` files and complex ``.npy`` arrays of 3 or 4 dimensions (coil axis first), by the header."""
     p = Path(path)
     if p.suffix.lower() in (".h5", ".hdf5"):
         return True
     if p.suffix.lower() == ".npy" and p.is_file():
-        try:
-            arr = np.load(p, mmap_mode="r", allow_pickle=False)
-        except Exception:
-            return False
-        return np.iscomplexobj(arr) and arr.ndim in (3, 4)
+        header = _npy_header(p)
+        return header is not None and header[1].kind == "c" and len(header[0]) in (3, 4)
     return False
 
 
+def _npy_header(p: Path) -> tuple[tuple[int, ...], np.dtype, int] | None:
+    """Shape, type and data offset of a ``.npy`` file from its header (None: not a readable .npy)."""
+    fmt = np.lib.format
+    try:
+        with open(p, "rb") as f:
+            version = fmt.read_magic(f)
+            read = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}[version]
+            shape, _, dtype = read(f, max_header_size=1 << 16)
+            return tuple(int(n) for n in shape), dtype, f.tell()
+    except (OSError, ValueError, KeyError, SyntaxError):
+        return None
+
+
 def _geometry(path: Path, grid: tuple[int, ...]) -> Geometry:
-    """1 mm voxels unless a sidecar ``<name>.json`` gives ``spacing_mm``."""
+    """1 mm voxels unless a sidecar ``<name>.json`` gives ``spacing_mm`` (one positive number per grid axis)."""
     sidecar = path.with_suffix(".json")
-    spacing = [1.0] * len(grid)
-    if sidecar.is_file():
-        try:
-            meta = json.loads(sidecar.read_text())
-            spacing = [float(s) for s in meta.get("spacing_mm", spacing)][: len(grid)]
-        except (ValueError, TypeError) as exc:
-            raise MedinrError(f"{sidecar} is not a valid sidecar (needs 'spacing_mm': [..]): {exc}") from None
     affine = np.eye(4)
-    for a, s in enumerate(spacing):
-        affine[a, a] = s
+    if os.path.lexists(sidecar):
+        meta = load_small_json(sidecar)
+        if not isinstance(meta, dict):
+            raise MedinrError(f"{sidecar} is not a valid sidecar: expected a JSON object like "
+                              '{"spacing_mm": [1.0, 1.0]}')
+        spacing = meta.get("spacing_mm", [1.0] * len(grid))
+        if (not isinstance(spacing, list) or len(spacing) < len(grid)
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spacing)):
+            raise MedinrError(f"{sidecar}: 'spacing_mm' must be a list of {len(grid)} numbers (mm per axis), got "
+                              f"{terminal_safe(json.dumps(spacing)[:60])}")
+        for a, s in enumerate(spacing[: len(grid)]):
+            affine[a, a] = _as_float(s)
+    check_geometry(sidecar if os.path.lexists(sidecar) else path, affine, len(grid))
     return Geometry(grid, affine)
+
+
+def _as_float(value: float) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an integer of 400 digits
+        return float("inf")
 
 
 def load_kspace(path: str | os.PathLike, slice_index: int | None = None) -> MeasuredKspace:
@@ -74,51 +110,106 @@ def load_kspace(path: str | os.PathLike, slice_index: int | None = None) -> Meas
     Raises
     ------
     MedinrError
-        For a missing or unreadable file, a real-valued array, wrong dimensions or non-finite values.
+        For a missing or unreadable file, a real-valued array, wrong dimensions, non-finite values or values
+        beyond complex64; from the header, before any sample is read: a declared size beyond the file (a
+        compressed or never-written HDF5 dataset included) or the memory budget, data in other files (HDF5
+        external links, virtual datasets, external storage), a mask that is not numeric.
     """
     p = Path(path)
     if not p.is_file():
         raise MedinrError(f"file not found: {p}")
-    mask = None
-    if p.suffix.lower() in (".h5", ".hdf5"):
-        import h5py
-
-        try:
-            with h5py.File(p, "r") as f:
-                if "kspace" not in f:
-                    raise MedinrError(f"{p} has no 'kspace' dataset (fastMRI layout expected)")
-                ds = f["kspace"]
-                if ds.ndim == 4 or (ds.ndim == 3 and slice_index is not None):
-                    index = ds.shape[0] // 2 if slice_index is None else slice_index
-                    if not -ds.shape[0] <= index < ds.shape[0]:
-                        raise MedinrError(f"slice {index} is outside the {ds.shape[0]} slices of {p}")
-                    kspace = np.asarray(ds[index])
-                else:
-                    kspace = np.asarray(ds[()])
-                if "mask" in f:
-                    mask = np.asarray(f["mask"][()])
-        except MedinrError:
-            raise
-        except Exception as exc:
-            raise MedinrError(f"cannot read {p}: {str(exc).splitlines()[0]}") from None
-        if kspace.ndim == 2:
-            kspace = kspace[None]
-    else:
-        try:
-            kspace = np.load(p, allow_pickle=False)
-        except Exception as exc:
-            raise MedinrError(f"cannot read {p}: {str(exc).splitlines()[0]}") from None
-    if not np.iscomplexobj(kspace):
-        raise MedinrError(f"{p} holds real values: measured k-space must be complex [coils, ky, kx]")
-    if kspace.ndim not in (3, 4):
-        raise MedinrError(f"{p} has shape {kspace.shape}: expected k-space [coils, ky, kx] or [coils, kz, ky, kx]")
-    kspace = kspace.astype(np.complex64)
-    if not np.all(np.isfinite(kspace)):
-        raise MedinrError(f"{p} contains NaN or infinite k-space values")
+    with np.errstate(all="ignore"):
+        if p.suffix.lower() in (".h5", ".hdf5"):
+            kspace, mask = _read_h5(p, slice_index)
+        else:
+            kspace, mask = _read_npy_kspace(p), None
+        check_values(p, kspace, what="k-space values")
+        kspace = kspace.astype(np.complex64)
     grid = tuple(kspace.shape[1:])
     if mask is not None:
         mask = validate_mask(mask, grid, f"the mask in {p}")
     return MeasuredKspace(kspace, mask, _geometry(p, grid), str(p))
+
+
+def _check_kspace_header(p: Path, shape: tuple[int, ...], dtype: np.dtype, what: str = "") -> None:
+    if dtype.kind != "c":
+        check_numeric_dtype(p, dtype, "samples")
+        raise MedinrError(f"{p}{what} holds real values: measured k-space must be complex [coils, ky, kx]")
+    if len(shape) not in (3, 4):
+        raise MedinrError(f"{p}{what} has shape {shape}: expected k-space [coils, ky, kx] or [coils, kz, ky, kx]")
+
+
+def _read_npy_kspace(p: Path) -> np.ndarray:
+    header = _npy_header(p)
+    if header is None:
+        raise MedinrError(f"cannot read {p}: not a NumPy .npy file")
+    shape, dtype, offset = header
+    if dtype.hasobject:
+        raise MedinrError(f"{p} holds Python objects (a pickle), which medinr never loads")
+    _check_kspace_header(p, shape, dtype)
+    check_declared_size(p, shape, dtype.itemsize, p.stat().st_size - offset, compressed=False,
+                        working_bytes_per_voxel=_WORKING_BYTES)
+    try:
+        return np.load(p, allow_pickle=False)
+    except Exception as exc:
+        raise MedinrError(f"cannot read {p}: {str(exc).splitlines()[0]}") from None
+
+
+#: Bytes per complex sample a reconstruction holds beside the samples read (complex64 copy, checks, mask).
+_WORKING_BYTES = 16
+
+
+def _read_h5(p: Path, slice_index: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+    import h5py
+
+    try:
+        with h5py.File(p, "r") as f:
+            check_hdf5_links(p, f)
+            ds = f.get("kspace")
+            if not isinstance(ds, h5py.Dataset):
+                raise MedinrError(f"{p} has no 'kspace' dataset (fastMRI layout expected)")
+            selection = _h5_selection(p, ds, slice_index)
+            kspace = np.asarray(ds[selection])
+            mask = _read_h5_mask(p, f)
+    except MedinrError:
+        raise
+    except Exception as exc:
+        raise MedinrError(f"cannot read {p}: {terminal_safe(str(exc).splitlines()[0] if str(exc) else exc)}") from None
+    return (kspace[None] if kspace.ndim == 2 else kspace), mask
+
+
+def _h5_selection(p: Path, ds: "h5py.Dataset", slice_index: int | None) -> tuple:  # noqa: F821
+    """What to read of the ``kspace`` dataset, after its type, shape and stored size were checked."""
+    shape = tuple(int(n) for n in ds.shape)
+    if ds.ndim == 4 or (ds.ndim == 3 and slice_index is not None):
+        index = shape[0] // 2 if slice_index is None else slice_index
+        if not -shape[0] <= index < shape[0]:
+            raise MedinrError(f"slice {index} is outside the {shape[0]} slices of {p}")
+        selection, read = (index,), shape[1:]
+    else:
+        selection, read = (), shape
+    read = read if len(read) != 2 else (1, *read)
+    _check_kspace_header(p, read, ds.dtype, " ('kspace')")
+    check_file_holds(f"{p} ('kspace')", shape, ds.dtype.itemsize, int(ds.id.get_storage_size()),
+                     compressed=bool(ds.compression or ds.shuffle or ds.fletcher32 or ds.scaleoffset))
+    check_budget(array_bytes(read, ds.dtype.itemsize + _WORKING_BYTES),
+                 f"reading {p} ({'x'.join(map(str, read))} k-space samples)")
+    return selection
+
+
+def _read_h5_mask(p: Path, f: "h5py.File") -> np.ndarray | None:  # noqa: F821
+    import h5py
+
+    ds = f.get("mask")
+    if ds is None:
+        return None
+    if not isinstance(ds, h5py.Dataset):
+        raise MedinrError(f"{p}: 'mask' is not a dataset")
+    check_numeric_dtype(f"{p} ('mask')", ds.dtype, "samples")
+    check_hdf5_dataset(p, ds, "mask")
+    check_file_holds(f"{p} ('mask')", ds.shape, ds.dtype.itemsize, int(ds.id.get_storage_size()), compressed=True)
+    check_budget(array_bytes(ds.shape, ds.dtype.itemsize + 1), f"reading the mask of {p}")
+    return np.asarray(ds[()])
 
 
 def infer_mask(kspace: np.ndarray) -> np.ndarray:

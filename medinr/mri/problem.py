@@ -75,7 +75,17 @@ class ReconProblem:
         )
 
 
-def _maps_for(kind: str, kspace: np.ndarray, mask: np.ndarray, simulated: np.ndarray | None) -> np.ndarray:
+#: What to do when ESPIRiT cannot calibrate, by where the k-space came from (advice that works for that input).
+ESPIRIT_ADVICE = {
+    "simulated": "raise --center-fraction, or use --maps simulated",
+    "retrospective": "raise --center-fraction: the retrospective mask then keeps more centre lines",
+    "measured": "the file's own sampling has too small a calibration region to estimate coil maps; medinr cannot "
+                "reconstruct these multi-coil data without them (acquire more centre lines)",
+}
+
+
+def _maps_for(kind: str, kspace: np.ndarray, mask: np.ndarray, simulated: np.ndarray | None,
+              source: str = "simulated") -> np.ndarray:
     if kspace.shape[0] == 1:
         return np.ones_like(kspace, dtype=np.complex64)
     if kind == "simulated":
@@ -83,7 +93,7 @@ def _maps_for(kind: str, kspace: np.ndarray, mask: np.ndarray, simulated: np.nda
             raise MedinrError("--maps simulated needs an image input; measured k-space uses --maps espirit")
         return simulated
     if kind == "espirit":
-        return espirit_maps(kspace, calibration_box(mask))
+        return espirit_maps(kspace, calibration_box(mask), advice=ESPIRIT_ADVICE[source])
     raise MedinrError(f"unknown --maps '{kind}' (simulated, espirit)")
 
 
@@ -163,7 +173,7 @@ def problem_from_kspace(
             )
         mask = SamplingMask(validate_mask(stored, grid), "measured", None, 0.0, seed)
     undersampled = (kspace * mask.mask).astype(np.complex64)
-    recon_maps = _maps_for(maps, undersampled, mask.mask, None)
+    recon_maps = _maps_for(maps, undersampled, mask.mask, None, "retrospective" if fully_sampled else "measured")
     settings = {
         "source": f"measured k-space {measured.source}",
         "coils": int(kspace.shape[0]),

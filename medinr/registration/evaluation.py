@@ -51,14 +51,22 @@ def jacobian_stats(det: np.ndarray, mask: np.ndarray | None = None) -> dict[str,
     }
 
 
+#: Largest landmarks file read (a CSV of a million 3D points is about 30 MiB).
+MAX_LANDMARK_BYTES = 64 << 20
+
+
 def read_landmarks(path: str | Path, ndim: int) -> np.ndarray:
     """Landmarks CSV: a header row, then one point per row, ``x,y[,z]`` world coordinates in RAS mm.
 
-    Extra columns (e.g. a name) after the coordinates are ignored; rows pair up by order.
+    Extra columns (e.g. a name) after the coordinates are ignored; rows pair up by order. A file over
+    :data:`MAX_LANDMARK_BYTES`, a field over the csv module's limit (131,072 characters) or a row that is not
+    CSV is refused with one line.
     """
     p = Path(path)
     if not p.is_file():
         raise MedinrError(f"landmarks file not found: {p}")
+    if p.stat().st_size > MAX_LANDMARK_BYTES:
+        raise MedinrError(f"{p} is larger than {MAX_LANDMARK_BYTES >> 20} MiB: not a landmarks CSV")
     rows = []
     try:
         with open(p, newline="") as f:
@@ -72,10 +80,12 @@ def read_landmarks(path: str | Path, ndim: int) -> np.ndarray:
                         f"{p}:{n}: expected {ndim} coordinates (x,y{',z' if ndim == 3 else ''} in RAS mm)"
                     )
                 rows.append([float(c) for c in row[:ndim]])
-    except ValueError as exc:
-        raise MedinrError(f"{p}: not a number in the landmarks ({exc})") from None
     except UnicodeDecodeError:
         raise MedinrError(f"{p} is not a text CSV file") from None
+    except ValueError as exc:
+        raise MedinrError(f"{p}: not a number in the landmarks ({str(exc)[:80]})") from None
+    except csv.Error as exc:  # e.g. "field larger than field limit (131072)"
+        raise MedinrError(f"{p} is not a landmarks CSV file: {str(exc)[:80]}") from None
     if not rows:
         raise MedinrError(f"{p} holds no landmarks")
     points = np.asarray(rows, dtype=np.float64)
