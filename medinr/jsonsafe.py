@@ -102,11 +102,11 @@ def loads(text: str | bytes, what: str, max_depth: int = MAX_DEPTH, max_chars: i
         return json.loads(text, object_pairs_hook=_no_duplicates, parse_float=_finite_float,
                           parse_constant=_no_constant)
     except _Refused as exc:
-        raise MedinrError(f"{what}: bad JSON ({exc})") from None
+        raise MedinrError(f"{what} is not valid JSON ({exc})") from None
     except json.JSONDecodeError as exc:
-        raise MedinrError(f"{what}: bad JSON ({exc.msg} at char {exc.pos})") from None
+        raise MedinrError(f"{what} is not valid JSON ({exc.msg} at char {exc.pos})") from None
     except ValueError:  # Python refuses integers of more than 4300 digits
-        raise MedinrError(f"{what}: bad JSON (a number with too many digits)") from None
+        raise MedinrError(f"{what} is not valid JSON (a number with too many digits)") from None
     except RecursionError:  # not reached within max_depth; kept so that no traceback can escape
         raise MedinrError(f"{what}: JSON nested too deeply") from None
 

@@ -70,7 +70,7 @@ def _rewrite_metadata(src, dst, text: str) -> None:
 def test_bad_json_and_foreign_metadata_are_refused(tmp_path, ckpt):
     good = save_checkpoint(tmp_path / "m.inr", ckpt)
     _rewrite_metadata(good, tmp_path / "bad.inr", '{"format": "medinr-inr", "model": ')
-    with pytest.raises(MedinrError, match="bad JSON"):
+    with pytest.raises(MedinrError, match="not valid JSON"):
         load_checkpoint(tmp_path / "bad.inr")
     _rewrite_metadata(good, tmp_path / "foreign.inr", '{"format": "other"}')
     with pytest.raises(MedinrError, match="format tag"):
