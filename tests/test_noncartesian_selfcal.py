@@ -121,3 +121,43 @@ def test_held_out_lambda_sweep_on_readouts(radial_case):
     assert np.isfinite(sweep.image).all() and sweep.image.shape == image.shape
     dcf = density_compensation(traj, image.shape)
     assert psnr(image, np.abs(sweep.image)) > psnr(image, np.abs(gridding(acq.samples, traj, dcf, maps))) + 3
+
+
+def test_problem_from_measured_gre_coil_images(samples):
+    """The measured 2-coil GRE scan sampled along 100 golden-angle spokes: maps, noise and gridding work."""
+    import torch
+
+    from medinr.geometry import Geometry
+    from medinr.mri.fft import ifftc
+    from medinr.mri.noncart_problem import noncart_problem_from_coil_images
+
+    kspace = np.load(samples / "gre_2coil_kspace.npy")
+    coil_images = ifftc(torch.from_numpy(kspace)).numpy()
+    problem = noncart_problem_from_coil_images(coil_images, Geometry((160, 160)), "radial", readouts=100)
+    assert problem.reference_kind == "coil_rss" and problem.samples.shape == (2, 100, 320)
+    rss = np.sqrt(np.sum(np.abs(problem.maps) ** 2, axis=0))
+    assert np.allclose(rss[rss > 0], 1, atol=1e-4) and (rss > 0).mean() > 0.3
+    gridded = np.abs(problem.gridding())
+    assert psnr(problem.reference, gridded) > 20
+    op = problem.operator()
+    assert op.oshape == problem.samples.shape and problem.whitened_samples().dtype == np.complex64
+
+
+def test_problem_from_an_mrd_file_uses_its_noise_scan(tmp_path):
+    from mrd_files import write_mrd
+
+    from medinr.geometry import Geometry
+    from medinr.mri.kspace_io import load_kspace
+    from medinr.mri.noncart_problem import noncart_problem_from_image, noncart_problem_from_measured
+
+    simulated = noncart_problem_from_image(_phantom(48), Geometry((48, 48)), "radial", readouts=30, coils=4,
+                                           snr_db=30)
+    assert simulated.traj.shape[0] == 30 and simulated.reference_kind == "ground_truth"
+    rng = np.random.default_rng(0)
+    scan = ((rng.standard_normal((4, 1000)) + 1j * rng.standard_normal((4, 1000))) * 0.01).astype(np.complex64)
+    path = write_mrd(tmp_path / "radial.h5", simulated.samples, (48, 48, 1), (200.0, 200.0, 5.0),
+                     traj=simulated.traj, noise=scan, trajectory="goldenangle")
+    problem = noncart_problem_from_measured(load_kspace(path))
+    assert problem.noise.method.startswith("noise-adjustment scan") and problem.reference is None
+    assert problem.settings["kspace"]["trajectory_type"] == "goldenangle"
+    assert np.isfinite(problem.gridding()).all()
