@@ -207,3 +207,20 @@ def test_simulation_noise_level_and_coil_image_input():
     assert np.allclose(again.samples, clean.samples, atol=1e-5) and again.image is None
     gridded = gridding_coil_images(clean.samples, traj, grid, density_compensation(traj, grid))
     assert gridded.shape == (4, *grid)
+
+
+def test_stack_of_stars_density_is_the_in_plane_density_on_every_partition():
+    grid = (32, 32, 4)
+    plane = golden_angle_radial(20, grid[:2])
+    traj = stack_of_stars(plane, 4)
+    dcf = density_compensation(traj, grid)
+    assert dcf.shape == (80, 64)
+    np.testing.assert_allclose(dcf[:20], dcf[40:60], rtol=1e-6)
+    flat = density_compensation(plane, grid[:2])
+    np.testing.assert_allclose(dcf[:20] / dcf[:20].sum(), flat / flat.sum(), rtol=1e-5)
+    # a point source in 3D grids to its voxel
+    pixel = (20, 11, 1)
+    phase = sum(traj[..., a].astype(np.float64) * (pixel[a] - grid[a] // 2) / grid[a] for a in range(3))
+    y = (np.exp(-2j * np.pi * phase) / np.sqrt(np.prod(grid)))[None]
+    image = gridding(y, traj, dcf, grid=grid)
+    assert np.unravel_index(np.argmax(image), grid) == pixel

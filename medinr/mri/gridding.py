@@ -40,6 +40,20 @@ def _normalise_dcf(weights: np.ndarray, traj: np.ndarray, grid: tuple[int, ...])
     return (weights / value).astype(np.float32)
 
 
+def _stack_planes(traj: np.ndarray) -> list[np.ndarray] | None:
+    """Readout indices of each kz plane when ``traj`` is a stack of identical 2D trajectories (stack of stars)."""
+    if traj.shape[-1] != 3:
+        return None
+    kz = traj[..., 2]
+    if not np.all(kz == kz[:, :1]) or not np.allclose(kz, np.round(kz)):
+        return None
+    planes = [np.flatnonzero(kz[:, 0] == z) for z in np.unique(kz[:, 0])]
+    first = traj[planes[0], :, :2]
+    if any(len(p) != len(planes[0]) or not np.allclose(traj[p, :, :2], first) for p in planes):
+        return None
+    return planes
+
+
 def density_compensation(traj: np.ndarray, grid: Sequence[int], method: str = "voronoi",
                          iterations: int = 30) -> np.ndarray:
     """Density compensation weights (k-space area per sample, 1/FOV^2 units), shape ``traj.shape[:-1]``.
@@ -59,6 +73,9 @@ def density_compensation(traj: np.ndarray, grid: Sequence[int], method: str = "v
     iterations : int
         Pipe-Menon iterations.
 
+    A stack of stars (identical 2D trajectories on integer kz planes) gets the 2D weights of one plane on every
+    plane (Cartesian along kz).
+
     Returns
     -------
     ndarray float32, scaled so that gridding a constant image gives 1 at its centre.
@@ -66,6 +83,14 @@ def density_compensation(traj: np.ndarray, grid: Sequence[int], method: str = "v
     grid = tuple(int(n) for n in grid)
     if method not in DCF_METHODS:
         raise MedinrError(f"unknown density compensation '{method}' ({', '.join(DCF_METHODS)})")
+    traj = np.asarray(traj)
+    planes = _stack_planes(traj)
+    if planes is not None:  # a stack of stars: the in-plane weights of one partition, on every partition
+        plane = density_compensation(traj[planes[0], :, :2], grid[:2], method, iterations)
+        weights = np.empty(traj.shape[:-1], np.float64)
+        for p in planes:
+            weights[p] = plane
+        return _normalise_dcf(weights, traj, grid)
     unit = (np.asarray(traj, np.float64) / np.asarray(grid)).reshape(-1, len(grid))  # [-0.5, 0.5) for mri-nufft
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # mri-nufft announces the unit conversion it does not need to do

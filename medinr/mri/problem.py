@@ -121,8 +121,8 @@ def problem_from_kspace(
     the full data becomes the reference. A mask file (``mask_kind`` a path) always applies.
     """
     if not isinstance(measured, MeasuredKspace):
-        raise MedinrError(f"{measured.source} holds non-Cartesian k-space: it is reconstructed through the "
-                          "non-uniform SENSE model, not on a Cartesian mask")
+        raise MedinrError(f"{measured.source} holds non-Cartesian k-space, which needs the non-uniform SENSE "
+                          "reconstruction (medinr.mri.noncart_problem), not a Cartesian mask")
     kspace = measured.kspace
     grid = tuple(kspace.shape[1:])
     stored = measured.mask if measured.mask is not None else infer_mask(kspace)
