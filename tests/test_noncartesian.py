@@ -70,7 +70,7 @@ def test_nufft_sense_adjoint_and_linearity(backend):
         assert adjoint_mismatch(linop) < 1e-12
     assert linearity_mismatch(op) < 1e-12
     # single precision: the plans of complex64 are exact adjoints of each other too
-    assert adjoint_mismatch(op.with_maps(maps.to(torch.complex64)), dtype=torch.complex64) < 1e-5
+    assert adjoint_mismatch(op.with_maps(maps.to(torch.complex64)), dtype=torch.complex64) < 5e-5
     sub = op.with_readouts(np.array([0, 3, 5]))
     assert sub.oshape == (3, 3, 40)
     x = _rand(*grid)
@@ -224,3 +224,27 @@ def test_stack_of_stars_density_is_the_in_plane_density_on_every_partition():
     y = (np.exp(-2j * np.pi * phase) / np.sqrt(np.prod(grid)))[None]
     image = gridding(y, traj, dcf, grid=grid)
     assert np.unravel_index(np.argmax(image), grid) == pixel
+
+
+@pytest.mark.slow  # torch.compile: about 5 s on an idle 2-core machine, 30 s when it is shared
+def test_real_arithmetic_forward_compiles_as_one_graph_and_matches():
+    """forward_real (coil product in real parts, finufft as a custom operator) compiles with fullgraph=True."""
+    grid = (24, 24)
+    op = NufftSenseOp(torch.from_numpy(birdcage_maps(grid, 3)), golden_angle_radial(8, grid))
+    x = _rand(*grid, dtype=torch.complex64)
+    real = op.forward_real(torch.view_as_real(x))
+    assert real.shape == (3, 8, 48, 2)
+    assert torch.allclose(torch.view_as_complex(real.contiguous()), op(x), atol=1e-6)
+    y = torch.randn(3, 8, 48, 2, generator=torch.Generator().manual_seed(0))
+    param = torch.nn.Parameter(torch.randn(*grid, 2, generator=torch.Generator().manual_seed(1)))
+
+    def loss(p: torch.Tensor) -> torch.Tensor:
+        return ((op.forward_real(torch.tanh(p)) - y) ** 2).sum()
+
+    compiled = torch.compile(loss, fullgraph=True)(param)
+    compiled.backward()
+    grad_compiled, param.grad = param.grad.clone(), None
+    eager = loss(param)
+    eager.backward()
+    assert abs(float(compiled) - float(eager)) < 1e-4 * float(eager)
+    assert float((grad_compiled - param.grad).abs().max() / param.grad.abs().max()) < 1e-4

@@ -10,12 +10,15 @@ NUFFT libraries take, in :func:`to_radians` only.
 Backends (measured in ``bench/nufft.py``): ``finufft`` (the Flatiron library that mri-nufft's CPU backend runs;
 called through its guru ``Plan``, with our own autograd: the gradient of a linear map is its adjoint) is the
 default on the CPU; ``torchkbnufft`` (pure torch, native autograd) is the fallback for tensors on a GPU or when
-finufft is missing. Both compute in complex arithmetic (finufft is a C library behind NumPy, so the NUFFT is an
-opaque node for ``torch.compile``: a graph break; the coil multiplication around it is plain torch).
+finufft is missing. finufft computes in complex arithmetic inside its C library; it is wrapped as two torch
+custom operators on real views (``medinr::finufft_forward`` / ``finufft_adjoint``, each the other's backward),
+so :meth:`NufftSenseOp.forward_real` keeps a loss in real arithmetic that ``torch.compile`` takes as one graph.
 """
 
 from __future__ import annotations
 
+import itertools
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -83,30 +86,50 @@ class _FinufftEngine:
         return self._run(1, y, (self.batch, *self.grid))
 
 
-class _Forward(torch.autograd.Function):
-    """``y = F x`` through a non-differentiable engine; the backward pass is the adjoint ``F^H``."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, engine: _FinufftEngine) -> torch.Tensor:  # noqa: D102
-        ctx.engine = engine
-        return engine.forward(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # noqa: D102
-        return ctx.engine.adjoint(grad), None
+# finufft as two torch custom operators on real views ``(..., 2)``: differentiable (the backward of each is the
+# other), and opaque nodes that torch.compile keeps in its graph (no graph break; complex tensors are not compiled,
+# so the operators take and give real views). Engines are found by an integer key, as custom operators take no
+# Python objects; an engine leaves the registry when its operator is garbage-collected.
+_ENGINES: weakref.WeakValueDictionary[int, _FinufftEngine] = weakref.WeakValueDictionary()
+_KEYS = itertools.count()
 
 
-class _Adjoint(torch.autograd.Function):
-    """``x = F^H y``; the backward pass is ``F``."""
+def _register(engine: _FinufftEngine) -> int:
+    key = next(_KEYS)
+    _ENGINES[key] = engine
+    return key
 
-    @staticmethod
-    def forward(ctx, y: torch.Tensor, engine: _FinufftEngine) -> torch.Tensor:  # noqa: D102
-        ctx.engine = engine
-        return engine.adjoint(y)
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # noqa: D102
-        return ctx.engine.forward(grad), None
+@torch.library.custom_op("medinr::finufft_forward", mutates_args=())
+def finufft_forward(x: torch.Tensor, key: int) -> torch.Tensor:
+    """Type 2 NUFFT of real-view images ``(B, *grid, 2)`` -> real-view samples ``(B, M, 2)`` (scaled, see NufftOp)."""
+    return torch.view_as_real(_ENGINES[key].forward(torch.view_as_complex(x.contiguous()))).contiguous()
+
+
+@torch.library.custom_op("medinr::finufft_adjoint", mutates_args=())
+def finufft_adjoint(y: torch.Tensor, key: int) -> torch.Tensor:
+    """Type 1 NUFFT (the adjoint): real-view samples ``(B, M, 2)`` -> real-view images ``(B, *grid, 2)``."""
+    return torch.view_as_real(_ENGINES[key].adjoint(torch.view_as_complex(y.contiguous()))).contiguous()
+
+
+@finufft_forward.register_fake
+def _(x: torch.Tensor, key: int) -> torch.Tensor:
+    engine = _ENGINES[key]
+    return x.new_empty((engine.batch, engine.omega.shape[0], 2))
+
+
+@finufft_adjoint.register_fake
+def _(y: torch.Tensor, key: int) -> torch.Tensor:
+    engine = _ENGINES[key]
+    return y.new_empty((engine.batch, *engine.grid, 2))
+
+
+def _keep_key(ctx, inputs, output) -> None:
+    ctx.key = inputs[1]
+
+
+finufft_forward.register_autograd(lambda ctx, grad: (finufft_adjoint(grad, ctx.key), None), setup_context=_keep_key)
+finufft_adjoint.register_autograd(lambda ctx, grad: (finufft_forward(grad, ctx.key), None), setup_context=_keep_key)
 
 
 class _KbnufftEngine:
@@ -158,6 +181,13 @@ def resolve_backend(backend: str, device: str | torch.device = "cpu") -> str:
     return backend
 
 
+def _complex(x: torch.Tensor) -> torch.Tensor:
+    """Real input becomes complex of the matching precision (float64 -> complex128, else complex64)."""
+    if x.is_complex():
+        return x
+    return x.to(torch.complex128 if x.dtype == torch.float64 else torch.complex64)
+
+
 def _check_traj(traj: np.ndarray, grid: tuple[int, ...]) -> np.ndarray:
     traj = np.asarray(traj)
     if traj.ndim < 2 or traj.shape[-1] != len(grid):
@@ -200,12 +230,26 @@ class NufftOp(Linop):
         kshape = (self.batch, *traj.shape[:-1])
         flat = (self.batch, omega.shape[0])
         if self.backend == "finufft":
-            fwd = lambda x: _Forward.apply(x, self.engine).reshape(kshape)  # noqa: E731
-            adj = lambda y: _Adjoint.apply(y.reshape(flat), self.engine)  # noqa: E731
+            self._key = _register(self.engine)
+            fwd = lambda x: torch.view_as_complex(self.forward_real(torch.view_as_real(_complex(x))))  # noqa: E731
+            adj = lambda y: torch.view_as_complex(  # noqa: E731
+                self.adjoint_real(torch.view_as_real(_complex(y).reshape(flat))))
         else:
-            fwd = lambda x: self.engine.forward(x).reshape(kshape)  # noqa: E731
-            adj = lambda y: self.engine.adjoint(y.reshape(flat))  # noqa: E731
-        super().__init__(kshape, (self.batch, *grid), fwd, adj, f"NUFFT[{self.backend}]")
+            fwd = lambda x: self.engine.forward(_complex(x))  # noqa: E731
+            adj = lambda y: self.engine.adjoint(_complex(y).reshape(flat))  # noqa: E731
+        super().__init__(kshape, (self.batch, *grid), lambda x: fwd(x).reshape(kshape), adj, f"NUFFT[{self.backend}]")
+
+    def forward_real(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward on real views: ``(B, *grid, 2)`` -> ``(B, M, 2)`` (flat samples), for compiled real code."""
+        if self.backend == "finufft":
+            return finufft_forward(x, self._key)
+        return torch.view_as_real(self.engine.forward(torch.view_as_complex(x.contiguous())))
+
+    def adjoint_real(self, y: torch.Tensor) -> torch.Tensor:
+        """The adjoint on real views: ``(B, M, 2)`` -> ``(B, *grid, 2)``."""
+        if self.backend == "finufft":
+            return finufft_adjoint(y, self._key)
+        return torch.view_as_real(self.engine.adjoint(torch.view_as_complex(y.contiguous())))
 
     def prepare(self, dtype: torch.dtype = torch.complex64, device: str | torch.device = "cpu") -> None:
         """Build the plans (interpolation tables) of both directions now rather than on first use."""
@@ -246,6 +290,17 @@ class NufftSenseOp(Linop):
     def with_readouts(self, readouts: np.ndarray) -> "NufftSenseOp":
         """The same coils on a subset of readouts (a bool mask or indices over the first trajectory axis)."""
         return NufftSenseOp(self.maps, self.traj[np.asarray(readouts)], self.backend)
+
+    def forward_real(self, x: torch.Tensor) -> torch.Tensor:
+        """``A x`` in real arithmetic: image ``(*grid, 2)`` -> samples ``(C, readouts, samples, 2)``.
+
+        The coil multiplication is written out in real and imaginary parts and the NUFFT is a custom operator on
+        real views, so a loss built on this compiles with torch.compile as one graph (complex tensors do not).
+        """
+        m = torch.view_as_real(self.maps)
+        re = m[..., 0] * x[..., 0] - m[..., 1] * x[..., 1]
+        im = m[..., 0] * x[..., 1] + m[..., 1] * x[..., 0]
+        return self.nufft.forward_real(torch.stack([re, im], dim=-1)).reshape(*self.oshape, 2)
 
     def with_maps(self, maps: torch.Tensor) -> "NufftSenseOp":
         """The same trajectory with other (e.g. whitened) coil maps."""
