@@ -107,8 +107,12 @@ def _read_table(path: Path, slice_index: int | None) -> tuple[dict[str, Any], np
     try:
         xml = f[group]["xml"][0]
         header = parse_header(xml, str(path))
+        header["group"] = group
         if "data" not in f[group] or f[group]["data"].shape[0] == 0:
             raise MedinrError(f"{path} is an ISMRMRD file with no acquisitions")
+        # an acquisition header is 340 bytes: refuse a table of headers larger than the budget before reading it
+        check_budget(400.0 * f[group]["data"].shape[0], f"reading the {f[group]['data'].shape[0]} acquisition "
+                     f"headers of {path.name}")
         heads = f[group]["data"].fields("head")[()]
     except MedinrError:
         f.close()
@@ -170,10 +174,10 @@ def _budget(heads: np.ndarray, sel: np.ndarray, header: dict[str, Any], path: Pa
                  f"matrix {'x'.join(map(str, header['matrix']))})")
 
 
-def _read_arrays(f: Any, heads: np.ndarray, rows: np.ndarray, with_traj: bool) -> tuple[list, list]:
-    """Sample data ``[coils, samples]`` (and trajectories ``[samples, dims]``) of the given rows, trimmed of
-    the discarded samples, reversed where flagged."""
-    group = f[mrd_group(f.filename)]["data"]
+def _read_arrays(table: Any, heads: np.ndarray, rows: np.ndarray, with_traj: bool) -> tuple[list, list]:
+    """Sample data ``[coils, samples]`` (and trajectories ``[samples, dims]``) of the given rows of the HDF5
+    acquisition table, trimmed of the discarded samples, reversed where flagged."""
+    group = table
     data, trajs = [], []
     if rows.size == 0:
         return data, trajs
@@ -239,8 +243,9 @@ def read_mrd(path: str | os.PathLike, slice_index: int | None = None):
         _check_consistency(heads, sel, noise_rows, p)
         _budget(heads, sel, header, p)
         non_cartesian = int(heads[sel[0]]["trajectory_dimensions"]) > 0
-        data, trajs = _read_arrays(f, heads, sel, non_cartesian)
-        noise_data, _ = _read_arrays(f, heads, noise_rows, False)
+        table = f[header["group"]]["data"]
+        data, trajs = _read_arrays(table, heads, sel, non_cartesian)
+        noise_data, _ = _read_arrays(table, heads, noise_rows, False)
     if not all(np.isfinite(d).all() for d in data) or not all(np.isfinite(t).all() for t in trajs):
         raise MedinrError(f"{p} contains NaN or infinite k-space samples or trajectory positions")
     noise = np.concatenate(noise_data, axis=1).astype(np.complex64) if noise_data else None
