@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy.special import expit
 
 from medinr.errors import MedinrError
 from medinr.mri.coils import birdcage_maps
@@ -41,8 +42,8 @@ def _rand(*shape: int, seed: int = 0, dtype=torch.complex128) -> torch.Tensor:
 def _phantom(grid: tuple[int, ...]) -> np.ndarray:
     """Two ellipses of different intensity with a smooth edge (a phantom without ground-truth shortcuts)."""
     i, j = np.meshgrid(*(np.linspace(-1, 1, n) for n in grid), indexing="ij")
-    outer = 1 / (1 + np.exp(((i / 0.8) ** 2 + (j / 0.65) ** 2 - 1) * 30))
-    inner = 1 / (1 + np.exp((((i - 0.2) / 0.25) ** 2 + ((j + 0.1) / 0.35) ** 2 - 1) * 30))
+    outer = expit(-((i / 0.8) ** 2 + (j / 0.65) ** 2 - 1) * 30)
+    inner = expit(-(((i - 0.2) / 0.25) ** 2 + ((j + 0.1) / 0.35) ** 2 - 1) * 30)
     return (outer + 0.8 * inner).astype(np.float32)
 
 

@@ -66,8 +66,10 @@ def variable_density_spiral(interleaves: int, grid: Sequence[int], edge_undersam
     the total angle ``Theta``. Samples are spaced evenly along the arm, ``1 / oversampling`` apart (1/FOV
     units), like a constant-speed readout (no gradient limits are modelled).
 
-    With the defaults on a 256 x 256 matrix and 16 interleaves the arm turns 4 times, the centre is
-    Nyquist-sampled out to ``r = 8`` and each arm has 2164 samples.
+    The centre is Nyquist-sampled out to ``r = k_max / edge_undersampling^2`` whatever the number of
+    interleaves (the gap is ``edge_undersampling * sqrt(r / k_max)`` for ``p = 2``). With the defaults on a
+    256 x 256 matrix and 16 interleaves the arm turns 4 times, the centre is Nyquist-sampled out to ``r = 8``
+    (a 16 x 16 calibration box) and each arm has 2164 samples.
 
     Returns
     -------
