@@ -194,3 +194,32 @@ def cs_sweep_holdout(
     sweep.images[sweep.chosen] = final
     sweep.seconds[sweep.chosen] += time.perf_counter() - t0
     return sweep
+
+
+def sweep_lambdas(
+    method: str,
+    run: Callable[[float], np.ndarray],
+    score: Callable[[np.ndarray], float],
+    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS,
+    criterion: str = "",
+    max_widening: int = MAX_WIDENING,
+) -> SweepResult:
+    """The widening lambda sweep of :func:`cs_sweep` for any reconstruction ``run(lamda) -> image``.
+
+    Used by the non-Cartesian baselines (:mod:`medinr.mri.noncart_baselines`); ``run`` returns the image in
+    input units and is timed here. (:func:`cs_sweep` is the same loop for Cartesian data; it can delegate here.)
+    """
+    result = SweepResult(method, criterion=criterion)
+
+    def one(lamda: float) -> None:
+        t0 = time.perf_counter()
+        image = run(lamda)
+        result.add(lamda, image, time.perf_counter() - t0, float(score(image)))
+
+    for lamda in sorted(lambdas):
+        one(float(lamda))
+    while len(result.lambdas) > 1 and result.at_boundary and result.widened < max_widening:
+        low = result.chosen == 0
+        one(result.lambdas[0] / LAMBDA_STEP if low else result.lambdas[-1] * LAMBDA_STEP)
+        result.widened += 1
+    return result

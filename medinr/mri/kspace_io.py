@@ -1,4 +1,7 @@
-"""Reading measured k-space: ``.npy`` complex ``[coils, ky, kx]`` (or ``[coils, kz, ky, kx]``) and fastMRI ``.h5``.
+"""Reading measured k-space: ``.npy`` complex ``[coils, ky, kx]`` (or ``[coils, kz, ky, kx]``), fastMRI ``.h5``,
+ISMRMRD / MRD ``.h5`` (:mod:`medinr.mri.mrd_io`: Cartesian or non-Cartesian) and non-Cartesian ``.npz``
+(:mod:`medinr.mri.noncart_kspace`). :func:`load_kspace` dispatches on the content: Cartesian data come back as
+:class:`MeasuredKspace`, non-Cartesian data as :class:`~medinr.mri.noncart_kspace.NonCartesianKspace`.
 
 The axis convention is medinr's (see CONVENTIONS): the first spatial axis is the readout, the last one the
 (undersampled) phase encode. A mask comes from the file (fastMRI ``mask``), a mask file, or the samples that
@@ -12,8 +15,9 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,19 +40,40 @@ from medinr.textsafe import terminal_safe
 
 @dataclass
 class MeasuredKspace:
-    """Measured k-space with its mask (None: not stored in the file) and the image grid's geometry."""
+    """Measured k-space with its mask (None: not stored in the file) and the image grid's geometry.
+
+    ``noise`` holds the samples ``(C, n)`` of a noise-adjustment scan when the file has one (ISMRMRD), with the
+    ratio of its dwell time to the data's (see :func:`medinr.mri.noise.noise_from_scan`).
+    """
 
     kspace: np.ndarray  # (C, *grid) complex64
     mask: np.ndarray | None  # grid, bool
     geometry: Geometry
     source: str
+    noise: np.ndarray | None = None
+    noise_dwell_ratio: float = 1.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _is_noncartesian_npz(p: Path) -> bool:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(p) as z:
+            names = {n.removesuffix(".npy") for n in z.namelist()}
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return {"kspace", "traj"} <= names
 
 
 def is_kspace_file(path: str | os.PathLike) -> bool:
-    """True for ``.h5`` files and complex ``.npy`` arrays of 3 or 4 dimensions (coil axis first), by the header."""
+    """True for ``.h5`` files (fastMRI or ISMRMRD), complex ``.npy`` arrays of 3 or 4 dimensions (coil axis first)
+    and ``.npz`` files holding ``kspace`` and ``traj`` (non-Cartesian)."""
     p = Path(path)
-    if p.suffix.lower() in (".h5", ".hdf5"):
+    if p.suffix.lower() in (".h5", ".hdf5", ".mrd"):
         return True
+    if p.suffix.lower() == ".npz" and p.is_file():
+        return _is_noncartesian_npz(p)
     if p.suffix.lower() == ".npy" and p.is_file():
         header = _npy_header(p)
         return header is not None and header[1].kind == "c" and len(header[0]) in (3, 4)
@@ -95,7 +120,8 @@ def _as_float(value: float) -> float:
         return float("inf")
 
 
-def load_kspace(path: str | os.PathLike, slice_index: int | None = None) -> MeasuredKspace:
+def load_kspace(path: str | os.PathLike, slice_index: int | None = None, matrix: tuple[int, ...] | None = None,
+                fov_mm: tuple[float, ...] | None = None):
     """Load measured k-space.
 
     Parameters
@@ -103,9 +129,17 @@ def load_kspace(path: str | os.PathLike, slice_index: int | None = None) -> Meas
     path : path-like
         ``.npy`` complex ``(C, *grid)``; or ``.h5`` with a ``kspace`` dataset: ``(slices, coils, ky, kx)``
         (fastMRI multi-coil), ``(coils, ky, kx)``, or ``(slices, ky, kx)`` single coil when ``slice_index`` is
-        given; an optional ``mask`` dataset (1D over the last axis, or the full grid).
+        given; an optional ``mask`` dataset (1D over the last axis, or the full grid); or an ISMRMRD ``.h5``
+        (:func:`medinr.mri.mrd_io.read_mrd`); or a non-Cartesian ``.npz``
+        (:func:`medinr.mri.noncart_kspace.load_npz`).
     slice_index : int, optional
         Slice of a multi-slice ``.h5`` (default: the middle one).
+    matrix, fov_mm : tuples, optional
+        Image matrix and field of view (mm) of a non-Cartesian ``.npz`` (``--matrix``, ``--fov``).
+
+    Returns
+    -------
+    MeasuredKspace (Cartesian) or NonCartesianKspace
 
     Raises
     ------
@@ -118,6 +152,15 @@ def load_kspace(path: str | os.PathLike, slice_index: int | None = None) -> Meas
     p = Path(path)
     if not p.is_file():
         raise MedinrError(f"file not found: {p}")
+    if p.suffix.lower() == ".npz":
+        from medinr.mri.noncart_kspace import load_npz
+
+        return load_npz(p, matrix, fov_mm)
+    if p.suffix.lower() in (".h5", ".hdf5", ".mrd"):
+        from medinr.mri.mrd_io import is_mrd_file, read_mrd
+
+        if is_mrd_file(p):
+            return read_mrd(p, slice_index)
     with np.errstate(all="ignore"):
         if p.suffix.lower() in (".h5", ".hdf5"):
             kspace, mask = _read_h5(p, slice_index)

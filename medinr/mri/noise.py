@@ -135,3 +135,74 @@ def estimate_noise(kspace: np.ndarray, mask: np.ndarray, outer: float = 0.85) ->
         inner_cov = trimmed_covariance(k[:, inner])
         ratio = float(np.sqrt(np.real(np.trace(inner_cov)) / max(np.real(np.trace(cov)), 1e-300)))
     return NoiseEstimate(cov.astype(np.complex128), int(shell.sum()), ratio)
+
+
+# --- Noise of non-Cartesian data and of noise-adjustment scans (used by the MRD reader and the non-Cartesian
+# --- reconstruction; estimate_noise above stays the Cartesian one).
+
+
+def noise_from_scan(samples: np.ndarray, dwell_ratio: float = 1.0) -> NoiseEstimate:
+    """Coil noise covariance from a noise-adjustment scan (samples of pure receiver noise, no RF).
+
+    Parameters
+    ----------
+    samples : complex ndarray ``(C, n)``
+        The noise scan's samples (every noise acquisition of the file, concatenated).
+    dwell_ratio : float
+        Dwell time of the noise scan over that of the data (``sample_time_us``). Noise power per sample grows
+        with the receiver bandwidth (1 / dwell), so the covariance is scaled by this ratio to be the data's.
+        (The receiver's relative noise bandwidth, a correction of a few per cent that some vendors state in
+        the header, is not applied.)
+
+    Returns
+    -------
+    NoiseEstimate
+        The sample covariance (``shell_ratio`` 1: a noise scan holds no signal).
+    """
+    s = np.asarray(samples, np.complex128)
+    if s.ndim != 2 or s.shape[1] < 2 * s.shape[0]:
+        raise MedinrError(
+            f"the noise-adjustment scan holds {s.shape[-1]} samples for {s.shape[0]} coils: too few to estimate "
+            "the coil noise covariance"
+        )
+    if not np.isfinite(s).all() or not np.abs(s).max() > 0:
+        raise MedinrError("the noise-adjustment scan is zero or not finite")
+    if not dwell_ratio > 0:
+        raise MedinrError(f"the dwell-time ratio of the noise scan must be positive, got {dwell_ratio}")
+    cov = s @ s.conj().T / s.shape[1] * float(dwell_ratio)
+    return NoiseEstimate(cov, int(s.shape[1]), 1.0, "noise-adjustment scan (sample covariance)")
+
+
+def estimate_noise_samples(samples: np.ndarray, radius: np.ndarray, outer: float = 0.85) -> NoiseEstimate:
+    """Coil noise covariance from the samples of a non-Cartesian acquisition in the outer k-space shell.
+
+    The non-Cartesian counterpart of :func:`estimate_noise`: the same trimmed estimator on the samples whose
+    normalised radius (:func:`medinr.mri.trajectories.radius`, 1 at the edge of k-space) is at least ``outer``,
+    with the same inner-shell ratio as a check that the shell holds noise.
+
+    Parameters
+    ----------
+    samples : complex ndarray ``(C, ...)``
+        Acquired samples (e.g. ``(C, readouts, samples)``).
+    radius : ndarray, the shape of ``samples[0]``
+    outer : float
+    """
+    k = np.asarray(samples, np.complex128).reshape(samples.shape[0], -1)
+    r = np.asarray(radius, np.float64).reshape(-1)
+    if not np.isfinite(k).all() or not np.abs(k).max() > 0:
+        raise MedinrError("the acquired k-space is zero or not finite: the noise level cannot be estimated")
+    shell = r >= outer
+    if shell.sum() < 8 * k.shape[0]:
+        shell = r >= 0.5
+    if shell.sum() < 2 * k.shape[0]:
+        raise MedinrError("too few acquired samples in the outer k-space to estimate the noise level")
+    if not np.abs(k[:, shell]).max() > 0:
+        floor = 1e-3 * np.sqrt(np.mean(np.abs(k) ** 2))
+        return NoiseEstimate(floor**2 * np.eye(k.shape[0]), 0, 1.0, "outer k-space is zero: floor at 1e-3 of the RMS")
+    cov = trimmed_covariance(k[:, shell])
+    inner = (r >= 0.6) & (r < outer)
+    ratio = 1.0
+    if inner.sum() >= 8 * k.shape[0]:
+        inner_cov = trimmed_covariance(k[:, inner])
+        ratio = float(np.sqrt(np.real(np.trace(inner_cov)) / max(np.real(np.trace(cov)), 1e-300)))
+    return NoiseEstimate(cov, int(shell.sum()), ratio, "trimmed covariance of the outer k-space shell (non-Cartesian)")

@@ -149,6 +149,9 @@ def problem_from_kspace(
     sampled, ``mask_kind`` (default 'random') undersamples them retrospectively and the root-sum-of-squares of
     the full data becomes the reference. A mask file (``mask_kind`` a path) always applies.
     """
+    if not isinstance(measured, MeasuredKspace):
+        raise MedinrError(f"{measured.source} holds non-Cartesian k-space, which needs the non-uniform SENSE "
+                          "reconstruction (medinr.mri.noncart_problem), not a Cartesian mask")
     kspace = measured.kspace
     grid = tuple(kspace.shape[1:])
     stored = measured.mask if measured.mask is not None else infer_mask(kspace)

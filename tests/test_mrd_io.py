@@ -1,0 +1,254 @@
+"""ISMRMRD / MRD and non-Cartesian .npz input: files written with the ``ismrmrd`` package round-trip (values,
+trajectory, geometry, noise scans), and every malformed file gives one clear error line before any output."""
+
+from __future__ import annotations
+
+import ismrmrd
+import numpy as np
+import pytest
+import torch
+from mrd_files import header_xml, write_mrd
+
+from medinr.errors import MedinrError
+from medinr.mri.coils import birdcage_maps
+from medinr.mri.fft import fftc
+from medinr.mri.kspace_io import MeasuredKspace, is_kspace_file, load_kspace
+from medinr.mri.mrd_io import is_mrd_file, read_mrd
+from medinr.mri.noncart_kspace import UNITS_FOV, UNITS_NORMALISED, NonCartesianKspace, load_npz, to_fov_units
+from medinr.mri.nufft import NufftSenseOp
+from medinr.mri.trajectories import golden_angle_radial
+from medinr.resources import memory_budget_set_to
+
+MATRIX = (64, 64, 1)
+FOV = (220.0, 200.0, 5.0)
+COILS = 4
+
+
+def _phantom(n: int = 64) -> np.ndarray:
+    i, j = np.meshgrid(np.linspace(-1, 1, n), np.linspace(-1, 1, n), indexing="ij")
+    return ((i / 0.8) ** 2 + (j / 0.6) ** 2 < 1).astype(np.float32) * (1 + 0.5 * (i > 0.2))
+
+
+def _cartesian_kspace() -> np.ndarray:
+    coil_images = birdcage_maps((64, 64), COILS) * _phantom()
+    return fftc(torch.from_numpy(coil_images)).numpy()  # (C, x, y): readout first
+
+
+def _noise(n: int = 4096, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    mix = np.eye(COILS) + 0.3 * rng.standard_normal((COILS, COILS))
+    white = (rng.standard_normal((COILS, n)) + 1j * rng.standard_normal((COILS, n))) / np.sqrt(2)
+    return (mix @ white).astype(np.complex64), mix @ mix.conj().T
+
+
+def test_cartesian_mrd_round_trips_with_noise_scan(tmp_path):
+    kspace = _cartesian_kspace()
+    noise, cov = _noise()
+    lines = np.arange(64)
+    path = write_mrd(tmp_path / "cart.h5", kspace.transpose(0, 2, 1), MATRIX, FOV, steps=lines, noise=noise,
+                     dwell_us=(10.0, 5.0))
+    assert is_mrd_file(path) and is_kspace_file(path)
+    measured = load_kspace(path)
+    assert isinstance(measured, MeasuredKspace)
+    np.testing.assert_allclose(measured.kspace, kspace, atol=1e-6)
+    assert measured.mask.all() and measured.geometry.shape == (64, 64)
+    np.testing.assert_allclose(measured.geometry.spacing, [220 / 64, 200 / 64], rtol=1e-6)
+    np.testing.assert_array_equal(measured.noise, noise)
+    from medinr.mri.noise import noise_from_scan
+
+    estimate = noise_from_scan(measured.noise, measured.noise_dwell_ratio)  # noise dwell 10 us, data 5 us
+    assert measured.noise_dwell_ratio == 2.0
+    assert np.linalg.norm(estimate.covariance - 2 * cov) / np.linalg.norm(2 * cov) < 0.1
+
+
+def test_cartesian_mrd_undersampled_shifted_centre_and_repeated_lines(tmp_path):
+    kspace = _cartesian_kspace()
+    lines = np.array([0, 5, 20, 28, 29, 30, 31, 32, 33, 34, 35, 50, 63, 32])  # line 32 twice
+    readouts = kspace[:, :, lines].transpose(0, 2, 1).copy()
+    readouts[:, -1] += 2.0  # the repeat differs: the reader averages the two
+    xml = header_xml(MATRIX, FOV, "cartesian", COILS, center=(40, 0))  # k = 0 is step 40 in this file
+    path = write_mrd(tmp_path / "under.h5", readouts, MATRIX, FOV, steps=lines + 8, xml=xml)
+    measured = read_mrd(path)
+    assert np.flatnonzero(measured.mask[0]).tolist() == sorted(set(lines.tolist()))
+    np.testing.assert_allclose(measured.kspace[:, :, 5], kspace[:, :, 5], atol=1e-6)
+    np.testing.assert_allclose(measured.kspace[:, :, 32], kspace[:, :, 32] + 1.0, atol=1e-5)
+    assert measured.meta["repeated_lines_averaged"] == 2
+    assert not measured.kspace[:, :, 6].any()
+
+
+def _radial_file(tmp_path, units: str = "fov", name: str = "radial.h5", **kwargs):
+    grid = MATRIX[:2]
+    traj = golden_angle_radial(16, grid)
+    maps = torch.from_numpy(birdcage_maps(grid, COILS))
+    samples = NufftSenseOp(maps, traj)(torch.from_numpy(_phantom().astype(np.complex64))).numpy()
+    stored = traj / np.array(grid) if units == "normalised" else traj
+    return write_mrd(tmp_path / name, samples, MATRIX, FOV, traj=stored, **kwargs), samples, traj
+
+
+@pytest.mark.parametrize("units", ["fov", "normalised"])
+def test_radial_mrd_round_trips_in_either_unit_system(tmp_path, units):
+    path, samples, traj = _radial_file(tmp_path, units, noise=_noise(256)[0])
+    measured = load_kspace(path)
+    assert isinstance(measured, NonCartesianKspace)
+    np.testing.assert_allclose(measured.samples, samples, atol=1e-6)
+    np.testing.assert_allclose(measured.traj, traj, atol=1e-4)
+    assert measured.units == (UNITS_FOV if units == "fov" else UNITS_NORMALISED)
+    assert measured.matrix == (64, 64) and measured.fov_mm == (220.0, 200.0)
+    assert measured.noise.shape == (COILS, 256) and measured.noise_estimate().covariance.shape == (COILS, COILS)
+    assert measured.describe()["trajectory_type"] == "radial"
+
+
+def test_scanner_orientation_gives_the_affine(tmp_path):
+    orient = {"read_dir": (0.0, 1.0, 0.0), "phase_dir": (1.0, 0.0, 0.0), "slice_dir": (0.0, 0.0, -1.0),
+              "position": (10.0, -20.0, 30.0)}
+    path, _, _ = _radial_file(tmp_path, overrides={r: dict(orient) for r in range(16)})
+    geometry = read_mrd(path).geometry
+    centre = geometry.affine @ np.array([32, 32, 0, 1.0])
+    np.testing.assert_allclose(centre[:3], [-10.0, 20.0, 30.0], atol=1e-4)  # LPS position -> RAS
+    np.testing.assert_allclose(geometry.affine[:3, 0], [0, -220 / 64, 0], atol=1e-5)  # readout along -y (RAS)
+
+
+def test_stack_of_stars_takes_kz_from_the_partition_counter(tmp_path):
+    traj = golden_angle_radial(6, (32, 32))
+    parts = np.repeat(np.arange(4), 6)
+    samples = np.ones((2, 24, 64), np.complex64)
+    path = write_mrd(tmp_path / "sos.h5", samples, (32, 32, 4), (200.0, 200.0, 40.0), traj=np.tile(traj, (4, 1, 1)),
+                     steps=np.stack([np.zeros(24, int), parts], 1), xml=header_xml((32, 32, 4), (200.0, 200.0, 40.0),
+                                                                                   "radial", 2, center=(0, 2)))
+    measured = read_mrd(path)
+    assert measured.traj.shape == (24, 64, 3) and measured.matrix == (32, 32, 4)
+    assert sorted(np.unique(measured.traj[..., 2]).tolist()) == [-2, -1, 0, 1]
+
+
+def test_fastmri_h5_still_dispatches_to_the_fastmri_reader(tmp_path):
+    import h5py
+
+    path = tmp_path / "fastmri.h5"
+    with h5py.File(path, "w") as f:
+        f["kspace"] = _cartesian_kspace()[None].astype(np.complex64)
+        f["ismrmrd_header"] = header_xml(MATRIX, FOV, "cartesian", COILS)
+    assert not is_mrd_file(path)
+    assert isinstance(load_kspace(path), MeasuredKspace)
+
+
+def test_npz_input_with_matrix_and_fov_from_the_caller(tmp_path):
+    traj = golden_angle_radial(8, (32, 32))
+    kspace = (np.ones((2, 8, 64)) + 1j).astype(np.complex64)
+    path = tmp_path / "radial.npz"
+    np.savez(path, kspace=kspace, traj=traj)
+    assert is_kspace_file(path)
+    measured = load_kspace(path, matrix=(32, 32), fov_mm=(180.0, 180.0))
+    assert isinstance(measured, NonCartesianKspace) and measured.units == UNITS_FOV
+    np.testing.assert_allclose(measured.geometry.spacing, [180 / 32] * 2)
+    with pytest.raises(MedinrError, match="--matrix and --fov"):
+        load_npz(path)
+    with pytest.raises(MedinrError, match="fits neither"):
+        load_npz(path, matrix=(256, 256), fov_mm=(180.0, 180.0))  # the wrong matrix is caught by the units check
+    np.savez(tmp_path / "nan.npz", kspace=np.where(np.arange(64) == 3, np.nan, kspace), traj=traj)
+    with pytest.raises(MedinrError, match="NaN"):
+        load_npz(tmp_path / "nan.npz", (32, 32), (180.0, 180.0))
+    np.savez(tmp_path / "bad.npz", kspace=kspace, traj=traj[..., :1])
+    with pytest.raises(MedinrError, match="'traj' must be"):
+        load_npz(tmp_path / "bad.npz", (32, 32), (180.0, 180.0))
+
+
+def test_trajectory_units_detection():
+    traj = golden_angle_radial(8, (64, 64))
+    assert to_fov_units(traj, (64, 64), "x")[1] == UNITS_FOV
+    converted, units = to_fov_units(traj / 64, (64, 64), "x")
+    assert units == UNITS_NORMALISED and np.allclose(converted, traj, atol=1e-4)
+    with pytest.raises(MedinrError, match="fits neither"):
+        to_fov_units(traj * 2 * np.pi / 64, (64, 64), "x")  # radians per voxel
+
+
+def _malformed(tmp_path, case: str):
+    kspace = _cartesian_kspace().transpose(0, 2, 1)
+    lines = np.arange(64)
+    path = tmp_path / f"{case}.h5"
+    if case == "no trajectory and no counters":
+        return write_mrd(path, kspace, MATRIX, FOV), "neither a trajectory nor encoding counters"
+    if case == "radial header without trajectory":
+        return write_mrd(path, kspace, MATRIX, FOV, steps=lines, trajectory="radial"), "carry none"
+    if case == "trajectory of the wrong dimension":
+        traj = np.zeros((64, 64, 4), np.float32)
+        return write_mrd(path, kspace, MATRIX, FOV, traj=traj), "trajectory of 4 dimensions"
+    if case == "3D trajectory on a 2D encoding":
+        traj = np.random.default_rng(0).uniform(-30, 30, (64, 64, 3)).astype(np.float32)
+        return write_mrd(path, kspace, MATRIX, FOV, traj=traj), "3D trajectory for a 2D encoding"
+    if case == "mismatched coil counts":
+        bad = {5: {"data": kspace[:3, 5]}}
+        return write_mrd(path, kspace, MATRIX, FOV, steps=lines, overrides=bad), "different coil counts"
+    if case == "NaN samples":
+        data = kspace[:, 7].copy()
+        data[1, 3] = np.nan
+        return write_mrd(path, kspace, MATRIX, FOV, steps=lines, overrides={7: {"data": data}}), "NaN"
+    if case == "zero acquisitions":
+        with ismrmrd.Dataset(str(path), "dataset", create_if_needed=True) as dset:
+            dset.write_xml_header(header_xml(MATRIX, FOV, "cartesian", COILS))
+        return path, "no acquisitions"
+    if case == "trajectory in radians":
+        path, _, _ = _radial_file(tmp_path, name=path.name)
+        traj = golden_angle_radial(16, MATRIX[:2]) * 2 * np.pi / 64
+        return write_mrd(tmp_path / "rad.h5", np.ones((COILS, 16, 128), np.complex64), MATRIX, FOV,
+                         traj=traj), "fits neither"
+    if case == "invalid header":
+        return write_mrd(path, kspace, MATRIX, FOV, steps=lines, xml="<ismrmrdHeader>"), "invalid ISMRMRD XML"
+    raise AssertionError(case)
+
+
+MALFORMED = ["no trajectory and no counters", "radial header without trajectory", "trajectory of the wrong dimension",
+             "3D trajectory on a 2D encoding", "mismatched coil counts", "NaN samples", "zero acquisitions",
+             "trajectory in radians", "invalid header"]
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_malformed_mrd_files_give_one_clear_line(tmp_path, case):
+    path, message = _malformed(tmp_path, case)
+    with pytest.raises(MedinrError, match=message) as info:
+        load_kspace(path)
+    assert "\n" not in str(info.value)
+
+
+def test_declared_sizes_over_the_budget_are_refused_before_reading_samples(tmp_path, monkeypatch):
+    import medinr.mri.mrd_io as mrd_io
+
+    big = (4096, 4096, 1)
+    xml = header_xml(big, FOV, "cartesian", COILS)
+    path = write_mrd(tmp_path / "big.h5", _cartesian_kspace().transpose(0, 2, 1), big, FOV, steps=np.arange(64),
+                     xml=xml)
+
+    def never(*args, **kwargs):
+        raise AssertionError("samples were read before the budget check")
+
+    monkeypatch.setattr(mrd_io, "_read_arrays", never)
+    with memory_budget_set_to(64 << 20), pytest.raises(MedinrError, match="budget"):
+        read_mrd(path)
+
+
+def test_cli_refuses_a_malformed_mrd_file_with_exit_2_and_writes_nothing(tmp_path, capsys):
+    from pipelines.cli import main
+
+    path, message = _malformed(tmp_path, "mismatched coil counts")
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(path), "--out", str(out)]) == 2
+    assert not out.exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "different coil counts" in err[0]
+
+
+def test_cli_reconstructs_a_cartesian_mrd_file_on_its_encoded_grid(tmp_path, capsys):
+    """`medinr reconstruct FILE.h5` on Cartesian MRD: retrospective undersampling, the FOV in the NIfTI affine."""
+    import json
+
+    import nibabel as nib
+
+    from pipelines.cli import main
+
+    path = write_mrd(tmp_path / "cart.h5", _cartesian_kspace().transpose(0, 2, 1), MATRIX, FOV, steps=np.arange(64))
+    out = tmp_path / "out"
+    rc = main(["reconstruct", str(path), "--out", str(out), "--steps", "20", "--quiet", "--baselines", "zf",
+               "--center-fraction", "0.25"])
+    assert rc == 0, capsys.readouterr().err
+    affine = nib.load(out / "recon.nii.gz").affine
+    np.testing.assert_allclose(np.diag(affine)[:2], [220 / 64, 200 / 64], rtol=1e-5)
+    assert json.loads((out / "metrics.json").read_text())["reference"] == "fully_sampled_rss"
