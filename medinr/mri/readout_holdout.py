@@ -6,8 +6,9 @@ validation signal. Readouts that are the only ones to sample the calibration cen
 out), as lines through the calibration box are for Cartesian data; on radial and spiral trajectories every
 readout crosses k = 0, the centre stays densely sampled whichever are held out, and none is protected (so the
 held-out spokes carry their share of the centre too, not the periphery alone). Counts, seeds and folds follow
-:func:`medinr.mri.holdout.holdout_split`; :class:`NonCartesianHeldOutError` is the same whitened residual
-energy per held-out sample (:func:`medinr.mri.holdout.validation_error`) predicted through the non-uniform
+:func:`medinr.splits.split_units` (the one hold-out rule, with the Cartesian readouts' seed offset);
+:class:`NonCartesianHeldOutError` is the same whitened residual energy per held-out sample
+(:func:`medinr.training.validators.held_out_residual`) predicted through the non-uniform
 SENSE model, so the INR's self-calibration and the CS lambda choice are judged alike.
 """
 
@@ -20,8 +21,11 @@ import torch
 
 from medinr.errors import MedinrError
 from medinr.mri.gridding import calibration_width
-from medinr.mri.holdout import MIN_HELD_UNITS, SPLIT_SEED_OFFSET, validation_error
+from medinr.mri.holdout import MIN_HELD_UNITS, SPLIT_SEED_OFFSET
 from medinr.mri.nufft import NufftSenseOp
+from medinr.mri.operators import coil_mix
+from medinr.splits import split_units
+from medinr.training.validators import held_out_residual
 
 
 def protected_readouts(traj: np.ndarray, grid: Sequence[int]) -> np.ndarray:
@@ -49,21 +53,12 @@ def holdout_readouts(traj: np.ndarray, grid: Sequence[int], fraction: float, see
         Fraction of the unprotected readouts held out (rounded; when positive at least 3, or a quarter of the
         candidates if fewer).
     seed, fold : int
-        As :func:`medinr.mri.holdout.holdout_split`: the same seed and fold give the same split; folds of one
+        As :func:`medinr.mri.holdout.readout_holdout`: the same seed and fold give the same split; folds of one
         seed hold out disjoint sets.
     """
-    if not 0.0 <= fraction < 1.0:
-        raise MedinrError(f"the held-out fraction must lie in [0, 1), got {fraction}")
-    candidates = np.flatnonzero(~protected_readouts(traj, grid))
-    held = np.zeros(np.asarray(traj).shape[0], bool)
-    count = int(round(fraction * candidates.size))
-    if fraction > 0 and candidates.size:
-        count = min(max(count, min(MIN_HELD_UNITS, max(1, candidates.size // 4))), candidates.size)
-        order = np.random.default_rng(seed + SPLIT_SEED_OFFSET).permutation(candidates)
-        start = (fold * count) % candidates.size
-        held[np.roll(order, -start)[:count]] = True
-    if held.all():
-        raise MedinrError("the held-out split would leave no readout to fit")
+    available = np.ones(np.asarray(traj).shape[0], bool)
+    held = split_units(available, fraction, seed, protected=protected_readouts(traj, grid),
+                       seed_offset=SPLIT_SEED_OFFSET, min_units=MIN_HELD_UNITS, fold=fold)
     return ~held, held
 
 
@@ -97,11 +92,9 @@ class NonCartesianHeldOutError:
         if not self.held.any():
             raise MedinrError("the held-out split holds no readout")
         w = torch.from_numpy(np.asarray(whitening, np.complex64))
-        c = w.shape[0]
 
         def mix(a: np.ndarray) -> torch.Tensor:
-            t = torch.from_numpy(np.asarray(a, np.complex64))
-            return (w @ t.reshape(c, -1)).reshape(t.shape)
+            return coil_mix(w, torch.from_numpy(np.asarray(a, np.complex64)))
 
         self._op = NufftSenseOp(mix(maps), np.asarray(traj)[self.held])
         self._y = mix(np.asarray(samples)[:, self.held])
@@ -109,4 +102,4 @@ class NonCartesianHeldOutError:
 
     def __call__(self, image: np.ndarray) -> float:
         x = torch.from_numpy(np.asarray(image, np.complex64))
-        return float(validation_error(self._op(x) - self._y, self._weights))
+        return float(held_out_residual(self._op(x) - self._y, self._weights))
