@@ -1,4 +1,5 @@
-"""Similarity losses on sampled values: global NCC, local windowed NCC, MSE, soft Dice of labels (lower is better)."""
+"""Similarity losses (lower is better): global NCC, local windowed NCC, MSE and soft Dice of labels on sampled
+values, and the same on whole lattices (local NCC by separable box filters) for the SVF stage."""
 
 from __future__ import annotations
 
@@ -56,3 +57,95 @@ def soft_dice(fixed: torch.Tensor, warped: torch.Tensor, eps: float = 1e-6) -> t
     """
     inter = (fixed * warped).sum(dim=0)
     return 1.0 - (2.0 * inter / (fixed.sum(dim=0) + warped.sum(dim=0) + eps)).mean()
+
+
+def _box_widths(shape: tuple[int, ...], window: int) -> list[int]:
+    """Box width per axis: ``window``, narrower on a thin axis (a few slices), always odd."""
+    return [max(1, min(window, n if n % 2 else n - 1)) for n in shape]
+
+
+def _box_counts(n: int, width: int, axis: int, nd: int, like: torch.Tensor) -> torch.Tensor:
+    """Nodes inside each clipped box along ``axis``, shaped to broadcast over ``(C, *shape)``."""
+    r = width // 2
+    i = torch.arange(n, device=like.device)
+    counts = (torch.clamp(i + r, max=n - 1) - torch.clamp(i - r, min=0) + 1).to(like.dtype)
+    return counts.view([-1 if a == axis else 1 for a in range(nd)])
+
+
+def _box_sum(x: torch.Tensor, dim: int, width: int) -> torch.Tensor:
+    """Sum over ``width``-wide windows along ``dim`` (zero outside): shifted in-place adds, a few passes."""
+    if width == 1:
+        return x.clone()
+    n, out = x.shape[dim], x.clone()
+    for k in range(1, min(width // 2, n - 1) + 1):
+        out.narrow(dim, 0, n - k).add_(x.narrow(dim, k, n - k))
+        out.narrow(dim, k, n - k).add_(x.narrow(dim, 0, n - k))
+    return out
+
+
+class _BoxMean(torch.autograd.Function):
+    """Separable box mean with its adjoint as the backward (a zero-padded symmetric box sum is self-adjoint, the
+    division by the clipped count is diagonal): four times faster than ``avg_pool3d`` forward and backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, window: int) -> torch.Tensor:
+        nd = x.dim() - 1
+        ctx.widths = _box_widths(tuple(x.shape[1:]), window)
+        for a, width in enumerate(ctx.widths):
+            x = _box_sum(x, 1 + a, width).div_(_box_counts(x.shape[1 + a], width, a, nd, x))
+        return x
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        nd = g.dim() - 1
+        for a in reversed(range(nd)):
+            width = ctx.widths[a]
+            g = _box_sum(g / _box_counts(g.shape[1 + a], width, a, nd, g), 1 + a, width)
+        return g, None
+
+
+def box_mean(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Mean over a ``window``-wide box around every node of ``(C, *shape)`` (clipped at the edges), separably."""
+    return _BoxMean.apply(x, int(window))
+
+
+TINY = 1e-12  # floor under the root of local NCC, against 0/0 only
+FLAT = 1e-6  # fixed-image box variance below which a box is left out of local NCC
+
+
+def fixed_statistics(fixed: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Box mean and variance of the fixed image: the half of local NCC that does not move."""
+    mean, square = box_mean(torch.stack([fixed, fixed * fixed]), window)
+    return mean, (square - mean * mean).clamp_min(0.0)
+
+
+def local_ncc(fixed: torch.Tensor, warped: torch.Tensor, window: int, weight: torch.Tensor | None = None,
+              eps: float = 1e-3, fixed_stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """``1 - mean local NCC`` of two images on one lattice ``(*shape)`` over ``window``-wide boxes.
+
+    ``weight`` (same shape) weights the mean (a mask). Boxes are also weighted by ``var_f / (var_f + eps)``
+    (intensities normalised to about 0..1), so that boxes flat in the fixed image do not pull the field. The
+    ratio itself carries no ``eps`` (only ``TINY`` under the root, against 0/0): an ``eps`` added to each variance
+    made the loss prefer warps that raise the warped image's local contrast, so that an image registered to
+    itself drifted by more than a voxel; without it the loss is stationary at a perfect match.
+    ``fixed_stats``: :func:`fixed_statistics` of ``fixed``, computed once per level.
+    """
+    mf, vf = fixed_stats if fixed_stats is not None else fixed_statistics(fixed, window)
+    mw, ww, fw = box_mean(torch.stack([warped, warped * warped, fixed * warped]), window)
+    local = (fw - mf * mw) / torch.sqrt((vf * (ww - mw * mw)).clamp_min(TINY))
+    trust = torch.where(vf > FLAT, vf / (vf + eps), torch.zeros_like(vf))
+    if weight is not None:
+        trust = trust * weight
+    return 1.0 - (local * trust).sum() / trust.sum().clamp_min(1e-6)
+
+
+def dense_similarity(name: str, fixed: torch.Tensor, warped: torch.Tensor, window: int,
+                     weight: torch.Tensor | None, fixed_stats=None) -> torch.Tensor:
+    """'lncc' (local NCC), 'ncc' (global) or 'mse' (divided by the fixed variance) over a lattice."""
+    if name == "lncc":
+        return local_ncc(fixed, warped, window, weight, fixed_stats=fixed_stats)
+    sel = weight > 0 if weight is not None else torch.ones_like(fixed, dtype=torch.bool)
+    f, w = fixed[sel], warped[sel]
+    if name == "ncc":
+        return ncc(f, w)
+    return (f - w).square().mean() / f.var().clamp_min(1e-6)

@@ -28,13 +28,16 @@ def deformation_det(grad_u: torch.Tensor) -> torch.Tensor:
     faster than a batched LU for millions of small matrices, and differentiable everywhere)."""
     d = grad_u.shape[-1]
     f = grad_u + torch.eye(d, dtype=grad_u.dtype, device=grad_u.device)
+    if d not in (2, 3):
+        return torch.linalg.det(f)
+    # entries by unbind, not by indexing: the backward of 9 indexings writes 9 full-size zero tensors (half the
+    # time of an SVF step went there), that of an unbind one stack
+    e = [row.unbind(-1) for row in f.unbind(-2)]
     if d == 2:
-        return f[..., 0, 0] * f[..., 1, 1] - f[..., 0, 1] * f[..., 1, 0]
-    if d == 3:
-        return (f[..., 0, 0] * (f[..., 1, 1] * f[..., 2, 2] - f[..., 1, 2] * f[..., 2, 1])
-                - f[..., 0, 1] * (f[..., 1, 0] * f[..., 2, 2] - f[..., 1, 2] * f[..., 2, 0])
-                + f[..., 0, 2] * (f[..., 1, 0] * f[..., 2, 1] - f[..., 1, 1] * f[..., 2, 0]))
-    return torch.linalg.det(f)
+        return e[0][0] * e[1][1] - e[0][1] * e[1][0]
+    return (e[0][0] * (e[1][1] * e[2][2] - e[1][2] * e[2][1])
+            - e[0][1] * (e[1][0] * e[2][2] - e[1][2] * e[2][0])
+            + e[0][2] * (e[1][0] * e[2][1] - e[1][1] * e[2][0]))
 
 
 def jacobian_penalty(grad_u: torch.Tensor) -> torch.Tensor:

@@ -17,14 +17,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import ndimage
 
 from medinr.continuous import ContinuousImage, OutputMeaning
 from medinr.geometry import Geometry, sample_grid
 from medinr.models.base import lattice_coords
 from medinr.models.lattice import LatticeField, resize_lattice
-from medinr.registration.losses import ncc, soft_dice
+from medinr.registration.losses import dense_similarity, fixed_statistics, soft_dice
 from medinr.registration.regularizers import deformation_det, fold_penalty, hyperelastic, jacobian_penalty
 from medinr.training.loop import TrainResult, fit
 
@@ -45,63 +44,6 @@ def integrate(v: torch.Tensor, squarings: int) -> torch.Tensor:
     for _ in range(squarings):
         d = d + sample_grid(d, nodes + d.movedim(0, -1), padding_mode="border").movedim(-1, 0)
     return d
-
-
-def box_mean(x: torch.Tensor, window: int) -> torch.Tensor:
-    """Mean over a ``window``-wide box around every node of ``(C, *shape)`` (clipped at the edges), separably."""
-    nd = x.dim() - 1
-    pool = F.avg_pool2d if nd == 2 else F.avg_pool3d
-    for axis in range(nd):
-        n = int(x.shape[1 + axis])
-        width = max(1, min(window, n if n % 2 else n - 1))  # a thin axis (a few slices) gets a narrower box
-        kernel = [1] * nd
-        kernel[axis] = width
-        pad = [0] * nd
-        pad[axis] = width // 2
-        x = pool(x, tuple(kernel), stride=1, padding=tuple(pad), count_include_pad=False)
-    return x
-
-
-TINY = 1e-12  # floor under the root of local NCC, against 0/0 only
-FLAT = 1e-6  # fixed-image box variance below which a box is left out of local NCC
-
-
-def fixed_statistics(fixed: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Box mean and variance of the fixed image: the half of local NCC that does not move."""
-    mean, square = box_mean(torch.stack([fixed, fixed * fixed]), window)
-    return mean, (square - mean * mean).clamp_min(0.0)
-
-
-def local_ncc(fixed: torch.Tensor, warped: torch.Tensor, window: int, weight: torch.Tensor | None = None,
-              eps: float = 1e-3, fixed_stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-    """``1 - mean local NCC`` of two images on one lattice ``(*shape)`` over ``window``-wide boxes.
-
-    ``weight`` (same shape) weights the mean (a mask). Boxes are also weighted by ``var_f / (var_f + eps)``
-    (intensities normalised to about 0..1), so that boxes flat in the fixed image do not pull the field. The
-    ratio itself carries no ``eps`` (only ``TINY`` under the root, against 0/0): an ``eps`` added to each variance
-    made the loss prefer warps that raise the warped image's local contrast, so that an image registered to
-    itself drifted by more than a voxel; without it the loss is stationary at a perfect match.
-    ``fixed_stats``: :func:`fixed_statistics` of ``fixed``, computed once per level.
-    """
-    mf, vf = fixed_stats if fixed_stats is not None else fixed_statistics(fixed, window)
-    mw, ww, fw = box_mean(torch.stack([warped, warped * warped, fixed * warped]), window)
-    local = (fw - mf * mw) / torch.sqrt((vf * (ww - mw * mw)).clamp_min(TINY))
-    trust = torch.where(vf > FLAT, vf / (vf + eps), torch.zeros_like(vf))
-    if weight is not None:
-        trust = trust * weight
-    return 1.0 - (local * trust).sum() / trust.sum().clamp_min(1e-6)
-
-
-def dense_similarity(name: str, fixed: torch.Tensor, warped: torch.Tensor, window: int,
-                     weight: torch.Tensor | None, fixed_stats=None) -> torch.Tensor:
-    """'lncc' (local NCC), 'ncc' (global) or 'mse' (divided by the fixed variance) over a lattice."""
-    if name == "lncc":
-        return local_ncc(fixed, warped, window, weight, fixed_stats=fixed_stats)
-    sel = weight > 0 if weight is not None else torch.ones_like(fixed, dtype=torch.bool)
-    f, w = fixed[sel], warped[sel]
-    if name == "ncc":
-        return ncc(f, w)
-    return (f - w).square().mean() / f.var().clamp_min(1e-6)
 
 
 def lattice_gradient(d: torch.Tensor) -> torch.Tensor:
@@ -205,8 +147,9 @@ class Level:
     def warped(self, d: torch.Tensor, linear: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Moving network coordinates of the evaluation nodes under ``d`` (velocity-lattice displacements,
         fixed network units) and the moving image there."""
-        moved = resize_lattice(d, self.points).movedim(0, -1) @ linear.T
-        coords = self.base + moved
+        # the linear map commutes with the interpolation: apply it on the (smaller) velocity lattice
+        moved = resize_lattice(torch.einsum("ij,j...->i...", linear, d), self.points)
+        coords = self.base + moved.movedim(0, -1)
         return coords, sample_grid(self.moving, coords, padding_mode="border")
 
 
