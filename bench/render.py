@@ -92,7 +92,7 @@ def event_loop_gap(image: ContinuousImage, lattice, name: str) -> float:
 
     from napari_plugin import _lattices
     from napari_plugin._layers import checkpoint_layers
-    from napari_plugin._widget import SliceWidget
+    from napari_plugin._qt import SliceWidget
 
     viewer = napari.Viewer(show=True)
     viewer.window.resize(1100, 800)
