@@ -20,6 +20,7 @@ CONTEXT_LAYER = "medinr plane 3D"
 VOLUME_LAYER = "medinr volume 3D"
 GRID_LAYER = "medinr deformed grid"
 CROSSHAIR_LAYER = "medinr crosshair"
+LABELS_LAYER = "medinr orientation"
 PREFIX = "medinr "
 
 
@@ -48,12 +49,13 @@ class Wanted:
 
     @property
     def names(self) -> tuple[str, ...]:
-        return (*self.images, *((GRID_LAYER,) if self.grid else ()), *((CROSSHAIR_LAYER,) if self.crosshair else ()))
+        linked = (CROSSHAIR_LAYER, LABELS_LAYER) if self.crosshair else ()
+        return (*self.images, *((GRID_LAYER,) if self.grid else ()), *linked)
 
 
 def wanted(ndisplay: int, keys: Iterable[str], grid: bool, linked: bool) -> Wanted:
-    """Own layers of a mode: one image per view in 2D (with the deformed grid and the crosshair when asked),
-    the lattice volume and the plane in place in 3D."""
+    """Own layers of a mode: one image per view in 2D (with the deformed grid when asked; linked views add their
+    crosshair and orientation letters), the lattice volume and the plane in place in 3D."""
     if ndisplay == 3:
         return Wanted((VOLUME_LAYER, CONTEXT_LAYER), False, False)
     return Wanted(tuple(tile_layer(k) for k in keys), grid, linked)

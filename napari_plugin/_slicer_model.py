@@ -22,7 +22,15 @@ from medinr.render.lattice import jacobian_steps
 from napari_plugin import _readout, _tiers
 from napari_plugin._orientation import edge_labels
 from napari_plugin._tiers import FrameLog, Shown
-from napari_plugin._viewport import LINKED, MAIN, Tile, ViewRequest, side_by_side, visible_request
+from napari_plugin._viewport import (
+    LINKED,
+    MAIN,
+    Tile,
+    ViewRequest,
+    label_points,
+    side_by_side,
+    visible_request,
+)
 from napari_plugin._window import Display, WindowLevel
 
 
@@ -187,6 +195,11 @@ class SlicerModel:
         """Orientation letters of the single view's screen edges (None: linked views or a 2D image)."""
         tiles = self.tiles()
         return edge_labels(tiles[0].plane) if len(tiles) == 1 else None
+
+    def tile_labels(self) -> tuple[list, list]:
+        """Orientation letters inside the edges of each linked view: (canvas mm points, letters)."""
+        tiles = self.tiles()
+        return label_points(tiles, [edge_labels(t.plane) for t in tiles]) if len(tiles) > 1 else ([], [])
 
     # -- tiers ---------------------------------------------------------------------------------------------
     @property

@@ -150,3 +150,18 @@ def crosshair_lines(tiles: Sequence[Tile], point: Sequence[float]) -> list[np.nd
         lines.append(np.array([[r, c0], [r, c1]]))
         lines.append(np.array([[r0, c], [r1, c]]))
     return lines
+
+
+def label_points(tiles: Sequence[Tile], labels: Sequence[dict[str, str]], inset: float = 0.04) -> tuple[list, list]:
+    """Where each tile's orientation letters go (canvas mm, just inside its edges) and the letters."""
+    points, texts = [], []
+    for tile, letters in zip(tiles, labels):
+        r0, c0, r1, c1 = tile.rect
+        dr, dc = inset * (r1 - r0), inset * (c1 - c0)
+        middle = ((r0 + r1) / 2, (c0 + c1) / 2)
+        spots = {"top": (r0 + dr, middle[1]), "bottom": (r1 - dr, middle[1]), "left": (middle[0], c0 + dc),
+                 "right": (middle[0], c1 - dc)}
+        for side, spot in spots.items():
+            points.append(spot)
+            texts.append(letters[side])
+    return points, texts

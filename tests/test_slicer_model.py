@@ -21,6 +21,7 @@ from napari_plugin._layer_book import (  # noqa: E402
     CONTEXT_LAYER,
     CROSSHAIR_LAYER,
     GRID_LAYER,
+    LABELS_LAYER,
     SLICE_LAYER,
     VOLUME_LAYER,
     own_to_remove,
@@ -109,6 +110,9 @@ def test_linked_views_meet_at_the_crosshair(model):
     assert model.update(linked=True)
     tiles = model.tiles()
     assert [t.key for t in tiles] == ["axial", "coronal", "sagittal"] and model.edge_labels() is None
+    points, letters = model.tile_labels()
+    assert letters == ["A", "P", "L", "R", "S", "I", "L", "R", "S", "I", "P", "A"]
+    assert all(t.contains(p) for t, p in zip(np.repeat(tiles, 4), points))
     assert all(_through(t.plane, model.crosshair) for t in tiles)
     for a, b in zip(tiles, tiles[1:]):  # side by side, not overlapping
         assert a.rect[3] < b.rect[1]
@@ -272,7 +276,7 @@ def test_layer_bookkeeping_parks_every_checkpoint_and_keeps_only_the_modes_own_l
     ]
     assert to_park(present) == ["brain", "reg |u| mm"]
     two_d = wanted(2, ["axial", "coronal", "sagittal"], grid=False, linked=True)
-    assert two_d.names == (*(tile_layer(k) for k in ("axial", "coronal", "sagittal")), CROSSHAIR_LAYER)
+    assert two_d.names == (*(tile_layer(k) for k in ("axial", "coronal", "sagittal")), CROSSHAIR_LAYER, LABELS_LAYER)
     assert own_to_remove(present, two_d) == [SLICE_LAYER, GRID_LAYER]
     assert wanted(3, [MAIN], grid=True, linked=False).names == (VOLUME_LAYER, CONTEXT_LAYER)
     assert own_to_remove(present, wanted(2, [MAIN], grid=True, linked=False)) == []

@@ -233,14 +233,16 @@ def test_a_nifti_opens_at_its_world_position_without_a_reader_dialog(
 def test_linked_views_follow_a_click_with_a_crosshair(make_napari_viewer, qtbot, intensity_file):
     from qtpy.QtCore import QPoint, Qt
 
-    from napari_plugin._layer_book import CROSSHAIR_LAYER, tile_layer
+    from napari_plugin._layer_book import CROSSHAIR_LAYER, LABELS_LAYER, tile_layer
 
     viewer, widget = viewer_with_slicer(make_napari_viewer, intensity_file)
     wait_exact(qtbot, widget, 1)
     widget.linked.setChecked(True)
     keys = ("axial", "coronal", "sagittal")
     qtbot.waitUntil(lambda: widget.idle() and all(widget.model.shown_request(k) for k in keys), timeout=60000)
-    assert set(_layer_names(viewer)) == {*(tile_layer(k) for k in keys), CROSSHAIR_LAYER}
+    assert set(_layer_names(viewer)) == {*(tile_layer(k) for k in keys), CROSSHAIR_LAYER, LABELS_LAYER}
+    letters = list(viewer.layers[LABELS_LAYER].features["letter"])
+    assert letters[:4] == ["A", "P", "L", "R"] and letters[-4:] == ["S", "I", "P", "A"]  # axial ... sagittal
     # a click in the axial view moves the crosshair there: the other two planes pass through that point
     tile = widget.model.tile("axial")
     rc = (tile.origin[0] + 0.3 * tile.plane.fov_mm[0], tile.origin[1] + 0.7 * tile.plane.fov_mm[1])

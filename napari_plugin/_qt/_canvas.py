@@ -36,6 +36,8 @@ class CanvasView(QObject):
         super().__init__(parent)
         self.viewer, self.model, self.zoom_box = viewer, model, zoom_box
         self._connections: list[tuple[Any, Any]] = []
+        self._fitted = False  # the camera shows the views whole, as fit() left it: a resized canvas refits
+        self._fitting = False
         self._add_labels()
 
     @property
@@ -57,8 +59,8 @@ class CanvasView(QObject):
     def connect(self) -> None:
         for emitter, callback in (
             (self.camera.events.zoom, self._on_camera_zoom),
-            (self.camera.events.center, self._emit_changed),
-            (self.viewer.canvas.events.size, self._on_camera_zoom),
+            (self.camera.events.center, self._on_camera_center),
+            (self.viewer.canvas.events.size, self._on_canvas_size),
             (self.viewer.cursor.events.position, self._on_cursor),
         ):
             emitter.connect(callback)
@@ -88,9 +90,24 @@ class CanvasView(QObject):
         r0, c0, r1, c1 = extent(tiles)
         center = list(self.camera.center)
         center[-2:] = [(r0 + r1) / 2, (c0 + c1) / 2]
-        self.camera.center = tuple(center)
-        self.camera.zoom = fit_zoom(tiles, self.canvas_size())
+        self._fitting = True
+        try:
+            self.camera.center = tuple(center)
+            self.camera.zoom = fit_zoom(tiles, self.canvas_size())
+        finally:
+            self._fitting = False
+        self._fitted = True
         self._set_zoom_box(1.0)
+
+    def _on_camera_center(self, event: Any = None) -> None:
+        self._fitted = self._fitted and self._fitting
+        self._emit_changed()
+
+    def _on_canvas_size(self, event: Any = None) -> None:
+        if self._fitted:
+            self.fit()
+        else:
+            self._on_camera_zoom()
 
     def _fit_zoom(self) -> float:
         return fit_zoom(self.model.tiles(), self.canvas_size())
@@ -101,6 +118,7 @@ class CanvasView(QObject):
 
     def _on_camera_zoom(self, event: Any = None) -> None:
         """Keep the zoom box in step with the camera (mouse wheel, scripts)."""
+        self._fitted = self._fitted and self._fitting
         if self.model.image is not None and self.viewer.dims.ndisplay == 2:
             self._set_zoom_box(self.camera.zoom / self._fit_zoom())
         self._emit_changed()

@@ -22,6 +22,7 @@ from napari_plugin._tiers import EXACT
 from napari_plugin._viewport import ViewRequest
 
 OWN = {"medinr_slicer": True}
+LETTER_COLOR = "#ffd400"
 UNITS2 = ("mm", "mm")
 
 
@@ -85,6 +86,8 @@ class SliceLayers:
             self.viewer.add_shapes(
                 name=book.CROSSHAIR_LAYER, units=UNITS2, metadata=dict(OWN), edge_color="#00c8ff", edge_width=0.6
             )
+        if want.crosshair and self.layer(book.LABELS_LAYER) is None:
+            self._add_labels()
 
     def remove_all(self) -> None:
         for name, meta in self.present():
@@ -135,11 +138,34 @@ class SliceLayers:
         if layer is not None:
             layer.data = [(line, "line") for line in lines]
 
+    def show_tile_labels(self) -> None:
+        """Letters of the linked views again if the views turned (another convention)."""
+        layer = self.layer(book.LABELS_LAYER)
+        points, letters = self.model.tile_labels()
+        if layer is not None and list(layer.features["letter"]) != letters:
+            self.viewer.layers.remove(layer)
+            self._add_labels()
+
+    def _add_labels(self) -> None:
+        """The orientation letters of the linked views (text of invisible points, fixed to each view's edges)."""
+        points, letters = self.model.tile_labels()
+        self.viewer.add_points(
+            np.asarray(points, dtype=float).reshape(-1, 2),
+            features={"letter": letters},
+            text={"string": "{letter}", "color": LETTER_COLOR, "size": 11},
+            size=1.0,
+            face_color="transparent",
+            border_color="transparent",
+            name=book.LABELS_LAYER,
+            units=UNITS2,
+            metadata=dict(OWN),
+        )
+
     # -- window ----------------------------------------------------------------------------------------------
     def apply_display(self) -> None:
         """Colour map, window and slider range of the model's window on every own image layer."""
         for name, meta in self.present():
-            if book.is_own(name, meta) and name != book.GRID_LAYER and name != book.CROSSHAIR_LAYER:
+            if book.is_own(name, meta) and name not in (book.GRID_LAYER, book.CROSSHAIR_LAYER, book.LABELS_LAYER):
                 self._apply_display(self.viewer.layers[name])
 
     def _apply_display(self, layer: Any) -> None:
@@ -147,10 +173,13 @@ class SliceLayers:
         shown, limits = window.display, window.limits
         if shown is None or limits is None:
             return
+        colormap = shown.colormap
+        if layer.name == book.CONTEXT_LAYER and colormap == "gray":
+            colormap = plane_colormap()  # the plane in 3D: the air around the head lets the volume show through
         self._setting = True
         try:
-            if layer.colormap.name != shown.colormap:
-                layer.colormap = shown.colormap
+            if layer.colormap.name != getattr(colormap, "name", colormap):
+                layer.colormap = colormap
             layer.contrast_limits_range = shown.slider_range(limits)
             layer.contrast_limits = limits
         finally:
@@ -159,3 +188,12 @@ class SliceLayers:
     def _user_window(self, layer: Any) -> None:
         if not self._setting and self.model.window.display is not None:
             self.model.set_window(tuple(layer.contrast_limits))
+
+
+def plane_colormap() -> Any:
+    """Grey, with the darkest 3 % of the window transparent."""
+    from napari.utils.colormaps import Colormap
+
+    return Colormap(
+        [[0, 0, 0, 0], [0.03, 0.03, 0.03, 1], [1, 1, 1, 1]], controls=[0.0, 0.03, 1.0], name="medinr gray plane"
+    )

@@ -170,6 +170,7 @@ class SliceWidget(QWidget):
     def _show_crosshair(self) -> None:
         if self.model.controls.linked and self.model.crosshair is not None:
             self.layers.show_crosshair(crosshair_lines(self.model.tiles(), self.model.crosshair))
+            self.layers.show_tile_labels()
 
     def _on_frame(self, frame: Frame) -> None:
         if self._closed or self.viewer.dims.ndisplay != 2:
