@@ -29,8 +29,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+# as the napari plugin does before torch loads (napari_plugin/__init__.py): passive OpenMP waiting
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

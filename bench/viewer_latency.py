@@ -40,6 +40,7 @@ class Probe:
     paints: list[tuple[float, float]] = field(default_factory=list)
     ticks: list[float] = field(default_factory=list)
     harness: set[int] = field(default_factory=set)  # ids of the probe's own timers (not counted as work)
+    long: list[tuple[float, float, str, str]] = field(default_factory=list)  # events that took over 30 ms
 
     def start_ticker(self) -> None:
         from qtpy.QtCore import QTimer
@@ -87,6 +88,8 @@ def make_app() -> Any:
                 TimedApplication.depth -= 1
                 end = time.perf_counter()
                 PROBE.busy.append((start, end))
+                if end - start > 0.03:
+                    PROBE.long.append((start, end, type(receiver).__name__, str(kind)))
                 if kind == QEvent.Type.UpdateRequest and isinstance(receiver, QWidget) and receiver.isWindow():
                     PROBE.paints.append((start, end))
 

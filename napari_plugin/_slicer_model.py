@@ -80,12 +80,14 @@ class SlicerModel:
         self.window = WindowLevel()
         self.error: str | None = None
         self.cursor_rc: tuple[float, float] | None = None
+        self.revision = 0  # counts changes of what the views show (image, lattice, planes, component)
         self._volumes: dict[Any, np.ndarray] = {}
 
     # -- image ---------------------------------------------------------------------------------------------
     def set_image(self, image: ContinuousImage | None, lattice: CachedLattice | None = None) -> None:
         """Slice ``image``: the plane controls are kept (valid for any 3D image), the component is its default."""
         self.image, self.lattice, self.crosshair = image, lattice, None
+        self.revision += 1
         self._volumes.clear()
         self.window.reset()
         self.log.reset()
@@ -102,6 +104,7 @@ class SlicerModel:
 
     def set_lattice(self, lattice: CachedLattice) -> None:
         self.lattice = lattice
+        self.revision += 1
         self._volumes.clear()
 
     @property
@@ -121,6 +124,7 @@ class SlicerModel:
             return False
         old = self.controls
         self.controls, self.crosshair = new, crosshair
+        self.revision += 1
         if new.linked != old.linked:
             self.log.reset()
         if new.component != old.component and self.window.select(self.component):
@@ -147,6 +151,7 @@ class SlicerModel:
     def set_crosshair(self, world: np.ndarray) -> None:
         """Move the point where the linked views meet (world mm)."""
         self.crosshair = np.asarray(world, dtype=np.float64)
+        self.revision += 1
         self.events.views.emit(False)
 
     def move_along_normal(self, key: str, mm: float) -> None:

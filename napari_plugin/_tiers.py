@@ -110,9 +110,10 @@ class FrameLog:
 
 
 def fast_request(request: ViewRequest, lattice_step_mm: float) -> ViewRequest:
-    """``request`` with pixels no finer than half the lattice step: the cached tier holds no more detail, and
-    fewer pixels keep its frame within a few milliseconds on any canvas (it is then upsampled)."""
-    step = lattice_step_mm / 2
+    """``request`` with pixels no finer than the lattice step: the cached tier holds no more detail, and fewer
+    pixels keep its frame within a few milliseconds on any canvas (it is then upsampled; half the step cost six
+    times as much for the 1 mm lattice of the sample on a 910 x 606 canvas, 23 ms instead of 4)."""
+    step = lattice_step_mm
     size = (request.shape[0] * request.scale[0], request.shape[1] * request.scale[1])
     shape = tuple(max(1, min(n, int(np.ceil(extent / step)))) for n, extent in zip(request.shape, size))
     if shape == tuple(request.shape):

@@ -272,8 +272,8 @@ def test_closing_the_viewer_while_rendering_leaves_no_thread_behind(make_napari_
     try:
         viewer, widget = viewer_with_slicer(make_napari_viewer, path)
         widget.camera.zoom = widget.camera.zoom * 3
-        qtbot.waitUntil(lambda: any(w.is_running for w, _, _ in widget.renderer._workers), timeout=30000)
-        workers = [w for w, _, _ in widget.renderer._workers]
+        qtbot.waitUntil(lambda: any(w.is_running for w, _, _ in widget.renderer.workers.active), timeout=30000)
+        workers = [w for w, _, _ in widget.renderer.workers.active]
         viewer.close()  # while the exact frame (seconds of network time) is being computed
         assert not any(w.is_running for w in workers)  # closing waited for them to leave the network
         qtbot.wait(500)

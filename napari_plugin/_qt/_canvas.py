@@ -36,6 +36,7 @@ class CanvasView(QObject):
         super().__init__(parent)
         self.viewer, self.model, self.zoom_box = viewer, model, zoom_box
         self._connections: list[tuple[Any, Any]] = []
+        self.mode: int | None = None  # the display mode the slicer's layers are set up for (the widget sets it)
         self._fitted = False  # the camera shows the views whole, as fit() left it: a resized canvas refits
         self._fitting = False
         self._add_labels()
@@ -49,8 +50,8 @@ class CanvasView(QObject):
         return int(h), int(w)
 
     def view_state(self) -> ViewState | None:
-        """The 2D camera (None in 3D)."""
-        if self.viewer.dims.ndisplay != 2:
+        """The 2D camera (None in 3D, and while the slicer's layers are still those of the other mode)."""
+        if self.viewer.dims.ndisplay != 2 or self.mode != 2:
             return None
         center = tuple(float(c) for c in self.camera.center[-2:])
         return ViewState(center, float(self.camera.zoom), self.canvas_size())  # type: ignore[arg-type]
@@ -78,7 +79,7 @@ class CanvasView(QObject):
             self.viewer.canvas.overlays.pop(label_key(side), None)
 
     def _emit_changed(self, event: Any = None) -> None:
-        if self.model.image is not None:
+        if self.model.image is not None and not self._fitting:
             self.changed.emit()
 
     # -- camera and zoom box ---------------------------------------------------------------------------------
@@ -98,6 +99,7 @@ class CanvasView(QObject):
             self._fitting = False
         self._fitted = True
         self._set_zoom_box(1.0)
+        self.changed.emit()  # once, for the whole move
 
     def _on_camera_center(self, event: Any = None) -> None:
         self._fitted = self._fitted and self._fitting

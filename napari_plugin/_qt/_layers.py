@@ -8,6 +8,7 @@ refreshed without recomputing its extent; only a camera move sets a new transfor
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -106,13 +107,15 @@ class SliceLayers:
             [[request.scale[0], 0, request.translate[0]], [0, request.scale[1], request.translate[1]], [0, 0, 1]]
         )
         moved = not np.allclose(layer.affine.affine_matrix, affine)
-        if not moved and layer.data.shape == frame.shape and layer.data.dtype == frame.dtype:
-            layer.data[...] = frame  # same pixels, new values: one refresh, no new extent
-            layer.refresh(thumbnail=tier == EXACT, highlight=False, extent=False)
-        else:
-            layer.data = frame
-            if moved:
-                layer.affine = affine
+        # the layer list repaints for every event of a layer: a cached frame spares it (and its thumbnail)
+        with self.viewer.layers.events.blocker() if tier != EXACT else nullcontext():
+            if not moved and layer.data.shape == frame.shape and layer.data.dtype == frame.dtype:
+                layer.data[...] = frame  # same pixels, new values: one refresh, no new extent
+                layer.refresh(thumbnail=tier == EXACT, highlight=False, extent=False)
+            else:
+                layer.data = frame
+                if moved:
+                    layer.affine = affine
         if not layer.visible:
             layer.visible = True
 

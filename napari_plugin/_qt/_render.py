@@ -1,7 +1,8 @@
 """Worker threads and their timing: what the slicer computes off the main thread, and when.
 
-A change of view is drawn from the cached lattice at once (one cached render in flight; while a drag outruns it,
-the newest view is drawn next and the ones in between are skipped). The exact frame follows when
+A change of view is drawn from the cached lattice at once: on the main thread when that is a few ms (then the
+control and the frame reach the screen in one repaint), else in a worker (one cached render in flight; while a
+drag outruns it, the newest view is drawn next and the ones in between are skipped). The exact frame follows when
 :class:`~napari_plugin._tiers.RenderPolicy` says: at once for a single change, after a short quiet period during
 a stream, after a longer idle period when the lattice already holds the view. Each kind of work has its own
 one-thread pool, so a cached frame never queues behind an exact render and :meth:`Renderer.shutdown` waits for
@@ -25,11 +26,13 @@ from medinr.errors import MedinrError
 from medinr.render import deformed_grid
 from napari_plugin._lattices import stoppable
 from napari_plugin._slicer_model import SlicerModel, ViewState
-from napari_plugin._tiers import EXACT, LATTICE, RenderPolicy, exact_steps, fast_frame
+from napari_plugin._tiers import EXACT, LATTICE, RenderPolicy, exact_steps, fast_frame, fast_request
 from napari_plugin._viewport import MAIN, ViewRequest
 from napari_plugin._window import display_for
 
 KINDS = ("cached", "exact", "aux")
+#: A cached frame of at most this many interpolated points (about 2 ms) is computed on the main thread.
+INLINE_POINTS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ class Renderer(QObject):
     """Computes the frames of the model's views in worker threads (see the module docstring)."""
 
     frame = Signal(object)  # Frame
-    grid = Signal(object, object)  # ViewRequest, list of (n, 2) pixel paths
+    grid = Signal(object, object)  # ViewRequest, list of (n, 2) pixel paths (of the current view only)
     display = Signal(object, object)  # component, Display
     volume = Signal(object)  # component whose lattice volume is ready (3D)
     lattice_changed = Signal()  # the Jacobian was added to the lattice
@@ -57,9 +60,9 @@ class Renderer(QObject):
         super().__init__(parent)
         self.model, self._view_state = model, view_state
         self.policy = RenderPolicy()
-        self._pools = {kind: _pool(self) for kind in KINDS}
-        self._workers: list[tuple[Any, threading.Event, str]] = []
-        self._kick = _single_shot(self, self._render)
+        self.workers = Workers(self)
+        self._kick = _single_shot(self, self._render_again)
+        self._drawn: Any = None  # (model revision, camera) of the last render
         self._exact_timer = _single_shot(self, self._start_exact)
         self._latest: tuple[int, list[ViewRequest]] | None = None
         self._cached_busy = self._dirty = self._closed = False
@@ -67,19 +70,29 @@ class Renderer(QObject):
 
     # -- scheduling ------------------------------------------------------------------------------------------
     def schedule(self) -> None:
-        """Draw the current views soon (events of one event-loop turn make one render)."""
-        if self.model.image is not None and not (self._closed or self.paused):
-            self._kick.start()
+        """Draw the current views: now (the frame then shares the repaint of the control that changed it), and
+        once more when the event-loop turn is over if more changes came in it."""
+        if self.model.image is None or self._closed or self.paused:
+            return
+        if self._kick.isActive():
+            return  # drawn again when this turn is over
+        self._kick.start()
+        self._render()
+
+    def _render_again(self) -> None:
+        if (self.model.revision, self._view_state()) != self._drawn:
+            self._render()
 
     def idle(self) -> bool:
         """Nothing pending: no timer running and no frame being computed."""
-        busy = any(kind != "aux" for _, _, kind in self._workers)
+        busy = self.workers.running("cached") or self.workers.running("exact")
         return not (self._kick.isActive() or self._exact_timer.isActive() or busy)
 
     def _render(self) -> None:
         model, view = self.model, self._view_state()
         if model.image is None or view is None:  # 3D: napari draws the lattice; nothing to compute
             return
+        self._drawn = (model.revision, view)
         try:
             requests = model.requests(view)
         except MedinrError as exc:
@@ -111,10 +124,14 @@ class Renderer(QObject):
                 data = fast_frame(lattice, request, comp)
                 yield Frame(generation, LATTICE, request, data, time.perf_counter() - start)
             if grid is not None:
-                yield ("grid", grid, deformed_grid(model.image, grid.plane, grid.shape))
+                yield ("grid", generation, grid, deformed_grid(model.image, grid.plane, grid.shape))
             if not known:
                 yield ("display", comp, display_for(model.image.kind, comp, model.volume(comp)))
 
+        if known and grid is None and _fast_points(requests, lattice.spacing_mm) <= INLINE_POINTS:
+            for item in job():  # a few ms: drawn in this event-loop turn, so one repaint shows it with the control
+                self._deliver(item)
+            return
         self._cached_busy = True
         self._launch(job, "cached", generation, done=self._cached_done)
 
@@ -140,7 +157,7 @@ class Renderer(QObject):
                 if not ready and model.window.displays.get(comp) is None:
                     yield ("display", comp, display_for(model.image.kind, comp, data))
             if grid is not None:
-                yield ("grid", grid, deformed_grid(model.image, grid.plane, grid.shape))
+                yield ("grid", generation, grid, deformed_grid(model.image, grid.plane, grid.shape))
 
         self._launch(job, "exact", generation)
 
@@ -152,7 +169,7 @@ class Renderer(QObject):
     # -- background lattice work -----------------------------------------------------------------------------
     def build_jacobian(self) -> None:
         """det(I + du/dx) on the lattice, in the background; the views are drawn again when it is there."""
-        if any(kind == "aux" for _, _, kind in self._workers):
+        if self.workers.running("aux"):
             return
         image = self.model.image
 
@@ -176,28 +193,10 @@ class Renderer(QObject):
 
         self._launch(job, "aux", None)
 
-    # -- workers ---------------------------------------------------------------------------------------------
+    # -- results -------------------------------------------------------------------------------------------
     def _launch(self, job: Callable[[], Generator], kind: str, generation: int | None, done: Any = None) -> None:
-        """Run ``job`` in a worker of pool ``kind``; it stops between its steps when cancelled."""
-        stop = threading.Event()
-
-        def work() -> Generator[Any, None, None]:
-            yield from stoppable(job(), stop)
-
-        worker = thread_worker(work, start_thread=False)()
-        worker.yielded.connect(self._deliver)
-        worker.errored.connect(lambda exc, g=generation: self._error(g, exc))
-        entry = (worker, stop, kind)
-
-        def finished() -> None:
-            if entry in self._workers:
-                self._workers.remove(entry)
-            if done is not None:
-                done()
-
-        worker.finished.connect(finished)
-        self._workers.append(entry)  # a reference until Qt has delivered its last signal
-        self._pools[kind].start(worker)
+        on_error = lambda exc, g=generation: self._error(g, exc)  # noqa: E731
+        self.workers.launch(job, kind, self._deliver, on_error, done)
 
     def _deliver(self, item: Any) -> None:
         if self._closed or self.paused or not isinstance(item, (Frame, tuple)):
@@ -205,7 +204,8 @@ class Renderer(QObject):
         if isinstance(item, Frame):
             self.frame.emit(item)
         elif item[0] == "grid":
-            self.grid.emit(item[1], item[2])
+            if self.model.log.is_current(item[1]) and self.model.controls.grid:
+                self.grid.emit(item[2], item[3])
         elif item[0] == "display":
             self.display.emit(item[1], item[2])
         elif item[0] == "volume":
@@ -218,15 +218,7 @@ class Renderer(QObject):
             self.failed.emit(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
     def cancel(self, kind: str | None = None, wait: bool = False) -> None:
-        """Stop the workers of ``kind`` (all when None); with ``wait``, until their threads have finished."""
-        for worker, stop, k in list(self._workers):
-            if kind is None or k == kind:
-                stop.set()
-                worker.quit()
-        if wait:
-            for k, pool in self._pools.items():
-                if kind is None or k == kind:
-                    pool.waitForDone(10000)
+        self.workers.cancel(kind, wait)
 
     def shutdown(self) -> None:
         """Stop timers and workers and wait for the threads; nothing is delivered afterwards."""
@@ -234,6 +226,54 @@ class Renderer(QObject):
         self._exact_timer.stop()
         self._closed = True
         self.cancel(wait=True)
+
+
+class Workers:
+    """One one-thread pool per kind of work, and the workers in flight (each can be stopped between steps)."""
+
+    def __init__(self, parent: QObject) -> None:
+        self.pools = {kind: _pool(parent) for kind in KINDS}
+        self.active: list[tuple[Any, threading.Event, str]] = []
+
+    def running(self, kind: str) -> bool:
+        return any(k == kind for _, _, k in self.active)
+
+    def launch(self, job: Callable[[], Generator], kind: str, on_item: Any, on_error: Any, done: Any = None) -> None:
+        """Run ``job`` in a worker of pool ``kind``; each item it yields goes to ``on_item`` on the main thread."""
+        stop = threading.Event()
+
+        def work() -> Generator[Any, None, None]:
+            yield from stoppable(job(), stop)
+
+        worker = thread_worker(work, start_thread=False)()
+        worker.yielded.connect(on_item)
+        worker.errored.connect(on_error)
+        entry = (worker, stop, kind)
+
+        def finished() -> None:
+            if entry in self.active:
+                self.active.remove(entry)
+            if done is not None:
+                done()
+
+        worker.finished.connect(finished)
+        self.active.append(entry)  # a reference until Qt has delivered its last signal
+        self.pools[kind].start(worker)
+
+    def cancel(self, kind: str | None = None, wait: bool = False) -> None:
+        """Stop the workers of ``kind`` (all when None); with ``wait``, until their threads have finished."""
+        for worker, stop, k in list(self.active):
+            if kind is None or k == kind:
+                stop.set()
+                worker.quit()
+        if wait:
+            for k, pool in self.pools.items():
+                if kind is None or k == kind:
+                    pool.waitForDone(10000)
+
+
+def _fast_points(requests: Iterable[ViewRequest], lattice_step_mm: float) -> int:
+    return sum(int(np.prod(fast_request(r, lattice_step_mm).shape)) for r in requests)
 
 
 def _pool(parent: QObject) -> QThreadPool:

@@ -142,6 +142,7 @@ class SliceWidget(QWidget):
     def _on_ndisplay(self, event: Any = None) -> None:
         # after napari has finished switching: changing layers inside its ndisplay event breaks its dims widget
         self.renderer.cancel()
+        self.canvas.mode = None  # nothing is drawn until the layers are those of the new mode
         self._mode_timer.start()
 
     def _enter_mode(self, fit: bool) -> None:
@@ -149,11 +150,13 @@ class SliceWidget(QWidget):
             return
         nd = self.viewer.dims.ndisplay
         self.layers.ensure(nd)
+        self.canvas.mode = nd
         self.canvas.update_labels()
         if nd == 3:
             if not self.volume.show(None):
                 self.renderer.prepare_volume()
-            self.viewer.reset_view()
+            if fit:
+                self.viewer.reset_view()
             return
         if fit:
             self.canvas.fit()
@@ -161,7 +164,7 @@ class SliceWidget(QWidget):
         self.renderer.schedule()
 
     def _on_views(self, refit: bool) -> None:
-        self._enter_mode(fit=refit)
+        self._enter_mode(fit=refit and self.viewer.dims.ndisplay == 2)  # the 3D camera stays where the user put it
 
     def _show_volume(self, volume: Any) -> None:
         if self.viewer.dims.ndisplay == 3 and not self._closed:
@@ -173,7 +176,7 @@ class SliceWidget(QWidget):
             self.layers.show_tile_labels()
 
     def _on_frame(self, frame: Frame) -> None:
-        if self._closed or self.viewer.dims.ndisplay != 2:
+        if self._closed or self.canvas.mode != 2 or self.viewer.dims.ndisplay != 2:
             return
         if self.model.accept(frame.generation, frame.tier, frame.request, frame.data, frame.seconds):
             self.layers.show_frame(frame.request, frame.data, frame.tier)
