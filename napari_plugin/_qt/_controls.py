@@ -80,7 +80,7 @@ class ControlsView(QWidget):
         events.error.connect(self._on_error)
         events.display.connect(self.sync_window)
         events.frame.connect(self._on_frame)
-        events.cursor.connect(self.cursor.setText)
+        events.cursor.connect(lambda text: self.cursor.setText(text))
 
     def _on_window_preset(self, name: str) -> None:
         if name and name != CUSTOM:

@@ -183,6 +183,8 @@ class Renderer(QObject):
         """The lattice volume of the shown component (3D), and its display, in the background."""
         model, comp = self.model, self.model.component
         if not model.lattice_ready():
+            if comp == "jacobian" and model.lattice is not None:
+                self.build_jacobian()  # lattice_changed follows; the volume is asked for again then
             return
 
         def job() -> Generator[Any, None, None]:

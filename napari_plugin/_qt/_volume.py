@@ -22,6 +22,11 @@ class VolumeView:
     def __init__(self, viewer: Any, model: SlicerModel, layers: SliceLayers) -> None:
         self.viewer, self.model, self.layers = viewer, model, layers
         self._moving = False  # True while the slicer itself moves the plane
+        self.shown: Any = None  # (lattice, component) of the volume on screen
+
+    def current(self) -> bool:
+        """True if the volume on screen is the lattice and component the model shows (only the plane may move)."""
+        return self.shown == (id(self.model.lattice), self.model.component)
 
     def show(self, volume: np.ndarray | None) -> bool:
         """Put ``volume`` (the lattice of the shown component) and the current plane on screen; False if the
@@ -32,6 +37,8 @@ class VolumeView:
         made = [self.layers.layer(n) for n in (VOLUME_LAYER, CONTEXT_LAYER)]
         if volume is None and None in made:
             return False
+        if volume is not None:
+            self.shown = (id(model.lattice), model.component)
         plane = self.plane_in_data(model.base_plane())
         common = {"affine": model.lattice.geometry.affine, "units": ("mm",) * 3, "metadata": dict(OWN)}
         extras = (

@@ -57,6 +57,7 @@ class SliceWidget(QWidget):
         self._mode_timer = _deferred(self, lambda: self._enter_mode(fit=True))
         self._connect()
         self._refresh_sources()
+        _warm_units()
 
     def _connect(self) -> None:
         events, r = self.model.events, self.renderer
@@ -69,7 +70,7 @@ class SliceWidget(QWidget):
         r.grid.connect(self.layers.show_grid)
         r.display.connect(self.model.learn_display)
         r.volume.connect(lambda comp: comp == self.model.component and self._show_volume(self.model.volume(comp)))
-        r.lattice_changed.connect(r.schedule)
+        r.lattice_changed.connect(lambda: self._enter_mode(fit=False))
         r.failed.connect(self._on_failed)
         self.controls.source.currentTextChanged.connect(self._on_source)
         self.canvas.connect()
@@ -153,8 +154,8 @@ class SliceWidget(QWidget):
         self.canvas.mode = nd
         self.canvas.update_labels()
         if nd == 3:
-            if not self.volume.show(None):
-                self.renderer.prepare_volume()
+            if not (self.volume.current() and self.volume.show(None)):  # else only the plane moved
+                self.renderer.prepare_volume()  # another lattice or quantity: computed in a worker, then shown
             if fit:
                 self.viewer.reset_view()
             return
@@ -219,6 +220,16 @@ class SliceWidget(QWidget):
 
 for _name in CONTROLS:  # widget.offset is widget.controls.offset, and so on
     setattr(SliceWidget, _name, property(lambda self, n=_name: getattr(self.controls, n)))
+
+
+def _warm_units() -> None:
+    """Load napari's unit registry (pint, 0.2-0.7 s) in a thread now rather than on the main thread when the
+    first layer in mm is added, which is when a checkpoint is opened."""
+    import threading
+
+    from napari.utils._units import get_unit_registry
+
+    threading.Thread(target=lambda: get_unit_registry().mm, name="medinr-units", daemon=True).start()
 
 
 def _deferred(parent: QWidget, slot: Any) -> QTimer:
