@@ -8,7 +8,6 @@ is refused as a whole, announced on ``events.error`` and leaves the views as the
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,8 +17,7 @@ from psygnal import Signal, SignalGroup
 from medinr.continuous import ContinuousImage
 from medinr.errors import MedinrError
 from medinr.render import CachedLattice, Plane, components_of, default_plane, resolve_component
-from medinr.render.lattice import jacobian_steps
-from napari_plugin import _readout, _tiers
+from napari_plugin import _readout
 from napari_plugin._orientation import edge_labels
 from napari_plugin._tiers import FrameLog, Shown
 from napari_plugin._viewport import (
@@ -230,16 +228,6 @@ class SlicerModel:
     def needs_exact(self, request: ViewRequest) -> bool:
         """True when the view's pixels are finer than the lattice (or there is no lattice for this component)."""
         return not self.lattice_ready() or not self.lattice.holds(min(request.scale))  # type: ignore[union-attr]
-
-    def fast_frame(self, request: ViewRequest) -> np.ndarray:
-        return _tiers.fast_frame(self.lattice, request, self.component)  # type: ignore[arg-type]
-
-    def exact_steps(self, request: ViewRequest) -> Generator[None, None, np.ndarray]:
-        return _tiers.exact_steps(self.image, request, self.component)  # type: ignore[arg-type]
-
-    def jacobian_steps(self) -> Generator[float, None, None]:
-        """Add the Jacobian to the lattice (a slab at a time)."""
-        return jacobian_steps(self.image, self.lattice)
 
     def volume(self, component: str | int | None = None) -> np.ndarray:
         """The lattice as one volume of ``component`` (default: the shown one), computed once per component and

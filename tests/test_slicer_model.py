@@ -31,7 +31,7 @@ from napari_plugin._layer_book import (  # noqa: E402
 )
 from napari_plugin._orientation import direction_label, edge_labels  # noqa: E402
 from napari_plugin._slicer_model import SlicerModel, ViewState  # noqa: E402
-from napari_plugin._tiers import EXACT, LATTICE, FrameLog, RenderPolicy  # noqa: E402
+from napari_plugin._tiers import EXACT, LATTICE, FrameLog, RenderPolicy, exact_steps, fast_frame  # noqa: E402
 from napari_plugin._viewport import MAIN, Tile, ViewRequest, crosshair_lines, fit_zoom, visible_request  # noqa: E402
 from napari_plugin._window import CUSTOM, WindowLevel, display_for  # noqa: E402
 
@@ -151,7 +151,7 @@ def test_the_readout_follows_the_frame_on_screen(model):
 def test_cached_and_exact_frames_of_a_request_agree(model, image):
     model.set_lattice(build_lattice(image))
     (request,) = model.requests(ViewState((25.0, 20.0), 3.0, (120, 160)))
-    fast, exact = model.fast_frame(request), _run(model.exact_steps(request))
+    fast, exact = fast_frame(model.lattice, request, "value"), _run(exact_steps(image, request, "value"))
     assert fast.shape == exact.shape == request.shape
     assert np.allclose(exact, render_plane(image, request.plane, request.shape), atol=1e-5)
     inside = exact != 0

@@ -24,6 +24,7 @@ from qtpy.QtCore import QObject, QThreadPool, QTimer, Signal
 
 from medinr.errors import MedinrError
 from medinr.render import deformed_grid
+from medinr.render.lattice import jacobian_steps
 from napari_plugin._lattices import stoppable
 from napari_plugin._slicer_model import SlicerModel, ViewState
 from napari_plugin._tiers import EXACT, LATTICE, RenderPolicy, exact_steps, fast_frame, fast_request
@@ -171,10 +172,10 @@ class Renderer(QObject):
         """det(I + du/dx) on the lattice, in the background; the views are drawn again when it is there."""
         if self.workers.running("aux"):
             return
-        image = self.model.image
+        image, lattice = self.model.image, self.model.lattice
 
         def job() -> Generator[Any, None, None]:
-            yield from self.model.jacobian_steps()
+            yield from jacobian_steps(image, lattice)  # adds det(I + du/dx) to the lattice, a slab at a time
             yield ("lattice", image)
 
         self._launch(job, "aux", None)
