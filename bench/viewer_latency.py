@@ -17,6 +17,7 @@ figure). Actions are posted to the loop as a user's would be: spin-box changes, 
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -72,13 +73,16 @@ PROBE = Probe()
 def make_app() -> Any:
     """The QApplication, with :data:`PROBE` timing every event (call before napari makes one)."""
     from qtpy.QtCore import QEvent
+    from qtpy.QtGui import QWindow
     from qtpy.QtWidgets import QApplication, QWidget
 
+    main = threading.get_ident()
+
     class TimedApplication(QApplication):
-        depth = 0
+        depth = 0  # nesting on the main thread (events sent from within a handler are part of its time)
 
         def notify(self, receiver: Any, event: Any) -> bool:
-            if TimedApplication.depth or id(receiver) in PROBE.harness:
+            if threading.get_ident() != main or TimedApplication.depth or id(receiver) in PROBE.harness:
                 return super().notify(receiver, event)
             TimedApplication.depth += 1
             kind, start = event.type(), time.perf_counter()
@@ -90,7 +94,8 @@ def make_app() -> Any:
                 PROBE.busy.append((start, end))
                 if end - start > 0.03:
                     PROBE.long.append((start, end, type(receiver).__name__, str(kind)))
-                if kind == QEvent.Type.UpdateRequest and isinstance(receiver, QWidget) and receiver.isWindow():
+                window = isinstance(receiver, QWindow) or (isinstance(receiver, QWidget) and receiver.isWindow())
+                if kind == QEvent.Type.UpdateRequest and window:  # a repaint of a whole window
                     PROBE.paints.append((start, end))
 
     app = QApplication.instance() or TimedApplication([])

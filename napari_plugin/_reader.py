@@ -36,7 +36,7 @@ def get_reader(path: str | list[str]) -> Reader | None:
     paths = _paths(path)
     if not paths or not all(p.lower().endswith(".inr") for p in paths):
         return None
-    return _one_line_errors(read_checkpoints)
+    return _one_line_errors(read_checkpoints_for_napari)
 
 
 def get_nifti_reader(path: str | list[str]) -> Reader | None:
@@ -103,6 +103,31 @@ def read_checkpoints(path: str | list[str]) -> list[LayerData]:
             _lattices.ensure(opened.image, p, plan.full)
         layers += opened.layers
     return layers
+
+
+def read_checkpoints_for_napari(path: str | list[str]) -> list[LayerData]:
+    """:func:`read_checkpoints` as napari's reader: with the slicer open in the current viewer, the checkpoints go
+    to the slicer (their volume layers set aside from the start) and napari adds no layer."""
+    layers = read_checkpoints(path)
+    slicer = _current_slicer()
+    if slicer is None:
+        return layers
+    from napari.layers import Layer
+
+    for data, meta, kind in layers:
+        slicer.adopt(Layer.create(data, meta, kind))
+    return NO_LAYERS
+
+
+def _current_slicer() -> Any:
+    if not _qt_running():
+        return None
+    import napari
+
+    from napari_plugin import _slicers
+
+    viewer = napari.current_viewer()
+    return None if viewer is None else _slicers.for_viewer(viewer)
 
 
 def _qt_running() -> bool:

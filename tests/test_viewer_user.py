@@ -96,6 +96,9 @@ def test_opening_a_second_checkpoint_keeps_the_first_set_aside(
     qtbot.waitUntil(lambda: widget.model.image is first, timeout=30000)
     wait_exact(qtbot, widget, widget.model.exact_count + 1)
     assert _layer_names(viewer) == [SLICE_LAYER] and viewer.dims.ndim == 2
+    # closing the slicer gives both checkpoints back, in the order they were opened
+    widget.shutdown()
+    assert _layer_names(viewer) == names and all(lyr.metadata.get("medinr_checkpoint") for lyr in viewer.layers)
 
 
 def test_the_deformed_grid_leaves_with_its_checkpoint(make_napari_viewer, qtbot, intensity_file, registration_file):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-from napari_plugin import _lattices
+from napari_plugin import _lattices, _slicers
 from napari_plugin._layer_book import is_own, is_source
 from napari_plugin._layers import CHECKPOINT_KEY
 from napari_plugin._qt._canvas import CanvasView
@@ -58,6 +58,7 @@ class SliceWidget(QWidget):
         self._connect()
         self._refresh_sources()
         _warm_units()
+        _slicers.register(self)
 
     def _connect(self) -> None:
         events, r = self.model.events, self.renderer
@@ -91,6 +92,12 @@ class SliceWidget(QWidget):
     def idle(self) -> bool:
         """True when nothing is scheduled or being computed (tests and benchmarks wait for it)."""
         return self.renderer.idle() and not self._sources_timer.isActive() and not self._mode_timer.isActive()
+
+    def adopt(self, layer: Any) -> None:
+        """Take a checkpoint's volume layer that was never added to the viewer (the reader hands it over)."""
+        self.layers.parked.append(layer)
+        self._select = layer
+        self._sources_timer.start()
 
     def set_checkpoint(self, image: Any, path: str | None = None) -> None:
         """Slice ``image`` (a ContinuousImage): its lattice so far, the full one asked for, the view fitted."""
@@ -206,6 +213,7 @@ class SliceWidget(QWidget):
         """Stop renders, disconnect, remove the slicer's layers and give back the ones set aside."""
         if self._closed:
             return
+        _slicers.unregister(self)
         self.renderer.shutdown()
         self._closed = True
         for timer in (self._sources_timer, self._mode_timer):
