@@ -99,8 +99,12 @@ def make_app() -> Any:
                     PROBE.paints.append((start, end))
 
     app = QApplication.instance() or TimedApplication([])
+    _APP.append(app)  # the application must outlive this call (its Python owner frees it otherwise)
     PROBE.start_ticker()
     return app
+
+
+_APP: list[Any] = []
 
 
 def _overlap(intervals: list[tuple[float, float]], t0: float, t1: float) -> float:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from medinr.continuous import ContinuousImage
+from medinr.errors import MedinrError
 from medinr.geometry import Geometry
 from medinr.render import CachedLattice, cache_path_for, plan_lattice, save_lattice
 from medinr.render.lattice import CACHE_SUFFIX, file_sha256, lattice_steps
@@ -125,8 +126,8 @@ def full_lattice_steps(
         lattice.checkpoint_sha256 = file_sha256(path)
         try:
             save_lattice(cache_file(path), lattice)  # type: ignore[arg-type]
-        except OSError:
-            pass  # a read-only place: the lattice still lives in memory
+        except (OSError, MedinrError):
+            pass  # a read-only place, a full disk: the lattice still lives in memory
     return lattice
 
 

@@ -1,13 +1,13 @@
-"""What the user reads, without Qt: the cursor read-out and the status lines of a :class:`SlicerModel`."""
+"""What the user reads, without Qt: the cursor read-out and the status lines of a slicer model (the functions
+take the model as an argument and import nothing of it, so the two modules do not import each other)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from napari_plugin._tiers import EXACT
 
-if TYPE_CHECKING:
-    from napari_plugin._slicer_model import SlicerModel
+SlicerModel = Any  # napari_plugin._slicer_model.SlicerModel
 
 CONVENTION_TEXT = {
     "neurological": "neurological convention: the patient's right on screen right",
