@@ -26,11 +26,14 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 # as the napari plugin does before torch loads (napari_plugin/__init__.py): passive OpenMP waiting
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# napari's preferences of this run in a temporary file: the plugin registers itself as the NIfTI reader there
+os.environ.setdefault("NAPARI_CONFIG", os.path.join(tempfile.mkdtemp(prefix="medinr-bench-"), "settings.yaml"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +23,8 @@ import numpy as np
 # Mesa's softpipe: slower than llvmpipe but it never crashed in the 3D view (tests/conftest.py), and the same
 # pixels on every machine. Read when the first GL context is made.
 os.environ.setdefault("GALLIUM_DRIVER", "softpipe")
+# napari's preferences of this run in a temporary file: the plugin registers itself as the NIfTI reader there
+os.environ.setdefault("NAPARI_CONFIG", os.path.join(tempfile.mkdtemp(prefix="medinr-bench-"), "settings.yaml"))
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
