@@ -191,12 +191,16 @@ def connect(spec: SchedulerSpec, threads: int) -> Iterator[Any]:
 
 
 def dashboard_link(client: Any) -> str | None:
-    """The Dask dashboard's address, when the scheduler serves one."""
+    """The Dask dashboard's address, when the scheduler serves one (its web server always runs; the dashboard's
+    pages need bokeh there)."""
     try:
-        services = client.scheduler_info().get("services", {})
-    except Exception:  # a scheduler that answers nothing more: no link
+        if "dashboard" not in client.scheduler_info().get("services", {}):
+            return None
+        # a lambda travels by value: the scheduler need not have medinr installed
+        has_bokeh = client.run_on_scheduler(lambda: __import__("importlib.util").util.find_spec("bokeh") is not None)
+    except Exception:  # a scheduler that does not answer this: no link
         return None
-    return client.dashboard_link if "dashboard" in services else None
+    return client.dashboard_link if has_bokeh else None
 
 
 def worker_threads(client: Any) -> dict[str, int]:

@@ -29,6 +29,7 @@ class Progress:
         self.bar_stream = bar or sys.stderr
         self.total = self.done = self.failed = self.running = 0
         self.started = time.monotonic()
+        self.base = 0  # cases finished before the cluster started (refused options): not in the time left
         self.bar: Any = None
 
     def _print(self, line: str) -> None:
@@ -51,6 +52,7 @@ class Progress:
         from medinr.batch.cluster import dashboard_link, worker_threads
 
         threads = worker_threads(client)
+        self.started, self.base = time.monotonic(), self.done + self.failed
         if not self.quiet:
             link = dashboard_link(client)
             where = describe or f"{len(threads)} Dask worker{'s' if len(threads) != 1 else ''}"
@@ -61,9 +63,10 @@ class Progress:
 
     def eta(self) -> str:
         finished = self.done + self.failed
-        if not finished or finished >= self.total:
+        ran = finished - self.base
+        if ran <= 0 or finished >= self.total:
             return ""
-        left = (time.monotonic() - self.started) / finished * (self.total - finished)
+        left = (time.monotonic() - self.started) / ran * (self.total - finished)
         return f", about {_duration(left)} left"
 
     def update(self, record: dict, running: int) -> None:

@@ -9,6 +9,7 @@ the latest attempts of the manifest's cases.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -173,8 +174,16 @@ def write_summary(folder: str | os.PathLike, rows: list[Mapping[str, Any]]) -> b
     except (OSError, UnicodeDecodeError):
         pass
     fd, tmp = tempfile.mkstemp(prefix=".summary-", suffix=".csv", dir=folder)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(buffer.getvalue())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(buffer.getvalue())
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp's 0600 is for a secret, not a spreadsheet
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return True
 
