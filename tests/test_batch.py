@@ -231,7 +231,10 @@ def test_resume_does_nothing_when_every_case_is_complete(local_run, cohort, monk
         raise AssertionError("a resume with nothing to do started a cluster")
 
     monkeypatch.setattr(batch_cluster, "connect", no_cluster)
+    leftover = out / ".rec-c.medinr-staging-killed1"  # what an interrupted batch's killed worker leaves
+    leftover.mkdir()
     assert main(["batch", str(good), "--out", str(out), "--resume"]) == 0
+    assert not leftover.exists()
     assert "4 complete with the same settings: skipped" in capsys.readouterr().out
     assert (out / "status.jsonl").read_bytes() == status
     assert {p: p.stat().st_mtime_ns for p in before} == before

@@ -14,18 +14,12 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from medinr.batch.status import STATUS_FILE, SUMMARY_FILE
+from medinr.batch.status import STATUS_FILE
 from medinr.errors import MedinrError
-from medinr.outputs import MANIFEST, published_files
+from medinr.outputs import MANIFEST, published_files, reclaim_leftovers
 from medinr.textsafe import terminal_safe
 
 LOCK_FILE = ".medinr-batch.lock"
-
-
-def _ours(name: str) -> bool:
-    """Entries a batch folder may hold besides case folders: its files, its lock, staging leftovers."""
-    return name in (STATUS_FILE, SUMMARY_FILE, LOCK_FILE) or (name.startswith(".") and ".medinr-" in name) or (
-        name.startswith(".summary-"))
 
 
 def check_batch_folder(out: str | os.PathLike, resume: bool, force: bool) -> Path:
@@ -91,9 +85,13 @@ def case_state(folder: Path, expected: tuple[str, ...]) -> str:
     return "partial" if published or (folder / MANIFEST).is_file() else "foreign"
 
 
-def unexpected_entries(target: Path, case_ids: set[str]) -> list[str]:
-    """Entries of an earlier batch folder that are neither its files nor a case folder of this manifest."""
+def reclaim(target: Path, case_ids: list[str]) -> None:
+    """Remove the staging folders that killed attempts left beside the cases' folders (an interrupted batch's
+    workers), unless a live process still holds one (:func:`medinr.outputs.reclaim_leftovers`)."""
     try:
-        return sorted(e for e in os.listdir(target) if not _ours(e) and e not in case_ids)
+        names = [e for e in os.listdir(target) if e.startswith(".") and ".medinr-" in e]
     except OSError:
-        return []
+        return
+    for case_id in case_ids:
+        if any(name.startswith(f".{case_id}.medinr-") for name in names):
+            reclaim_leftovers(target / case_id)

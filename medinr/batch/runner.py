@@ -8,6 +8,7 @@ and is final; a future that fails (its worker died: killed, out of memory, a nat
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
@@ -105,13 +106,11 @@ def _slots(client: Any) -> int:
 
 
 def _result(future: Any) -> tuple[dict[str, Any] | None, BaseException | None]:
+    """The attempt's record, or (None, why) when its worker died or the task was lost (an interrupt of the batch
+    itself, Ctrl-C or SIGTERM, is not caught)."""
     try:
         return future.result(), None
-    except Exception as exc:  # the worker died (KilledWorker), the task was cancelled or lost
-        return None, exc
-    except BaseException as exc:  # asyncio.CancelledError is a BaseException
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            raise
+    except (Exception, asyncio.CancelledError) as exc:  # KilledWorker, a cancelled or lost task
         return None, exc
 
 
@@ -155,6 +154,7 @@ def run_batch(cases: list[Case], out: Path, connect: Callable[[], AbstractContex
     start = time.monotonic()
     outcome = Outcome()
     with batch_folder.locked(out):
+        batch_folder.reclaim(out, [c.case_id for c in cases])
         log = StatusLog(out)
         to_run, skipped = plan(cases, out, resume, force)
         outcome.skipped = [c.case_id for c in skipped]
