@@ -426,6 +426,10 @@ def test_scheduler_specs(monkeypatch):
     for bad in ("local:0", "local:x", "tcp://host", "slurm:cores=8", "slurm:jobs=-1", "slurm:memory=lots", "k8s"):
         with pytest.raises(MedinrError):
             batch_cluster.parse_scheduler(bad)
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "dask_jobqueue", None)
+        with pytest.raises(MedinrError, match="needs dask-jobqueue"):
+            batch_cluster.jobqueue_cluster(spec, threads=2)
     pytest.importorskip("dask_jobqueue")
     cluster = batch_cluster.jobqueue_cluster(spec, threads=2)
     try:
