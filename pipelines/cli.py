@@ -33,6 +33,7 @@ SUBCOMMANDS = {
     "register": "pipelines.register",
     "render": "pipelines.render",
     "info": "pipelines.info",
+    "batch": "pipelines.batch",
 }
 
 
