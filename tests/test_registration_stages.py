@@ -336,3 +336,13 @@ def test_itk_export_with_an_affine_part_on_different_grids(tmp_path, slice64):
     field = sitk.ReadImage(str(out / "displacement.nii.gz"), sitk.sitkVectorFloat64)
     assert field.GetSize() == tuple(image.shape)  # on the fixed grid, not the moving one
     assert _sitk_resample_check(out, m, f) < 1e-3
+
+
+def test_svf_rates_grid_half_a_voxel_fast_preset_keeps_its_own_and_a_network_takes_its_family_rate():
+    from medinr.registration.register import learning_rate
+
+    g = Geometry((16, 16, 16), np.diag([2.0, 2.0, 2.0, 1.0]))
+    assert learning_rate(settings_from_preset("default").deformable, g) == 0.5
+    assert learning_rate(settings_from_preset("fast").deformable, g) == 0.3
+    kan = settings_from_preset("fast", model="kan").deformable
+    assert kan.lr is None and learning_rate(kan, g) < 0.1  # the KAN's deformation rate, not voxels per step
