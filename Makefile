@@ -50,10 +50,13 @@ test: apt setup
 
 # Benchmarks take tens of minutes; run them on an otherwise idle machine (2 busy threads slow torch down badly).
 bench: $(VENV)/.installed-bench
+	$(PY) bench/speed.py
 	$(PY) bench/models.py
 	$(PY) bench/recon.py
 	$(PY) bench/register.py
-	$(PY) bench/render.py
+	$(PY) bench/nufft.py
+	xvfb-run -a -s "-screen 0 1920x1200x24" $(PY) bench/render.py
+	$(PY) bench/batch.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache
