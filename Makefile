@@ -28,7 +28,7 @@ apt:
 	@if command -v xvfb-run >/dev/null 2>&1 && [ -z "$(FORCE_APT)" ]; then echo "apt packages present"; \
 	else $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); fi
 
-demo: $(VENV)/.installed-bench
+demo: $(VENV)/.installed-dev
 	@echo "== 1/5 fit an INR to a real coronal T1 slice"
 	$(MEDINR) fit sample_scans/t1_coronal_slice.nii.gz --out $(OUT)/fit --force
 	@echo "== 2/5 reconstruct 4x undersampled 8-coil k-space simulated from that slice (noise at 30 dB SNR, ESPIRiT maps)"
