@@ -7,8 +7,8 @@ The axis convention is medinr's (see CONVENTIONS): the first spatial axis is the
 (undersampled) phase encode. A mask comes from the file (fastMRI ``mask``), a mask file, or the samples that
 are exactly zero in every coil. Headers are checked before any sample is read (:mod:`medinr.filecheck`).
 
-The sidecar ``<name>.json`` is read with :func:`medinr.filecheck.load_small_json` (size and depth limits) until
-the strict JSON loader of the checkpoint schema is shared.
+The sidecar ``<name>.json`` is read with :func:`medinr.filecheck.load_small_json` (size and depth limits, then the
+one strict JSON reader, :mod:`medinr.jsonsafe`).
 """
 
 from __future__ import annotations
