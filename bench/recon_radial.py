@@ -167,7 +167,7 @@ def _row(r: dict) -> str:
     p, s, cpu = r["psnr_tissue"], r["ssim_tissue"], r["cpu_s"]
     cs = next(m for m in p if m not in ("gridding", "inr") and not m.endswith("_oracle"))
     cells = " | ".join(f"{p[m]:.2f} / {s[m]:.3f}" for m in p)
-    times = " / ".join(f"{cpu[m]:.1f}" for m in p)
+    times = " / ".join(f"{cpu[m]:.2f}" for m in p)
     return (f"| {r['case']} | {cells} | {r['inr_minus_best_cs']:+.2f} | {r['inr_minus_holdout_cs']:+.2f} "
             f"| {times} | {cpu['inr'] / cpu[cs]:.2f} |")
 
@@ -194,7 +194,7 @@ def summary(records: list[dict]) -> list[str]:
         for m in _methods(rs):
             p, s = [r["psnr_tissue"][m] for r in rs], [r["ssim_tissue"][m] for r in rs]
             lines.append(f"| {name} | {len(rs)} | {m} | {med(p):.2f} | {min(p):.2f} | {med(s):.3f} | {min(s):.3f} "
-                         f"| {med(r['wall_s'][m] for r in rs):.1f} | {med(r['cpu_s'][m] for r in rs):.1f} |")
+                         f"| {med(r['wall_s'][m] for r in rs):.2f} | {med(r['cpu_s'][m] for r in rs):.2f} |")
         best, held = [r["inr_minus_best_cs"] for r in rs], [r["inr_minus_holdout_cs"] for r in rs]
         lines.append(f"| {name} | {len(rs)} | INR - best CS / - held-out CS (dB) | {med(best):+.2f} / {med(held):+.2f}"
                      f" | {min(best):+.2f} / {min(held):+.2f} | | | | |")
