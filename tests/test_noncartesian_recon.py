@@ -228,3 +228,34 @@ def test_requests_check_non_cartesian_settings_without_torch():
         Acquisition(fov=(200.0, float("nan")))
     request = ReconstructRequest(input="x.npz", acquisition=Acquisition(matrix=(64, 64), fov=(200.0, 200.0)))
     assert "gridding.nii.gz" in request.outputs()
+
+
+@pytest.mark.parametrize("case, message", [
+    ("nan_traj", "NaN or infinite"),
+    ("one_dim", "'traj' must be [readouts, samples, 2 or 3]"),
+    ("readouts", "matching kspace (2, 15, 64)"),
+    ("radians", "fits neither 1/FOV units"),
+    ("no_traj", "needs arrays 'kspace' [coils, readouts, samples] and 'traj'"),
+])
+def test_cli_refuses_malformed_npz_with_one_line(tmp_path, capsys, case, message):
+    """A bad non-Cartesian .npz is refused before any work: one line naming the problem, exit 2, nothing written."""
+    traj = golden_angle_radial(16, (32, 32))
+    kspace = (np.ones((2, *traj.shape[:2])) + 0j).astype(np.complex64)
+    arrays = {"kspace": kspace, "traj": traj}
+    if case == "nan_traj":
+        arrays["traj"] = np.where(np.arange(traj.shape[1])[None, :, None] == 3, np.nan, traj)
+    elif case == "one_dim":
+        arrays["traj"] = traj[..., :1]
+    elif case == "readouts":
+        arrays["kspace"] = kspace[:, :-1]
+    elif case == "radians":
+        arrays["traj"] = traj * np.pi  # neither 1/FOV units nor normalised: past the edge of k-space
+    else:
+        del arrays["traj"]
+    path = tmp_path / f"{case}.npz"
+    np.savez(path, **arrays)
+    out = tmp_path / "out"
+    rc, err = _run([path, "--out", out, "--matrix", "32,32", "--fov", "200,200"], capsys)
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and message in lines[0], err
+    assert not out.exists()
