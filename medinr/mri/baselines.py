@@ -154,20 +154,11 @@ def cs_sweep(
     :data:`LAMBDA_STEP` on that side, at most ``max_widening`` times.
     """
     scale = normalisation(kspace, maps, mask)
-    result = SweepResult(method, criterion=criterion)
 
-    def run(lamda: float) -> None:
-        t0 = time.perf_counter()
-        image = cs_reconstruct(np.asarray(kspace) / scale, maps, mask, method, lamda, max_iter) * scale
-        result.add(lamda, image, time.perf_counter() - t0, float(score(image)))
+    def run(lamda: float) -> np.ndarray:
+        return cs_reconstruct(np.asarray(kspace) / scale, maps, mask, method, lamda, max_iter) * scale
 
-    for lamda in sorted(lambdas):
-        run(float(lamda))
-    while len(result.lambdas) > 1 and result.at_boundary and result.widened < max_widening:
-        low = result.chosen == 0
-        run(result.lambdas[0] / LAMBDA_STEP if low else result.lambdas[-1] * LAMBDA_STEP)
-        result.widened += 1
-    return result
+    return sweep_lambdas(method, run, score, lambdas, criterion, max_widening)
 
 
 def cs_sweep_holdout(
@@ -204,10 +195,11 @@ def sweep_lambdas(
     criterion: str = "",
     max_widening: int = MAX_WIDENING,
 ) -> SweepResult:
-    """The widening lambda sweep of :func:`cs_sweep` for any reconstruction ``run(lamda) -> image``.
+    """THE widening lambda sweep, for any reconstruction ``run(lamda) -> image`` (input units, timed here).
 
-    Used by the non-Cartesian baselines (:mod:`medinr.mri.noncart_baselines`); ``run`` returns the image in
-    input units and is timed here. (:func:`cs_sweep` is the same loop for Cartesian data; it can delegate here.)
+    The lambdas are run in ascending order; while the best ``score`` is at an end of the grid, the grid grows by
+    :data:`LAMBDA_STEP` on that side, at most ``max_widening`` times. :func:`cs_sweep` (Cartesian) and
+    :func:`medinr.mri.noncart_baselines.cs_sweep_noncart` both run it.
     """
     result = SweepResult(method, criterion=criterion)
 

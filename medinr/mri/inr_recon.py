@@ -55,13 +55,15 @@ def lattice_image(model: INR, shape: tuple[int, ...], active: int | None = None)
 @dataclass
 class WhitenedData:
     """The scan in the units the fit works in: whitened k-space (unit noise) and whitened maps for the image
-    normalised to a robust maximum of 1 (``image = scale * x``)."""
+    normalised to a robust maximum of 1 (``image = scale * x``); ``weights``, when given, weigh the samples of
+    the data term (density compensation of non-Cartesian samples, :mod:`medinr.mri.noncart_inr`)."""
 
     kspace: torch.Tensor
     maps: torch.Tensor
     scale: float
     noise: NoiseEstimate
     whitened: bool
+    weights: torch.Tensor | None = None
 
     def op(self, mask: torch.Tensor) -> SenseOp:
         return SenseOp(self.maps, mask)
@@ -87,6 +89,8 @@ class PathObjective:
         self.model, self.data, self.path = model, data, config.path
         self.grid = tuple(data.maps.shape[1:])
         self.op, self.weights = data.op(mask), mask.to(data.maps.real.dtype)
+        if data.weights is not None:
+            self.weights = self.weights * data.weights
         self.voxels = float(np.prod(self.grid))
 
     def image(self, step: int) -> torch.Tensor:
@@ -166,14 +170,24 @@ def _check_shapes(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor, 
 
 def _fit(problem: ReconProblem, config: InrReconConfig, prior: np.ndarray | None, seed: int, progress: bool,
          device: torch.device) -> tuple[INR, WhitenedData, dict[str, Any], TrainResult]:
-    """Whiten, build (and fit to the prior), then self-calibrate, or walk the whole path when there is nothing
-    to hold out."""
+    """Whiten the Cartesian data, then :func:`fit_whitened`."""
     kspace, maps, mask = problem.tensors(device)
     mask = mask.bool()
     _check_shapes(kspace, maps, mask, tuple(problem.geometry.shape))
     data = whiten_data(kspace, maps, mask, problem.noise, config.whiten)
-    start, lr, prior_fit = _initial_model(config, problem.geometry, prior, seed, device, progress)
     held = torch.from_numpy(problem.split.held).to(device)
+    model, info, history = fit_whitened(data, mask, held, problem.geometry, config, prior, seed, progress, device)
+    return model, data, info, history
+
+
+def fit_whitened(data: WhitenedData, mask: torch.Tensor, held: torch.Tensor, geometry: Geometry,
+                 config: InrReconConfig, prior: np.ndarray | None, seed: int, progress: bool, device: torch.device
+                 ) -> tuple[INR, dict[str, Any], TrainResult]:
+    """Build the model (fitted to the prior first), then self-calibrate on the split ``mask`` / ``held``, or walk
+    the whole path when there is nothing to hold out. Any operator: ``data.op(mask)`` gives the model's samples
+    (a Cartesian grid, or a trajectory's readouts, :mod:`medinr.mri.noncart_inr`), ``mask`` and ``held`` index
+    them."""
+    start, lr, prior_fit = _initial_model(config, geometry, prior, seed, device, progress)
     if config.holdout_fraction > 0 and bool(held.any()):
         model, info, history = self_calibrate(start, data, mask, held, config, lr, progress)
     else:
@@ -186,7 +200,7 @@ def _fit(problem: ReconProblem, config: InrReconConfig, prior: np.ndarray | None
         model = start
     if prior_fit is not None:
         history.stages = {"prior": prior_fit.timing(), **history.stages}
-    return model, data, info, history
+    return model, info, history
 
 
 def inr_reconstruct(
