@@ -28,7 +28,7 @@ apt:
 	@if command -v xvfb-run >/dev/null 2>&1 && [ -z "$(FORCE_APT)" ]; then echo "apt packages present"; \
 	else $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); fi
 
-demo: $(VENV)/.installed-bench
+demo: $(VENV)/.installed-dev
 	@echo "== 1/5 fit an INR to a real coronal T1 slice"
 	$(MEDINR) fit sample_scans/t1_coronal_slice.nii.gz --out $(OUT)/fit --force
 	@echo "== 2/5 reconstruct 4x undersampled 8-coil k-space simulated from that slice (noise at 30 dB SNR, ESPIRiT maps)"
@@ -50,10 +50,13 @@ test: apt setup
 
 # Benchmarks take tens of minutes; run them on an otherwise idle machine (2 busy threads slow torch down badly).
 bench: $(VENV)/.installed-bench
+	$(PY) bench/speed.py
 	$(PY) bench/models.py
 	$(PY) bench/recon.py
 	$(PY) bench/register.py
-	$(PY) bench/render.py
+	$(PY) bench/nufft.py
+	xvfb-run -a -s "-screen 0 1920x1200x24" $(PY) bench/render.py
+	$(PY) bench/batch.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache

@@ -19,7 +19,6 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medinr import jsonsafe
 from medinr.errors import MedinrError
 from medinr.resources import array_bytes, check_budget, format_bytes
 
@@ -261,10 +261,8 @@ MAX_JSON_DEPTH = 32
 
 
 def load_small_json(path: str | os.PathLike, limit: int = 1 << 20) -> object:
-    """A small JSON file (a sidecar), refused with one line if it is large, not UTF-8, nested too deep (a stack
-    overflow in the parser) or not JSON; bare NaN and Infinity are not JSON here either.
-
-    (A stand-in until the schema's strict loader, ``medinr.jsonsafe``, is shared by every reader.)
+    """A small JSON file (a sidecar): a regular file of at most ``limit`` bytes, read by the one strict JSON
+    reader (:func:`medinr.jsonsafe.loads`: depth, duplicate keys, no NaN or Infinity), one line if refused.
     """
     p = Path(path)
     info = _lstat(p)
@@ -276,27 +274,7 @@ def load_small_json(path: str | os.PathLike, limit: int = 1 << 20) -> object:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise MedinrError(f"cannot read {p}: {getattr(exc, 'strerror', None) or exc.reason}") from None
-    depth = json_depth(text)
+    depth = jsonsafe.nesting_depth(text)
     if depth > MAX_JSON_DEPTH:
         raise MedinrError(f"{p} is nested {depth} levels deep; a sidecar may nest at most {MAX_JSON_DEPTH}")
-
-    def refuse(name: str) -> None:
-        raise ValueError(f"{name} is not a JSON number")
-
-    try:
-        return json.loads(text, parse_constant=refuse)
-    except ValueError as exc:
-        raise MedinrError(f"{p} is not valid JSON: {str(exc).splitlines()[0][:120]}") from None
-
-
-def json_depth(text: str) -> int:
-    """Deepest nesting of arrays and objects in JSON ``text``, counted without recursion (strings skipped)."""
-    depth = deepest = 0
-    for token in re.finditer(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', text):
-        t = token.group()
-        if t in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif t in "]}":
-            depth -= 1
-    return deepest
+    return jsonsafe.loads(text, str(p), MAX_JSON_DEPTH, limit)

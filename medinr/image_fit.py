@@ -34,20 +34,41 @@ from medinr.training import (
 from medinr.voxels import (
     VoxelData,
     evaluate_footprint,
+    footprint_axes,
     footprint_mean,
     footprint_offsets,
+    lattice_curvature,
+    lattice_tv,
+    lattice_voxel_means,
     psnr_from_mse,
     smoothness_penalty,
+    tv_penalty,
 )
 
+#: The family ``fit_image`` and ``medinr fit`` use by default.
+DEFAULT_MODEL = "mrgrid"
+#: Footprint points per step of a family with a lattice path: a 256 x 256 image (2 x 2 footprint) in one step.
+LATTICE_POINTS = 1 << 18
+#: Footprint points per step of a family without one (random voxels).
+POINT_BATCH = 1 << 15
+#: Main-stage steps of whole-image (full-batch) steps; early stopping usually ends sooner.
+FULL_BATCH_STEPS = 300
+#: Otherwise: times each voxel is drawn in the main stage, and the bounds of the steps that follows.
+EPOCHS = 12
+STEP_RANGE = (300, 1500)
+#: Early stopping: the main stage ends once this fraction of its steps brought no relative gain of MIN_GAIN in the
+#: held-out error (a gain smaller than that still updates the best iterate).
+PATIENCE = 0.2
+MIN_GAIN = 2e-3
 #: Lattice-bound models (Conv-INR) run on the whole image every step; beyond this many voxels that is refused.
 _LATTICE_VOXEL_LIMIT = 1 << 21
 #: Default fraction of voxels held out of the loss to choose the stopping step.
 DEFAULT_HOLDOUT = 0.1
-#: The final stage after the held-out stage: a refinement on all voxels for a tenth of the chosen steps at a tenth
-#: of the learning rate, on a fresh cosine (a gentle continuation, not a second fit).
-REFINE = FinalStage("finetune", fraction=0.1, lr_scale=0.1, restart_schedule=True)
-#: The smoothness prior starts at this weight (when its own is lower) and decays geometrically to its own over
+#: The final stage after the held-out stage: a refinement on all voxels for half the chosen steps at 0.3 of the
+#: learning rate, on a fresh cosine. The held-out voxels were never fitted until then, and a zoom shows every
+#: voxel: on the panel of bench/models.py a tenth of the steps at a tenth of the rate left 0.4-1.1 dB of zoom PSNR.
+REFINE = FinalStage("finetune", fraction=0.5, lr_scale=0.3, restart_schedule=True)
+#: The curvature prior starts at this weight (when its own is lower) and decays geometrically to its own over
 #: the first half of the main stage: a coarse-to-fine continuation. Footprint means leave each voxel's inside
 #: free, and gradient descent from a network's initial state fills it as its path happens to (blocky for a
 #: feature grid); a strong early prior makes the fill smooth, the weak final one keeps it so without blurring
@@ -58,10 +79,10 @@ SMOOTH_START = 0.1
 def fit_image(
     image: np.ndarray,
     geometry: Geometry,
-    model: str | INR = "hashgrid",
-    steps: int = 1000,
+    model: str | INR = DEFAULT_MODEL,
+    steps: int | None = None,
     lr: float | None = None,
-    batch_size: int = 1 << 15,
+    batch_size: int | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = True,
@@ -83,13 +104,15 @@ def fit_image(
         Where the voxels are; the result keeps it so the fit can be placed in world millimetres.
     model : str or INR
         A family name for :func:`medinr.models.build_model`, or a built model (``in_features`` = ndim).
-    steps : int
-        Adam steps of the main stage (cosine schedule); early stopping on the held-out voxels may end it sooner.
+    steps : int, optional
+        Adam steps of the main stage (cosine schedule); early stopping on the held-out voxels usually ends it
+        sooner. Default :func:`default_steps` (from the image size and how a step draws its batch).
     lr : float, optional
         Learning rate; defaults to the family's rate for an image (:func:`~medinr.models.tasks.task_defaults`).
-    batch_size : int
-        Network evaluations per step: ``batch_size // footprint**ndim`` random voxels (the whole set when
-        smaller, or when the model is lattice-bound).
+    batch_size : int, optional
+        Network evaluations per step (default :data:`LATTICE_POINTS` for a family with a lattice path, where a
+        step is the whole image when its footprint lattice fits, else a random tile; :data:`POINT_BATCH` random
+        footprint points otherwise).
     seed : int
         Seeds initialisation, the held-out draw and batch draws.
     model_options : dict, optional
@@ -104,8 +127,8 @@ def fit_image(
     known : bool ndarray, optional
         Voxels that are data; the others are never fitted nor scored (default: all).
     smoothness : float, optional
-        Weight of the curvature prior at random off-grid points (:func:`~medinr.voxels.smoothness_penalty`);
-        default: the family's weight for an image.
+        Weight of the family's prior (total variation or curvature, over the footprint lattice or at random
+        off-grid points); default: the family's weight for an image.
     final : FinalStage
         What follows the choice of the best iterate (default :data:`REFINE`).
 
@@ -126,21 +149,35 @@ def fit_image(
     data = VoxelData.from_image(scale.normalise(image), geometry, footprint, holdout, seed, known, device)
     peak = float(data.target[data.all_known()].abs().max())
     smooth = float(defaults.smoothness if smoothness is None else smoothness)
-    run = _Run(data, batch_size, generator, peak, progress, f"fit {net.family}", smooth)
+    lattice = bool(net.separable) and not net.lattice_bound
+    batch = int(batch_size) if batch_size is not None else (LATTICE_POINTS if lattice else POINT_BATCH)
+    run = _Run(data, batch, generator, peak, progress, f"fit {net.family}", smooth, defaults.prior, lattice)
+    steps = int(steps) if steps is not None else default_steps(run)
     if data.held.numel():
         net, result, choice = _fit_with_holdout(net, run, steps, lr, time_budget, final)
     else:
         result = fit(net, run.loss_fn(net, data.fit, steps), steps, lr, progress=progress,
                      description=run.description, time_budget=time_budget)
-        result.stages = {"main": result.timing()}
+        result.stages = {"main": {**result.timing(), "points_per_step": run.points_per_step}}
         choice = FitChoice(chosen_step=result.steps, final_steps=result.steps, final_stage="none")
     choice.holdout_fraction, choice.footprint, choice.smoothness = float(holdout), int(footprint), smooth
+    choice.prior, choice.batch = defaults.prior, "full" if run.full_batch else ("tiles" if lattice else "points")
     choice.train_psnr = run.psnr(net, data.fit)
     net.eval()
     output = OutputMeaning("intensity", scale=scale.scale, offset=scale.offset)
     return ContinuousImage(
         model=net, geometry=geometry, output=output, frame="network", history=result, extra={"fit": choice.to_dict()}
     )
+
+
+def default_steps(run: "_Run") -> int:
+    """Main-stage steps when the caller gives none: :data:`FULL_BATCH_STEPS` for whole-image steps; for tiles or
+    random points, enough steps for every voxel to be drawn :data:`EPOCHS` times (within :data:`STEP_RANGE`)."""
+    if run.full_batch:
+        return FULL_BATCH_STEPS
+    per_step = math.prod(run.tile) if run.lattice else run.batch
+    wanted = math.ceil(EPOCHS * run.data.all_known().numel() / max(1, per_step))
+    return int(min(max(wanted, STEP_RANGE[0]), STEP_RANGE[1]))
 
 
 def fitted_voxels(fitted: ContinuousImage) -> np.ndarray:
@@ -178,6 +215,8 @@ class FitChoice:
     smoothness: float = 0.0
     train_psnr: float = math.nan
     holdout_psnr: float | None = None
+    prior: str = "curvature"
+    batch: str = "points"
     holdout_curve: list[tuple[int, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -214,19 +253,47 @@ def _build(model: str | INR, geometry: Geometry, options: dict[str, Any] | None)
 
 
 class _Run:
-    """The pieces every stage of one fit shares: data, batch draws, scoring."""
+    """The pieces every stage of one fit shares: data, the batches of each step, the prior, scoring.
+
+    Two ways to draw a step's batch. **Lattice** (a family with a per-axis path, :attr:`INR.separable`): the
+    footprint points of a block of voxels form a separable lattice (:func:`~medinr.voxels.footprint_axes`), the
+    network runs on it through :meth:`INR.forward_axes`, the footprint means are block means of its output and the
+    prior is the total variation of the same output (:func:`~medinr.voxels.lattice_tv`); the block is the whole
+    image when its footprint lattice has at most ``batch_size`` points (a full-batch step, which also scores the
+    held-out voxels at no extra cost), otherwise a random tile of voxels. **Points** (other families):
+    ``batch_size // footprint**d`` random voxels and the prior at random off-grid points.
+    """
 
     def __init__(self, data: VoxelData, batch_size: int, generator: torch.Generator, peak: float, progress: bool,
-                 description: str, smoothness: float = 0.0) -> None:
+                 description: str, smoothness: float = 0.0, prior: str = "curvature", lattice: bool = False) -> None:
         self.data, self.generator, self.peak = data, generator, peak
         self.batch = max(1, int(batch_size) // data.points_per_voxel)
-        self.smoothness = float(smoothness)
+        self.smoothness, self.prior = float(smoothness), prior
         self.prior_points = max(256, int(batch_size) // 8)
         self.progress, self.description = progress, description
+        self.lattice = bool(lattice)
+        self.tile = tile_shape(data.shape, self.batch) if self.lattice else None
+
+    @property
+    def points_per_step(self) -> int:
+        """Network evaluations of one step (the data term's; the lattice prior reuses them)."""
+        per_voxel = self.data.points_per_voxel
+        if self.lattice:
+            return math.prod(self.tile) * per_voxel
+        prior = 0 if self.smoothness <= 0 else self.prior_points * (2 if self.prior == "tv" else 3)
+        return self.batch * per_voxel + prior
+
+    @property
+    def full_batch(self) -> bool:
+        """True when every step sees every voxel (and the held-out ones come with the step's own forward)."""
+        return self.tile is not None and tuple(self.tile) == tuple(self.data.shape)
 
     def loss_fn(self, model: INR, index: torch.Tensor, steps: int | None = None):
-        """``loss(step)``: mean squared error of footprint means on a batch of ``index``, plus the smoothness
-        prior (annealed over ``steps``, see :data:`SMOOTH_START`). The model's own penalty is the loop's."""
+        """``loss(step)``: mean squared error of footprint means on a batch of ``index``, plus the prior
+        (annealed over ``steps``, see :data:`SMOOTH_START`). The model's own penalty is the loop's. A full-batch
+        lattice step returns ``(loss, squared error of every voxel)`` for the held-out score."""
+        if self.lattice:
+            return self._lattice_loss(model, self.data.mask(index), steps)
         full = model.lattice_bound or index.numel() <= self.batch
         data = self.data
 
@@ -237,16 +304,44 @@ class _Run:
                 idx = index[pick.to(index.device)]
             pred = footprint_mean(model, data.coords[idx], data.offsets)
             value = torch.mean((pred - data.target[idx]) ** 2)
-            if self.smoothness > 0:
-                weight = self.smoothness_at(step, steps)
-                value = value + weight * smoothness_penalty(model, self.prior_points, data.voxel, self.generator)
+            weight = self.smoothness_at(step, steps)
+            if weight > 0:
+                prior = tv_penalty if self.prior == "tv" else smoothness_penalty
+                value = value + weight * prior(model, self.prior_points, data.voxel, self.generator)
             return value
 
         return loss
 
+    def _lattice_loss(self, model: INR, mask: torch.Tensor, steps: int | None):
+        data, k, full = self.data, self.data.footprint, self.full_batch
+        axes = footprint_axes(data.shape, k, data.coords.device)
+        target = data.target.reshape(*data.shape, -1)
+
+        def loss(step: int):
+            window = tuple(slice(None) for _ in data.shape) if full else self._window()
+            out = model.forward_axes([a[w.start * k: w.stop * k] if not full else a for a, w in zip(axes, window)])
+            err = (lattice_voxel_means(out, k) - target[window]).square().mean(-1)
+            weights = mask[window]
+            value = (err * weights).sum() / weights.sum().clamp_min(1.0)
+            weight = self.smoothness_at(step, steps)
+            if weight > 0:
+                value = value + weight * (lattice_tv(out) if self.prior == "tv" else lattice_curvature(out))
+            return (value, err.detach()) if full else value
+
+        return loss
+
+    def _window(self) -> tuple[slice, ...]:
+        """A random tile of voxels; tiles may hang over the border (clipped) so that every voxel is drawn
+        equally often."""
+        out = []
+        for n, t in zip(self.data.shape, self.tile):
+            first = int(torch.randint(1 - t, n, (1,), generator=self.generator)) if t < n else 0
+            out.append(slice(max(0, first), min(n, first + t)))
+        return tuple(out)
+
     def smoothness_at(self, step: int, steps: int | None) -> float:
         """The prior's weight at ``step`` of a main stage of ``steps`` (None: no continuation)."""
-        if steps is None or self.smoothness <= 0 or self.smoothness >= SMOOTH_START:
+        if steps is None or self.prior != "curvature" or self.smoothness <= 0 or self.smoothness >= SMOOTH_START:
             return self.smoothness
         return self.smoothness * (SMOOTH_START / self.smoothness) ** max(0.0, 1.0 - step / (0.5 * steps))
 
@@ -258,12 +353,39 @@ class _Run:
         return psnr_from_mse(self.mse(model, index), self.peak)
 
 
+def tile_shape(shape: tuple[int, ...], voxels: int) -> tuple[int, ...]:
+    """The block of voxels of a lattice step: the whole grid when it has at most ``voxels`` voxels, else the grid
+    with its longest side halved until it has."""
+    tile = [int(n) for n in shape]
+    while math.prod(tile) > max(1, voxels):
+        axis = max(range(len(tile)), key=lambda a: tile[a])
+        tile[axis] = max(1, (tile[axis] + 1) // 2)
+    return tuple(tile)
+
+
+class _ForwardHeldOut:
+    """Held-out error of a full-batch lattice step, from the squared errors of that step's own forward pass."""
+
+    uses_forward = True
+
+    def __init__(self, data: VoxelData, every: int) -> None:
+        self.held, self.every, self.warmup = data.mask(data.held), int(every), int(every)
+        self.fallback = HeldOutVoxels(data, every)
+
+    def error(self, model: Any, step: int, aux: Any = None) -> float:
+        if aux is None:  # the state a fit ended in
+            return self.fallback.error(model, step)
+        return float((aux * self.held).sum() / self.held.sum().clamp_min(1.0))
+
+
 def _fit_with_holdout(model: INR, run: _Run, steps: int, lr: float, time_budget: float | None, final: FinalStage):
     """Main stage on the fit voxels with best-iterate selection on the held-out ones (scored every
-    ``max(10, steps // 40)`` steps, stopped after ``max(5 evaluations, steps // 4)`` without a better one), then
-    ``final`` on every voxel. Returns ``(model, history, FitChoice)``."""
-    every = max(10, steps // 40)
-    selection = BestIterate(HeldOutVoxels(run.data, every), patience=math.ceil(max(5 * every, steps // 4) / every))
+    ``max(5, steps // 40)`` steps; stopped once :data:`PATIENCE` of the steps brought no gain of :data:`MIN_GAIN`),
+    then ``final`` on every voxel. Returns ``(model, history, FitChoice)``."""
+    every = max(5, steps // 40)
+    validator = _ForwardHeldOut(run.data, every) if run.full_batch else HeldOutVoxels(run.data, every)
+    patience = max(3, math.ceil(PATIENCE * steps / every))
+    selection = BestIterate(validator, patience=patience, min_gain=MIN_GAIN)
 
     def objective_for(net: INR, stage: str):
         index = run.data.fit if stage == "walk" else run.data.all_known()
@@ -275,9 +397,9 @@ def _fit_with_holdout(model: INR, run: _Run, steps: int, lr: float, time_budget:
     choice = FitChoice(chosen_step=selection.best_step, holdout_psnr=psnr_from_mse(selection.best_error, run.peak),
                        holdout_curve=curve, final_stage=final.kind)
     history = outcome.history
-    history.stages = {"main": outcome.walk.timing()}
+    history.stages = {"main": {**outcome.walk.timing(), "points_per_step": run.points_per_step}}
     if outcome.final is not None:
-        history.stages["final"] = outcome.final.timing()
+        history.stages["final"] = {**outcome.final.timing(), "points_per_step": run.points_per_step}
         choice.refine_steps = outcome.final.steps
     choice.final_steps = choice.chosen_step + (choice.refine_steps if final.kind == "finetune" else 0)
     outcome.model.train()

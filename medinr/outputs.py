@@ -281,6 +281,12 @@ def _published_files(folder: Path) -> set[str]:
     return owned
 
 
+def published_files(folder: str | os.PathLike) -> set[str]:
+    """The files a medinr run published in ``folder`` that are still as it wrote them (size and modification time
+    as its manifest records); empty for a folder without a manifest. ``medinr batch --resume`` asks this."""
+    return _published_files(Path(folder))
+
+
 def _is_folder(path: Path) -> bool:
     try:
         return stat.S_ISDIR(os.lstat(path).st_mode)

@@ -400,7 +400,7 @@ class CheckpointHeader:
     @classmethod
     def parse(cls, text: str, source: str, families: Mapping[str, type]) -> "CheckpointHeader":
         """Read header text (strict JSON, :data:`MAX_DEPTH` deep at most) and check it (:meth:`from_json`)."""
-        meta = jsonsafe.loads(text, f"{source} has damaged metadata", MAX_DEPTH, MAX_HEADER_CHARS)
+        meta = jsonsafe.loads(text, f"the metadata of {source}", MAX_DEPTH, MAX_HEADER_CHARS)
         return cls.from_json(meta, source, families)
 
 

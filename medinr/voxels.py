@@ -42,6 +42,35 @@ def footprint_offsets(shape: tuple[int, ...], points_per_axis: int) -> torch.Ten
     return offsets.to(torch.float32)
 
 
+def footprint_axes(shape: tuple[int, ...], points_per_axis: int,
+                   device: str | torch.device = "cpu") -> list[torch.Tensor]:
+    """The footprint points of every voxel as a separable lattice: per axis, ``points_per_axis`` sub-voxel
+    midpoints of each voxel in turn (``n * points_per_axis`` network coordinates, voxel-major).
+
+    ``meshgrid(*axes)`` holds the points of :func:`footprint_offsets` around every voxel centre; block ``i`` of
+    ``points_per_axis`` entries along an axis belongs to voxel ``i`` (:func:`lattice_voxel_means` takes them back).
+    """
+    k = int(points_per_axis)
+    if k < 1:
+        raise MedinrError(f"footprint points per axis must be at least 1, got {points_per_axis}")
+    axes = []
+    for n in shape:
+        index = torch.arange(n * k, dtype=torch.float64)
+        voxel = index.div(k, rounding_mode="floor") + ((index % k) + 0.5) / k - 0.5
+        axes.append((voxel * (2.0 / (n - 1)) - 1.0 if n > 1 else torch.zeros_like(voxel)).to(torch.float32))
+    return [a.to(device) for a in axes]
+
+
+def lattice_voxel_means(values: torch.Tensor, points_per_axis: int) -> torch.Tensor:
+    """Footprint means from a footprint lattice ``(n_0 k, ..., C)`` (:func:`footprint_axes`): ``(n_0, ..., C)``."""
+    k = int(points_per_axis)
+    if k == 1:
+        return values
+    d = values.dim() - 1
+    split = [v for n in values.shape[:d] for v in (n // k, k)]
+    return values.reshape(*split, values.shape[-1]).mean(dim=tuple(range(1, 2 * d, 2)))
+
+
 def voxel_holdout(known: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split the known voxels into (fit, held-out) flat index arrays, sorted, disjoint, covering ``known``.
 
@@ -110,6 +139,17 @@ class VoxelData:
     def points_per_voxel(self) -> int:
         return int(self.offsets.shape[0])
 
+    @property
+    def footprint(self) -> int:
+        """Footprint points per axis (``points_per_voxel = footprint ** d``)."""
+        return int(round(self.points_per_voxel ** (1.0 / len(self.shape))))
+
+    def mask(self, index: torch.Tensor) -> torch.Tensor:
+        """The voxels ``index`` (flat) as a float mask of the grid's shape (1 inside, 0 elsewhere)."""
+        out = torch.zeros(math.prod(self.shape), device=self.coords.device)
+        out[index] = 1.0
+        return out.reshape(self.shape)
+
     def all_known(self) -> torch.Tensor:
         """Every voxel that is data (fit and held-out), sorted."""
         return torch.sort(torch.cat([self.fit, self.held])).values
@@ -150,6 +190,56 @@ def smoothness_penalty(
     v = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12) * (voxel * reach)
     f = model(torch.cat([x - v, x, x + v])).reshape(3, n_points, -1)
     return (f[0] - 2 * f[1] + f[2]).square().sum(-1).mean()
+
+
+def lattice_tv(values: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Total variation of lattice values ``(m_0, ..., C)``: mean over the lattice of ``sqrt(|D u|^2 + eps^2) - eps``,
+    ``D u`` the forward differences along every axis (Charbonnier: smooth at zero, |D u| beyond ``eps``).
+
+    The edge-preserving prior of an image fit, on the footprint lattice (differences over ``1/k`` voxel): it
+    prefers piecewise-smooth images with sharp edges among those whose footprint means match the voxels.
+    """
+    d = values.dim() - 1
+    core = [slice(0, max(1, n - 1)) for n in values.shape[:d]]
+    total = None
+    for axis in range(d):
+        if values.shape[axis] < 2:
+            continue
+        diff = values.narrow(axis, 1, values.shape[axis] - 1) - values.narrow(axis, 0, values.shape[axis] - 1)
+        sl = list(core)
+        sl[axis] = slice(None)
+        term = diff[tuple(sl)].square().sum(-1)
+        total = term if total is None else total + term
+    if total is None:
+        return values.new_zeros(())
+    return (torch.sqrt(total + eps * eps) - eps).mean()
+
+
+def lattice_curvature(values: torch.Tensor) -> torch.Tensor:
+    """:func:`smoothness_penalty` on lattice values ``(m_0, ..., C)``: the mean squared second difference along
+    every axis (over ``1/k`` voxel on the footprint lattice)."""
+    total = values.new_zeros(())
+    for axis in range(values.dim() - 1):
+        n = values.shape[axis]
+        if n < 3:
+            continue
+        second = values.narrow(axis, 2, n - 2) - 2 * values.narrow(axis, 1, n - 2) + values.narrow(axis, 0, n - 2)
+        total = total + second.square().sum(-1).mean()
+    return total
+
+
+def tv_penalty(
+    model: torch.nn.Module, n_points: int, voxel: torch.Tensor, generator: torch.Generator, reach: float = 0.5,
+    eps: float = 1e-3,
+) -> torch.Tensor:
+    """:func:`lattice_tv` at random off-grid points (a model without a lattice path): ``mean sqrt(|f(x + v) -
+    f(x)|^2 + eps^2) - eps`` with ``x`` uniform in [-1, 1]^d and ``v`` a random direction of ``reach`` voxels."""
+    d = voxel.numel()
+    x = torch.rand(n_points, d, generator=generator).to(voxel.device) * 2 - 1
+    v = torch.randn(n_points, d, generator=generator).to(voxel.device)
+    v = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12) * (voxel * reach)
+    f = model(torch.cat([x, x + v])).reshape(2, n_points, -1)
+    return (torch.sqrt((f[1] - f[0]).square().sum(-1) + eps * eps) - eps).mean()
 
 
 def psnr_from_mse(mse: float, peak: float) -> float:

@@ -1,8 +1,8 @@
 """The cached lattice of every open checkpoint, built once in a background thread and shared by all views.
 
 The reader offers a first (possibly coarse) lattice when a checkpoint opens; :func:`ensure` then builds the
-full one in a napari ``thread_worker`` (in bounded memory, a slab at a time, read from or written to the cache
-file beside the checkpoint) and tells the listeners on the main thread when it is ready. Listeners are held
+full one in a napari ``thread_worker`` (in bounded memory, a slab at a time, then written to the cache file
+beside the checkpoint) and tells the listeners on the main thread when it is ready. Listeners are held
 weakly, so a closed widget is never kept alive or called.
 """
 
@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medinr.continuous import ContinuousImage
-from medinr.render import CachedLattice, cache_path_for, cached_lattice_steps, plan_lattice
+from medinr.errors import MedinrError
+from medinr.geometry import Geometry
+from medinr.render import CachedLattice, cache_path_for, plan_lattice, save_lattice
+from medinr.render.lattice import CACHE_SUFFIX, file_sha256, lattice_steps
 
 Listener = Callable[[ContinuousImage, CachedLattice], None]
 
@@ -55,8 +58,6 @@ def cache_file(path: str | None) -> Path | None:
         return None
     fallback = cache_dir() / "lattices"
     if Path(path).resolve().parent == PACKAGE_DATA:
-        from medinr.render.lattice import CACHE_SUFFIX, file_sha256
-
         return fallback / f"{file_sha256(path)}{CACHE_SUFFIX}"
     return cache_path_for(path, fallback)
 
@@ -90,8 +91,9 @@ def listen(image: ContinuousImage, listener: Listener) -> None:
     entry.listeners.append(ref)
 
 
-def ensure(image: ContinuousImage, path: str | None = None) -> None:
-    """Start building the full lattice in the background unless it exists or is being built."""
+def ensure(image: ContinuousImage, path: str | None = None, geometry: Geometry | None = None) -> None:
+    """Start building the full lattice (``geometry``, planned when the file opened) in the background unless it
+    exists or is being built; a checkpoint file's lattice is then written to its cache file."""
     from napari.qt.threading import thread_worker
 
     entry = _ENTRIES.setdefault(image, _Entry())
@@ -99,17 +101,11 @@ def ensure(image: ContinuousImage, path: str | None = None) -> None:
     if entry.final or entry.worker is not None:
         return
     entry.stop, entry.done = threading.Event(), threading.Event()
-    stop, done = entry.stop, entry.done
+    stop, done, where = entry.stop, entry.done, entry.path
 
     def steps():
         try:
-            if entry.path is not None:
-                gen = cached_lattice_steps(image, entry.path, cache_file(entry.path), plan_lattice(image))
-            else:
-                from medinr.render.lattice import lattice_steps
-
-                gen = lattice_steps(image, plan_lattice(image))
-            result = yield from stoppable(gen, stop)
+            result = yield from stoppable(full_lattice_steps(image, where, geometry), stop)
             return result
         finally:
             done.set()
@@ -119,6 +115,20 @@ def ensure(image: ContinuousImage, path: str | None = None) -> None:
     worker.returned.connect(lambda lattice: _finished(ref(), lattice))
     entry.worker = worker
     worker.start()
+
+
+def full_lattice_steps(
+    image: ContinuousImage, path: str | None, geometry: Geometry | None
+) -> Generator[float, None, CachedLattice]:
+    """Build ``geometry`` (default: :func:`plan_lattice`) and, for a checkpoint file, write its cache file."""
+    lattice = yield from lattice_steps(image, geometry if geometry is not None else plan_lattice(image))
+    if path is not None:
+        lattice.checkpoint_sha256 = file_sha256(path)
+        try:
+            save_lattice(cache_file(path), lattice)  # type: ignore[arg-type]
+        except (OSError, MedinrError):
+            pass  # a read-only place, a full disk: the lattice still lives in memory
+    return lattice
 
 
 def stoppable(gen: Any, stop: threading.Event) -> Any:

@@ -1,8 +1,10 @@
 """Layer data for checkpoints and NIfTI images, without Qt: what the readers and the sample data hand to napari.
 
-A checkpoint opens as its cached lattice (the training grid, from the cache file beside it when one is valid)
-shown as a volume; when building that lattice would hold napari up for more than :data:`OPEN_SECONDS`, a
-coarser lattice is shown at once and the full one replaces it from a background thread (``_lattices``).
+A checkpoint opens as its cached lattice (finer than the training grid where the budgets allow; from the cache
+file beside it when one is valid) shown as a volume. The lattice is planned once, when the file opens, on a probe
+of the model's speed; building it would hold napari up, so unless the cache holds it the file opens with a small
+preview lattice (built within :data:`PREVIEW_SECONDS`) and the full one replaces it from a background thread
+(``_lattices``).
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from medinr.errors import MedinrError
 from medinr.geometry import Geometry
 from medinr.io import load_image
 from medinr.render import CachedLattice, build_lattice, plan_lattice, resolve_component
-from medinr.render.lattice import cached_lattice_steps, load_lattice, run_steps, seconds_per_point
-from napari_plugin._lattices import cache_file
-from napari_plugin._slicer_model import display_for
+from medinr.render.lattice import file_sha256, load_lattice, run_steps, seconds_per_point
+from napari_plugin._lattices import cache_file, full_lattice_steps
+from napari_plugin._window import display_for
 
-#: Longest synchronous lattice build when a file opens (seconds, estimated); beyond it a preview comes first.
-OPEN_SECONDS = 1.0
+#: Longest build of the preview lattice a file opens with (seconds, estimated from the probe).
+PREVIEW_SECONDS = 0.03
+#: World points of the speed probe that plans the lattices (a few ms for a fast model).
+PROBE_POINTS = 4096
 
 #: Key of layer metadata that carries the checkpoint to the slicing widget.
 CHECKPOINT_KEY = "medinr_checkpoint"
@@ -41,27 +45,45 @@ def napari_affine(geometry: Geometry) -> np.ndarray:
     return np.asarray(geometry.affine if geometry.ndim == 3 else geometry.affine_nd, dtype=np.float64)
 
 
-def open_lattice(image: ContinuousImage, path: str | None) -> tuple[CachedLattice, bool]:
-    """The lattice to show when ``image`` opens and whether it is final (False: a preview to be replaced)."""
+@dataclass
+class LatticePlan:
+    """The lattice a checkpoint opens with, whether it is final, and the full lattice to build if not."""
+
+    lattice: CachedLattice
+    final: bool
+    full: Geometry
+
+
+def open_lattice(image: ContinuousImage, path: str | None, background: bool = True) -> LatticePlan:
+    """The lattice to show when ``image`` opens: the cached full lattice, else a preview (see the module docstring).
+
+    A cache file coarser than the plan (written when the machine was busier) serves as the preview. The full
+    lattice is built here when that fits the preview's budget, or when there is no ``background`` thread to
+    build it later (no Qt application: the plain reader functions).
+    """
+    per_point = seconds_per_point(image, probe=PROBE_POINTS)
+    full = plan_lattice(image, point_seconds=per_point)
     cache = cache_file(path)
     if path is not None and cache is not None and cache.is_file():
-        from medinr.render.lattice import file_sha256
-
         try:
-            return load_lattice(cache, file_sha256(path)), True
+            cached = load_lattice(cache, file_sha256(path))
         except MedinrError:
-            pass  # stale or foreign: rebuilt
-    geom = plan_lattice(image)
-    estimate = seconds_per_point(image) * float(np.prod(geom.shape))
-    if estimate <= OPEN_SECONDS:
-        if path is not None:
-            return run_steps(cached_lattice_steps(image, path, cache, geom)), True
-        return build_lattice(image, geom), True
-    return build_lattice(image, plan_lattice(image, seconds=OPEN_SECONDS / 2)), False
+            cached = None  # stale or foreign: rebuilt in the background
+        if cached is not None:
+            final = cached.spacing_mm <= full.spacing[: full.ndim].max() * (1 + 1e-6)
+            return LatticePlan(cached, final, cached.geometry if final else full)
+    if not background or per_point * float(np.prod(full.shape)) <= PREVIEW_SECONDS:
+        return LatticePlan(run_steps(full_lattice_steps(image, path, full)), True, full)
+    preview = plan_lattice(image, seconds=PREVIEW_SECONDS, finer=1, point_seconds=per_point)
+    return LatticePlan(build_lattice(image, preview), False, full)
 
 
 def volume_layer(image: ContinuousImage, lattice: CachedLattice, name: str, meta: dict) -> LayerData:
-    """The lattice as an image layer at its world position, coloured for its default component."""
+    """The lattice as an image layer at its world position, coloured for its default component.
+
+    Its contrast limits are the data range (napari then spans the slider over it); the slicer's window presets
+    start from a tissue window instead.
+    """
     comp = resolve_component(image, "auto")
     volume = lattice.volume(comp)
     shown = display_for(image.kind, comp, volume)
@@ -71,7 +93,7 @@ def volume_layer(image: ContinuousImage, lattice: CachedLattice, name: str, meta
         "affine": napari_affine(lattice.geometry),
         "metadata": {**meta, ROLE_KEY: "volume", AFFINE_KEY: lattice.geometry.affine},
         "colormap": shown.colormap,
-        "contrast_limits": shown.contrast_limits,
+        "contrast_limits": shown.data_range,
         "units": ("mm",) * lattice.ndim,
     }
     return volume, kwargs, "image"
@@ -87,7 +109,8 @@ def checkpoint_layers(
     """Layer data for a checkpoint: its lattice (given, else :func:`open_lattice`) as a volume."""
     path = None if path is None else str(path)
     if lattice is None:
-        lattice, final = open_lattice(image, path)
+        plan = open_lattice(image, path, background=False)
+        lattice, final = plan.lattice, plan.final
     meta = {
         CHECKPOINT_KEY: image,
         "medinr_path": path,
@@ -99,20 +122,19 @@ def checkpoint_layers(
 
 @dataclass
 class Opened:
-    """A checkpoint file as it opens: the image, its first lattice (``final`` or a preview), its layers."""
+    """A checkpoint file as it opens: the image, its lattice plan (first lattice, final or not) and its layers."""
 
     image: ContinuousImage
-    lattice: CachedLattice
-    final: bool
+    plan: LatticePlan
     layers: list[LayerData]
 
 
-def open_checkpoint(path: str | os.PathLike) -> Opened:
-    """Load a ``.inr`` file (CPU), its first lattice and its layers."""
+def open_checkpoint(path: str | os.PathLike, background: bool = True) -> Opened:
+    """Load a ``.inr`` file (CPU), plan its lattices (see :func:`open_lattice`), and make its layers."""
     image = load_checkpoint(path, device="cpu")
-    lattice, final = open_lattice(image, str(path))
+    plan = open_lattice(image, str(path), background)
     name = os.path.basename(str(path)).removesuffix(".inr")
-    return Opened(image, lattice, final, checkpoint_layers(image, name, path, lattice, final))
+    return Opened(image, plan, checkpoint_layers(image, name, path, plan.lattice, plan.final))
 
 
 def nifti_layers(path: str | os.PathLike) -> list[LayerData]:

@@ -1,18 +1,30 @@
 """npe2 readers: a ``.inr`` checkpoint opens as its cached lattice (a volume in RAS mm); a NIfTI image opens
-at its world position (nibabel, affine kept), so pipeline outputs sit beside the INR they came from."""
+at its world position (nibabel, affine kept), so pipeline outputs sit beside the INR they came from.
+
+A file medinr cannot read gives *one* line, ours (``medinr: ... is not a medinr checkpoint ...``), as an error
+notification, and no layer: napari's generic "Tried to read ... gave an error" would hide it behind "View
+Traceback". napari's own reader also claims ``.nii``/``.nii.gz`` (through imageio, without the affine), which made
+napari ask "Choose reader" at every NIfTI: once medinr is in use, it registers itself as the NIfTI reader in
+napari's preferences, unless the user already chose one there (Preferences > Plugins changes it back).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from medinr.continuous import ContinuousImage
+from medinr.errors import MedinrError
 from medinr.render import CachedLattice
 from napari_plugin import _lattices
 from napari_plugin._layers import AFFINE_KEY, CHECKPOINT_KEY, ROLE_KEY, LayerData, nifti_layers, open_checkpoint
-from napari_plugin._slicer_model import display_for
+from napari_plugin._window import display_for
 
 Reader = Callable[[str | list[str]], list[LayerData]]
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+NIFTI_PATTERNS = ("*.nii", "*.nii.gz")
+#: What napari takes for "this file holds no layers" (no error dialog, no layer).
+NO_LAYERS: list[Any] = [(None,)]
 
 
 def _paths(path: str | list[str]) -> list[str]:
@@ -24,7 +36,7 @@ def get_reader(path: str | list[str]) -> Reader | None:
     paths = _paths(path)
     if not paths or not all(p.lower().endswith(".inr") for p in paths):
         return None
-    return read_checkpoints
+    return _one_line_errors(read_checkpoints_for_napari)
 
 
 def get_nifti_reader(path: str | list[str]) -> Reader | None:
@@ -32,7 +44,41 @@ def get_nifti_reader(path: str | list[str]) -> Reader | None:
     paths = _paths(path)
     if not paths or not all(p.lower().endswith(NIFTI_SUFFIXES) for p in paths):
         return None
-    return read_nifti
+    return _one_line_errors(read_nifti)
+
+
+def _one_line_errors(read: Reader) -> Reader:
+    """``read`` with a MedinrError shown as our one line (an error notification) instead of raised to napari."""
+
+    def reader(path: str | list[str]) -> list[LayerData]:
+        prefer_medinr_for_nifti()
+        try:
+            return read(path)
+        except MedinrError as exc:
+            from napari.utils.notifications import show_error
+
+            show_error("medinr: " + " ".join(str(exc).split()))
+            return NO_LAYERS
+
+    return reader
+
+
+def prefer_medinr_for_nifti() -> None:
+    """Make medinr napari's reader of ``.nii``/``.nii.gz`` unless the user chose a reader for them."""
+    try:
+        from napari.settings import get_settings
+    except ImportError:  # napari is not installed: the readers are used as plain functions
+        return
+    plugins = get_settings().plugins
+    mapping = dict(plugins.extension2reader)
+    missing = [p for p in NIFTI_PATTERNS if p not in mapping]
+    if missing:
+        plugins.extension2reader = {**mapping, **dict.fromkeys(missing, "medinr")}
+
+
+def activate(context: Any = None) -> None:
+    """npe2 activation (the first time a medinr reader, widget or sample is used)."""
+    prefer_medinr_for_nifti()
 
 
 def read_nifti(path: str | list[str]) -> list[LayerData]:
@@ -43,18 +89,45 @@ def read_nifti(path: str | list[str]) -> list[LayerData]:
 def read_checkpoints(path: str | list[str]) -> list[LayerData]:
     """Layer data for checkpoints; a damaged file raises MedinrError with a one-line message.
 
-    A checkpoint whose full lattice would take long to build opens with a preview lattice; the full one is
-    then built in the background (when a Qt application runs) and replaces it in the current viewer.
+    A checkpoint whose full lattice is not in its cache opens with a preview lattice; the full one is then built
+    in the background (when a Qt application runs) and replaces it in the current viewer.
     """
     layers: list[LayerData] = []
+    background = _qt_running()
     for p in _paths(path):
-        opened = open_checkpoint(p)
-        _lattices.offer(opened.image, opened.lattice, final=opened.final, path=p)
-        if not opened.final and _qt_running():
+        opened = open_checkpoint(p, background)
+        plan = opened.plan
+        _lattices.offer(opened.image, plan.lattice, final=plan.final, path=p)
+        if not plan.final:
             _lattices.listen(opened.image, _replace_preview)
-            _lattices.ensure(opened.image, p)
+            _lattices.ensure(opened.image, p, plan.full)
         layers += opened.layers
     return layers
+
+
+def read_checkpoints_for_napari(path: str | list[str]) -> list[LayerData]:
+    """:func:`read_checkpoints` as napari's reader: with the slicer open in the current viewer, the checkpoints go
+    to the slicer (their volume layers set aside from the start) and napari adds no layer."""
+    layers = read_checkpoints(path)
+    slicer = _current_slicer()
+    if slicer is None:
+        return layers
+    from napari.layers import Layer
+
+    for data, meta, kind in layers:
+        slicer.adopt(Layer.create(data, meta, kind))
+    return NO_LAYERS
+
+
+def _current_slicer() -> Any:
+    if not _qt_running():
+        return None
+    import napari
+
+    from napari_plugin import _slicers
+
+    viewer = napari.current_viewer()
+    return None if viewer is None else _slicers.for_viewer(viewer)
 
 
 def _qt_running() -> bool:
@@ -73,12 +146,20 @@ def _replace_preview(image: ContinuousImage, lattice: CachedLattice) -> None:
     if viewer is None:
         return
     for layer in list(viewer.layers):
-        meta = layer.metadata
-        if meta.get(CHECKPOINT_KEY) is image and meta.get(ROLE_KEY) == "volume" and meta.get("medinr_pending"):
-            volume = lattice.volume("auto")
-            shown = display_for(image.kind, "auto", volume)
-            meta[AFFINE_KEY] = lattice.geometry.affine
-            meta["medinr_pending"] = False
-            layer.data = volume
-            layer.affine = lattice.geometry.affine
-            layer.contrast_limits = shown.contrast_limits
+        update_volume_layer(layer, image, lattice)
+
+
+def update_volume_layer(layer: Any, image: ContinuousImage, lattice: CachedLattice) -> bool:
+    """Show ``lattice`` in a preview volume layer of ``image`` (also one the slicer set aside); True if done."""
+    meta = layer.metadata
+    if not (meta.get(CHECKPOINT_KEY) is image and meta.get(ROLE_KEY) == "volume" and meta.get("medinr_pending")):
+        return False
+    volume = lattice.volume("auto")
+    shown = display_for(image.kind, "auto", volume)
+    meta[AFFINE_KEY] = lattice.geometry.affine
+    meta["medinr_pending"] = False
+    layer.data = volume
+    layer.affine = lattice.geometry.affine
+    layer.contrast_limits_range = shown.data_range
+    layer.contrast_limits = shown.data_range
+    return True

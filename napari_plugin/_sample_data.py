@@ -32,6 +32,7 @@ def sample_checkpoint() -> Path:
 
 
 def make_sample_data() -> list[tuple[Any, dict, str]]:
-    from napari_plugin._reader import read_checkpoints
+    from napari_plugin._reader import prefer_medinr_for_nifti, read_checkpoints
 
+    prefer_medinr_for_nifti()
     return read_checkpoints(str(sample_checkpoint()))

@@ -1,136 +1,226 @@
-"""The slicer's state without Qt: which image, which plane, which tier is on screen, and what to render next.
+"""The slicer's state without Qt: image, plane controls, views, what is on screen, the window, the read-out.
 
-The dock widget (``_widget.py``) only turns controls and camera events into calls here and puts the results
-on layers; everything that decides *what* is drawn (plane, request, tier, generation of the current view,
-colour map and contrast of the shown quantity, the cursor read-out in RAS mm) lives in :class:`SlicerModel`,
-so it is tested without a viewer (napari-animation splits its widget the same way).
+The Qt views (``napari_plugin/_qt``) turn user input into calls here and draw what the model's events announce,
+as napari-animation splits its model from its widgets; everything that decides *what* is drawn lives here and is
+tested without a viewer. The controls only ever hold a valid state: a change that makes no plane (a zero normal)
+is refused as a whole, announced on ``events.error`` and leaves the views as they were.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Generator
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import torch
+from psygnal import Signal, SignalGroup
 
 from medinr.continuous import ContinuousImage
-from medinr.render import CachedLattice, Plane, components_of, default_plane, exact_blocks, resolve_component
-from medinr.render.lattice import jacobian_steps
-from napari_plugin._viewport import ViewRequest, visible_request
+from medinr.errors import MedinrError
+from medinr.render import CachedLattice, Plane, components_of, default_plane, resolve_component
+from napari_plugin import _readout
+from napari_plugin._orientation import edge_labels
+from napari_plugin._tiers import FrameLog, Shown
+from napari_plugin._viewport import (
+    LINKED,
+    MAIN,
+    Tile,
+    ViewRequest,
+    label_points,
+    side_by_side,
+    visible_request,
+)
+from napari_plugin._window import Display, WindowLevel
 
-#: Pixels per side of the tilted plane shown in the 3D view.
-CONTEXT_SIDE = 256
-LATTICE, EXACT = "lattice", "exact"
+
+class SlicerEvents(SignalGroup):
+    image = Signal()  # another image (or none)
+    views = Signal(bool)  # the planes or their layout changed: draw again (True: fit the camera to them)
+    display = Signal()  # colour map or window changed
+    error = Signal(str)  # a change was refused ('' once the controls are valid again)
+    frame = Signal(str)  # a frame of view KEY is on screen
+    cursor = Signal(str)  # the read-out under the cursor
 
 
 @dataclass(frozen=True)
 class PlaneControls:
-    """What the controls say: a preset or a normal, two tilts (deg), an offset (mm), a component."""
+    """What the controls say: a preset or a normal, two tilts (deg), an offset (mm), a component, the screen
+    convention, whether the three orthogonal views are linked and whether a field's deformed grid is drawn."""
 
     preset: str = "axial"
     normal: str = ""
     tilt_deg: tuple[float, float] = (0.0, 0.0)
     offset_mm: float = 0.0
     component: str = "auto"
+    convention: str = "neurological"
+    linked: bool = False
+    grid: bool = False
 
 
 @dataclass(frozen=True)
 class ViewState:
-    """What the camera shows: display mode, centre in plane mm (2D), zoom (screen px per mm), canvas (h, w)."""
+    """What the 2D camera shows: centre (canvas mm), zoom (screen px per mm), canvas size (h, w) in pixels."""
 
-    ndisplay: int
     center_rc_mm: tuple[float, float]
     zoom: float
     canvas_hw: tuple[int, int]
 
 
-@dataclass(frozen=True)
-class Shown:
-    """The frame on screen: its tier, request, generation and how long it took."""
-
-    tier: str
-    request: ViewRequest
-    generation: int
-    seconds: float
-
-
-@dataclass(frozen=True)
-class Display:
-    """Colour map and contrast limits of a shown quantity."""
-
-    colormap: str
-    contrast_limits: tuple[float, float]
-
-
 class SlicerModel:
-    """State of one slicer: image, lattice, controls, current generation and what is on screen."""
+    """State of one slicer (see the module docstring)."""
 
     def __init__(self) -> None:
+        self.events = SlicerEvents()
         self.image: ContinuousImage | None = None
         self.lattice: CachedLattice | None = None
         self.controls = PlaneControls()
-        self.generation = 0
-        self.shown: Shown | None = None
-        self.exact_count = 0
-        self.fast_count = 0
-        self._display: dict[Any, Display] = {}
+        self.crosshair: np.ndarray | None = None  # world mm where the linked views meet
+        self.log = FrameLog()
+        self.window = WindowLevel()
+        self.error: str | None = None
+        self.cursor_rc: tuple[float, float] | None = None
+        self.revision = 0  # counts changes of what the views show (image, lattice, planes, component)
         self._volumes: dict[Any, np.ndarray] = {}
 
-    # -- image and plane -----------------------------------------------------------------------------
-    def set_image(self, image: ContinuousImage, lattice: CachedLattice | None = None) -> None:
-        self.image, self.lattice, self.shown = image, lattice, None
-        self._display.clear()
+    # -- image ---------------------------------------------------------------------------------------------
+    def set_image(self, image: ContinuousImage | None, lattice: CachedLattice | None = None) -> None:
+        """Slice ``image``: the plane controls are kept (valid for any 3D image), the component is its default."""
+        self.image, self.lattice, self.crosshair = image, lattice, None
+        self.revision += 1
         self._volumes.clear()
-        self.controls = replace(self.controls, component=components_of(image)[0])
-        self.generation += 1
+        self.window.reset()
+        self.log.reset()
+        if image is not None:
+            grid = self.controls.grid and image.kind == "displacement"
+            self.controls = replace(self.controls, component=components_of(image)[0], grid=grid)
+            if not self._valid(self.controls, None):
+                self.controls = replace(PlaneControls(), component=self.controls.component)
+            if self.controls.linked and image.ndim == 3:
+                self.crosshair = self.base_plane().centre
+            self.window.select(self.component)
+        self.error = None
+        self.events.image.emit()
 
     def set_lattice(self, lattice: CachedLattice) -> None:
         self.lattice = lattice
-        self._display.clear()  # limits from the whole lattice replace those from a first frame
+        self.revision += 1
         self._volumes.clear()
-
-    def volume(self) -> np.ndarray:
-        """The lattice as one volume of the shown component (the 3D view), computed once per component."""
-        comp = self.component
-        if comp not in self._volumes:
-            self._volumes[comp] = np.ascontiguousarray(self.lattice.volume(comp))  # type: ignore[union-attr]
-        return self._volumes[comp]
-
-    def update(self, **controls: Any) -> None:
-        """Change controls (``preset``, ``normal``, ``tilt_deg``, ``offset_mm``, ``component``)."""
-        self.controls = replace(self.controls, **controls)
 
     @property
     def component(self) -> str | int:
         return resolve_component(self.image, self.controls.component)
 
-    def base_plane(self) -> Plane:
-        """The whole slice the controls describe (a 2D image shows its own plane)."""
-        image, c = self.image, self.controls
+    # -- controls ------------------------------------------------------------------------------------------
+    def update(self, **changes: Any) -> bool:
+        """Change controls; a preset replaces a typed normal. Refused as a whole (False) if no plane results."""
+        new = replace(self.controls, **changes)
+        if "preset" in changes and "normal" not in changes:
+            new = replace(new, normal="")
+        crosshair = self.crosshair
+        if new.linked and crosshair is None and self.image is not None and self.image.ndim == 3:
+            crosshair = self.base_plane(new).centre  # the views meet where the single view was
+        if not self._valid(new, crosshair):
+            return False
+        old = self.controls
+        self.controls, self.crosshair = new, crosshair
+        self.revision += 1
+        if new.linked != old.linked:
+            self.log.reset()
+        if new.component != old.component and self.window.select(self.component):
+            self.events.display.emit()
+        refit = any(getattr(new, k) != getattr(old, k) for k in ("preset", "normal", "convention", "linked"))
+        self.events.views.emit(refit)
+        return True
+
+    def _valid(self, controls: PlaneControls, crosshair: np.ndarray | None) -> bool:
+        if self.image is None:
+            return True
+        try:
+            resolve_component(self.image, controls.component)
+            self.tiles(controls, crosshair)
+        except MedinrError as exc:
+            self.error = str(exc)
+            self.events.error.emit(self.error)
+            return False
+        if self.error is not None:
+            self.error = None
+            self.events.error.emit("")
+        return True
+
+    def set_crosshair(self, world: np.ndarray) -> None:
+        """Move the point where the linked views meet (world mm)."""
+        self.crosshair = np.asarray(world, dtype=np.float64)
+        self.revision += 1
+        self.events.views.emit(False)
+
+    def move_along_normal(self, key: str, mm: float) -> None:
+        """Shift view ``key`` along its normal: the offset of the single view, the crosshair of linked ones."""
+        if key == MAIN:
+            self.update(offset_mm=self.controls.offset_mm + mm)
+        elif self.crosshair is not None:
+            self.set_crosshair(self.crosshair + mm * self.tile(key).plane.normal)
+
+    # -- views ---------------------------------------------------------------------------------------------
+    def base_plane(self, controls: PlaneControls | None = None) -> Plane:
+        """The whole slice of the single view (a 2D image shows its own plane)."""
+        image, c = self.image, controls or self.controls
         if image.ndim == 2:
             return default_plane(image)
-        return default_plane(image, c.normal.strip() or c.preset, c.offset_mm, c.tilt_deg)
+        return default_plane(image, c.normal.strip() or c.preset, c.offset_mm, c.tilt_deg, c.convention)
 
-    def request(self, view: ViewState) -> ViewRequest:
-        """The pixels to render: the visible region at screen resolution in 2D, the whole tilted plane in 3D."""
-        base = self.base_plane()
-        if view.ndisplay == 3:
-            side = CONTEXT_SIDE / max(base.fov_mm)
-            shape = (max(1, int(base.fov_mm[0] * side)), max(1, int(base.fov_mm[1] * side)))
-            return ViewRequest(base, shape, base.spacing(shape), (0.0, 0.0))
-        return visible_request(base, view.center_rc_mm, view.zoom, view.canvas_hw)
+    def tiles(self, controls: PlaneControls | None = None, crosshair: np.ndarray | None = None) -> list[Tile]:
+        """The views on the canvas: the single view, or axial, coronal and sagittal through the crosshair."""
+        c = controls or self.controls
+        point = self.crosshair if controls is None else crosshair
+        if not c.linked or self.image.ndim != 3 or point is None:
+            return [Tile(MAIN, self.base_plane(c))]
+        planes = []
+        for key in LINKED:
+            plane = default_plane(self.image, key, 0.0, (0.0, 0.0), c.convention)
+            planes.append((key, plane.shifted(float((point - plane.centre) @ plane.normal))))
+        return side_by_side(planes)
 
-    # -- tiers ----------------------------------------------------------------------------------------
-    def begin(self) -> int:
-        """A new view: renders started before it are stale from now on."""
-        self.generation += 1
-        return self.generation
+    def tile(self, key: str) -> Tile:
+        return next(t for t in self.tiles() if t.key == key)
 
-    def is_current(self, generation: int) -> bool:
-        return generation == self.generation
+    def tile_at(self, rc: tuple[float, float]) -> Tile | None:
+        """The view under canvas point ``rc`` (the single view wherever the point is)."""
+        tiles = self.tiles()
+        if len(tiles) == 1:
+            return tiles[0]
+        return next((t for t in tiles if t.contains(rc)), None)
+
+    def requests(self, view: ViewState) -> list[ViewRequest]:
+        """The visible part of every view at screen resolution."""
+        found = (visible_request(t, view.center_rc_mm, view.zoom, view.canvas_hw) for t in self.tiles())
+        return [r for r in found if r is not None]
+
+    def edge_labels(self) -> dict[str, str] | None:
+        """Orientation letters of the single view's screen edges (None: linked views or a 2D image)."""
+        tiles = self.tiles()
+        return edge_labels(tiles[0].plane) if len(tiles) == 1 else None
+
+    def tile_labels(self) -> tuple[list, list]:
+        """Orientation letters inside the edges of each linked view: (canvas mm points, letters)."""
+        tiles = self.tiles()
+        return label_points(tiles, [edge_labels(t.plane) for t in tiles]) if len(tiles) > 1 else ([], [])
+
+    # -- tiers ---------------------------------------------------------------------------------------------
+    @property
+    def shown(self) -> Shown | None:
+        """The frame on screen in the single view."""
+        return self.log.shown.get(MAIN)
+
+    def shown_request(self, key: str = MAIN) -> ViewRequest | None:
+        shown = self.log.shown.get(key)
+        return None if shown is None else shown.request
+
+    @property
+    def exact_count(self) -> int:
+        return self.log.exact_count
+
+    @property
+    def fast_count(self) -> int:
+        return self.log.fast_count
 
     def lattice_ready(self) -> bool:
         return self.lattice is not None and self.lattice.has(self.component)
@@ -139,140 +229,47 @@ class SlicerModel:
         """True when the view's pixels are finer than the lattice (or there is no lattice for this component)."""
         return not self.lattice_ready() or not self.lattice.holds(min(request.scale))  # type: ignore[union-attr]
 
-    def fast_request(self, request: ViewRequest) -> ViewRequest:
-        """``request`` with pixels no finer than half the lattice step: the cached tier holds no more detail,
-        and fewer pixels keep its frame within a few milliseconds on any canvas (the display interpolates)."""
-        step = self.lattice.spacing_mm / 2  # type: ignore[union-attr]
-        size = (request.shape[0] * request.scale[0], request.shape[1] * request.scale[1])
-        shape = tuple(max(1, min(n, int(np.ceil(extent / step)))) for n, extent in zip(request.shape, size))
-        if shape == tuple(request.shape):
-            return request
-        scale = (size[0] / shape[0], size[1] / shape[1])
-        translate = tuple(t - s0 / 2 + s1 / 2 for t, s0, s1 in zip(request.translate, request.scale, scale))
-        return ViewRequest(request.plane, shape, scale, translate)  # type: ignore[arg-type]
+    def volume(self, component: str | int | None = None) -> np.ndarray:
+        """The lattice as one volume of ``component`` (default: the shown one), computed once per component and
+        lattice; call it in a worker."""
+        comp = self.component if component is None else component
+        if comp not in self._volumes:
+            self._volumes[comp] = np.ascontiguousarray(self.lattice.volume(comp))  # type: ignore[union-attr]
+        return self._volumes[comp]
 
-    def fast_frame_for(self, request: ViewRequest) -> np.ndarray:
-        """The cached-tier frame at :meth:`fast_request` pixels, bilinearly upsampled to ``request.shape`` (so
-        that the exact frame replacing it has the same pixels and the display only swaps data)."""
-        small = self.fast_request(request)
-        frame = self.fast_frame(small)
-        if small.shape == request.shape:
-            return frame
-        up = torch.nn.functional.interpolate(
-            torch.from_numpy(frame)[None, None], size=tuple(request.shape), mode="bilinear", align_corners=False
-        )
-        return up[0, 0].numpy()
-
-    def fast_frame(self, request: ViewRequest) -> np.ndarray:
-        """The cached-tier frame of ``request`` (call only when :meth:`lattice_ready`)."""
-        return self.lattice.render(request.plane, request.shape, self.component)  # type: ignore[union-attr]
-
-    def exact_steps(self, request: ViewRequest) -> Generator[None, None, np.ndarray]:
-        """The exact frame a band of rows at a time (yields between bands so a worker can stop)."""
-        out = np.empty(request.shape, dtype=np.float32)
-        for r0, rows in exact_blocks(self.image, request.plane, request.shape, self.component):
-            out[r0 : r0 + rows.shape[0]] = rows
-            yield None
-        return out
-
-    def jacobian_steps(self) -> Generator[float, None, None]:
-        """Add the Jacobian to the lattice (a slab at a time)."""
-        return jacobian_steps(self.image, self.lattice)
-
-    def accept(self, generation: int, tier: str, request: ViewRequest, seconds: float) -> bool:
-        """Record a finished frame; False (drop it) if it belongs to an older view or would replace exact by cached."""
-        if not self.is_current(generation):
+    def accept(self, generation: int, tier: str, request: ViewRequest, frame: np.ndarray, seconds: float) -> bool:
+        """Record a finished frame (see :class:`FrameLog`); the read-out follows the frame on screen."""
+        if not self.log.accept(generation, tier, request, frame, seconds):
             return False
-        if tier == LATTICE and self.shown is not None and self.shown.generation == generation:
-            return False  # the exact frame of this view arrived first
-        self.shown = Shown(tier, request, generation, seconds)
-        if tier == EXACT:
-            self.exact_count += 1
-        else:
-            self.fast_count += 1
+        self.events.frame.emit(request.key)
+        self._emit_cursor()
         return True
 
-    # -- what the user reads ----------------------------------------------------------------------------
-    def display(self, frame: np.ndarray | None = None) -> Display:
-        """Colour map and limits of the shown component, from the whole lattice when there is one."""
-        comp = self.component
-        if comp in self._display:
-            return self._display[comp]
-        sample = self.volume() if self.lattice_ready() else frame
-        if sample is None:
-            return Display("gray", (0.0, 1.0))
-        result = display_for(self.image.kind, comp, sample)
-        if self.lattice_ready():
-            self._display[comp] = result
-        return result
+    # -- window --------------------------------------------------------------------------------------------
+    def learn_display(self, component: Any, display: Display) -> None:
+        if self.window.learn(component, display):
+            self.events.display.emit()
+
+    def choose_window(self, name: str) -> None:
+        if self.window.choose(name):
+            self.events.display.emit()
+
+    def set_window(self, limits: tuple[float, float]) -> None:
+        if self.window.set_limits(limits):
+            self.events.display.emit()
+
+    # -- read-out ------------------------------------------------------------------------------------------
+    def set_cursor(self, rc: tuple[float, float] | None) -> None:
+        """The cursor is at canvas point ``rc`` (None: off the canvas or in 3D)."""
+        self.cursor_rc = rc
+        self._emit_cursor()
+
+    def cursor_text(self) -> str:
+        return _readout.cursor_text(self)
 
     def status(self) -> str:
-        """Which tier is on screen, its pixel size, and how long it took."""
-        if self.image is None:
-            return "open a .inr checkpoint (drag and drop) or File > Open Sample > medinr INR viewer"
-        lines = [self.image.describe()]
-        if self.lattice is None:
-            lines.append("cached lattice: building in the background...")
-        else:
-            lat = self.lattice
-            lines.append(f"cached lattice: {'x'.join(map(str, lat.geometry.shape))} at {lat.spacing_mm:.3g} mm")
-        if self.shown is not None:
-            s = self.shown
-            tier = "exact (network at every pixel)" if s.tier == EXACT else "cached lattice (interpolated)"
-            dr = min(s.request.scale)
-            lines.append(f"on screen: {tier}, pixels of {dr:.3g} mm, {s.seconds * 1000:.0f} ms")
-        return "\n".join(lines)
+        return _readout.status_text(self)
 
-    def cursor(self, rc_mm: tuple[float, float], values: np.ndarray | None = None) -> str:
-        """RAS position (mm) under a cursor at plane mm ``rc_mm`` and the value shown there."""
-        if self.image is None:
-            return ""
-        world = ras_of(self.base_plane(), rc_mm)
-        text = "RAS (" + ", ".join(f"{v:.1f}" for v in world) + ") mm"
-        if values is not None and self.shown is not None:
-            req = self.shown.request
-            r = int(np.floor((rc_mm[0] - req.translate[0]) / req.scale[0] + 0.5))
-            c = int(np.floor((rc_mm[1] - req.translate[1]) / req.scale[1] + 0.5))
-            if 0 <= r < values.shape[0] and 0 <= c < values.shape[1]:
-                text += f"  {self.controls.component}: {values[r, c]:.4g}"
-        return text
-
-
-def ras_of(base: Plane, rc_mm: tuple[float, float]) -> np.ndarray:
-    """World mm of a point given in plane mm from ``base``'s top-left corner."""
-    corner = base.centre - base.fov_mm[0] / 2 * base.row_axis - base.fov_mm[1] / 2 * base.col_axis
-    return corner + float(rc_mm[0]) * base.row_axis + float(rc_mm[1]) * base.col_axis
-
-
-def display_for(kind: str, component: str | int, values: np.ndarray) -> Display:
-    """Colour map and limits that suit a quantity: grey intensities, diverging signed values, cyclic phase.
-
-    Limits come from robust percentiles of ``values``; a Jacobian is centred on 1 and a displacement component
-    on 0 (symmetric limits), so that expansion and compression read as the two ends of one scale.
-    """
-    # percentiles of a regular subsample (<= ~130k values): the main thread must not sort a whole lattice
-    stride = max(1, int(np.ceil((values.size / (1 << 17)) ** (1 / max(1, values.ndim)))))
-    values = values[(slice(None, None, stride),) * values.ndim]
-    finite = values[np.isfinite(values)]
-    if component == "phase":
-        return Display("twilight", (-float(np.pi), float(np.pi)))
-    if finite.size == 0:
-        return Display("gray", (0.0, 1.0))
-    if component == "jacobian":
-        half = max(float(np.percentile(np.abs(finite - 1.0), 99.5)), 1e-3)
-        return Display("PiYG", (1.0 - half, 1.0 + half))
-    if kind == "displacement" and isinstance(component, int):
-        half = max(float(np.percentile(np.abs(finite), 99.5)), 1e-3)
-        return Display("bwr", (-half, half))
-    lo, hi = (float(v) for v in np.percentile(finite, [0.5, 99.5]))
-    if hi <= lo:
-        lo, hi = float(finite.min()), float(finite.max())
-        hi = hi if hi > lo else lo + 1.0
-    return Display("magma" if kind == "displacement" else "gray", (lo, hi))
-
-
-def timed(steps: Generator[Any, None, Any]) -> Generator[Any, None, tuple[Any, float]]:
-    """Run a step generator, passing its steps on, and return ``(value, seconds)``."""
-    start = time.perf_counter()
-    value = yield from steps
-    return value, time.perf_counter() - start
+    def _emit_cursor(self) -> None:
+        if self.cursor_rc is not None:
+            self.events.cursor.emit(self.cursor_text())

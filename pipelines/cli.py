@@ -33,6 +33,7 @@ SUBCOMMANDS = {
     "register": "pipelines.register",
     "render": "pipelines.render",
     "info": "pipelines.info",
+    "batch": "pipelines.batch",
 }
 
 
@@ -171,7 +172,13 @@ def _silence_stdout() -> None:
 def _run(argv: Sequence[str] | None, debug_env: bool) -> int:
     from medinr.filecheck import detached_data_allowed
     from medinr.resources import memory_budget_set_to
+    from medinr.runtime import configure_threads
 
+    try:
+        configure_threads()  # before anything loads torch or NumPy's BLAS: thread counts and OpenMP wait policy
+    except MedinrError as exc:  # a bad $MEDINR_THREADS
+        print(f"medinr: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse: bad arguments (its one line is printed), --help, --version

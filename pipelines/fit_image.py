@@ -26,12 +26,17 @@ DEFAULT_HOLDOUT = FitRequest.holdout
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", help="image file (NIfTI, MHA, NRRD, DICOM folder, .npy)")
-    parser.add_argument("--model", default="hashgrid", help="model family (default hashgrid)")
+    parser.add_argument("--model", default=FitRequest.model, help=f"model family (default {FitRequest.model})")
     parser.add_argument("--model-options", default=None, help="JSON object of model options")
-    parser.add_argument("--steps", type=positive_int, default=1000, help="Adam steps (default 1000)")
+    parser.add_argument(
+        "--steps", type=positive_int, default=None,
+        help="most Adam steps of the main stage (default: from the image size; held-out voxels stop it sooner)",
+    )
     parser.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: the family's)")
     parser.add_argument(
-        "--batch-size", type=positive_int, default=1 << 15, help="network evaluations per step (default 32768)"
+        "--batch-size", type=positive_int, default=None,
+        help="network evaluations per step (default: the whole image when its footprint lattice has at most 262144 "
+        "points, else random tiles of that size; 32768 random points for families without a lattice path)",
     )
     parser.add_argument(
         "--holdout", type=fraction, default=DEFAULT_HOLDOUT,

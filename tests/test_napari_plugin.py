@@ -7,10 +7,8 @@ without a display).
 from __future__ import annotations
 
 import importlib
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,53 +18,27 @@ napari = pytest.importorskip("napari")
 pytest.importorskip("qtpy")
 pytest.importorskip("npe2")
 
+from viewer_helpers import (  # noqa: E402
+    GEOM,
+    MANIFEST,
+    intensity_file,
+    medinr_plugin,
+    needs_display,
+    not_blank,
+    registration_file,
+    viewer_with_slicer,
+    wait_exact,
+)
+
 from medinr.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from medinr.continuous import ContinuousImage  # noqa: E402
 from medinr.errors import MedinrError  # noqa: E402
-from medinr.geometry import Geometry, WorldBox  # noqa: E402
+from medinr.geometry import Geometry  # noqa: E402
 from medinr.io import save_image  # noqa: E402
 from medinr.models import build_model  # noqa: E402
 
+__all__ = ["intensity_file", "medinr_plugin", "registration_file"]  # fixtures, re-exported for pytest
 pytestmark = pytest.mark.napari
-
-MANIFEST = Path(__file__).resolve().parents[1] / "napari_plugin" / "napari.yaml"
-GEOM = Geometry(
-    (24, 28, 20), np.diag([-2.0, 2.0, 2.0, 1.0]) + np.array([[0, 0, 0, 20], [0, 0, 0, -30], [0, 0, 0, 5], [0] * 4])
-)
-
-
-@pytest.fixture(autouse=True)
-def medinr_plugin():
-    """Register the manifest when the package is not pip-installed (no entry point) so napari finds it."""
-    from npe2 import PluginManager, PluginManifest
-
-    pm = PluginManager.instance()
-    try:
-        pm.get_manifest("medinr")
-    except KeyError:
-        pm.register(PluginManifest.from_file(str(MANIFEST)))
-    yield
-
-
-@pytest.fixture(scope="module")
-def intensity_file(tmp_path_factory) -> Path:
-    """A small untrained SIREN on a 2 mm grid: structured values, cheap to evaluate."""
-    torch.manual_seed(0)
-    model = build_model("siren", 3, 1, hidden=32, layers=2, omega_0=10.0)
-    ckpt = ContinuousImage(model, GEOM, {"kind": "intensity", "scale": 100.0, "offset": 50.0})
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "brain.inr", ckpt)
-
-
-@pytest.fixture(scope="module")
-def registration_file(tmp_path_factory) -> Path:
-    torch.manual_seed(1)
-    geom = Geometry((16, 16, 16), np.diag([2.0, 2.0, 2.0, 1.0]))
-    box = geom.world_box()
-    model = build_model("siren", 3, 3, hidden=16, layers=2, omega_0=5.0)
-    field = ContinuousImage(
-        model, geom, {"kind": "displacement", "scale": 3.0}, frame="world_box", world_box=WorldBox(box.lo, box.hi)
-    )
-    return save_checkpoint(tmp_path_factory.mktemp("reg") / "reg.inr", field)
 
 
 # -- without a viewer -----------------------------------------------------------------------------------------
@@ -100,7 +72,7 @@ def test_every_manifest_entry_resolves_and_routes_its_files():
 
 def test_reader_opens_a_checkpoint_as_its_lattice_and_refuses_damaged_files(intensity_file, tmp_path):
     from napari_plugin._layers import AFFINE_KEY, CHECKPOINT_KEY
-    from napari_plugin._reader import get_reader
+    from napari_plugin._reader import get_reader, read_checkpoints
 
     ((data, meta, kind),) = get_reader(str(intensity_file))(str(intensity_file))
     image = meta["metadata"][CHECKPOINT_KEY]
@@ -118,7 +90,9 @@ def test_reader_opens_a_checkpoint_as_its_lattice_and_refuses_damaged_files(inte
     damaged = tmp_path / "bad.inr"
     damaged.write_bytes(b"not a checkpoint")
     with pytest.raises(MedinrError, match="not a medinr checkpoint"):
-        get_reader(str(damaged))(str(damaged))
+        read_checkpoints(str(damaged))
+    # through napari, the same line is shown (an error notification) and no layer is added
+    assert get_reader(str(damaged))(str(damaged)) == [(None,)]
 
 
 def test_registration_checkpoint_opens_as_its_displacement_magnitude(registration_file):
@@ -154,59 +128,35 @@ def test_nifti_round_trip_through_the_plugin_reader_and_writer(tmp_path):
 
 
 # -- in a real viewer -----------------------------------------------------------------------------------------
-needs_display = pytest.mark.skipif(
-    sys.platform.startswith("linux") and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"),
-    reason="needs a display: run under xvfb-run -a -s '-screen 0 1280x1024x24'",
-)
-
-
-def _viewer_with_slicer(make_napari_viewer, path: Path):
-    from napari_plugin._widget import SliceWidget
-
-    viewer = make_napari_viewer(show=True)
-    viewer.window.resize(1100, 800)  # Xvfb's default window leaves the canvas no width beside two docks
-    viewer.open(str(path), plugin="medinr")
-    widget = SliceWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    return viewer, widget
-
-
-def _wait_exact(qtbot, widget, count: int) -> None:
-    qtbot.waitUntil(lambda: widget.model.exact_count >= count and not widget._debounce.isActive(), timeout=60000)
-
-
-def _not_blank(viewer) -> bool:
-    shot = viewer.screenshot(canvas_only=True, flash=False)
-    return shot.shape[-1] in (3, 4) and shot[..., :3].std() > 5
-
-
 @needs_display
 def test_slicer_draws_cached_then_exact_frames_in_mm(make_napari_viewer, qtbot, intensity_file, tmp_path):
     from medinr.render import render_plane
-    from napari_plugin._widget import SLICE_LAYER
+    from napari_plugin._layer_book import SLICE_LAYER
     from napari_plugin._writer import write_nifti
 
-    viewer, widget = _viewer_with_slicer(make_napari_viewer, intensity_file)
+    viewer, widget = viewer_with_slicer(make_napari_viewer, intensity_file)
     widget.normal.setText("1,1,2")
     widget.normal.editingFinished.emit()
     widget.tilt_col.setValue(15.0)
-    _wait_exact(qtbot, widget, 1)
+    wait_exact(qtbot, widget, 1)
     qtbot.wait(300)
-    _wait_exact(qtbot, widget, widget.model.exact_count)
+    wait_exact(qtbot, widget, widget.model.exact_count)
     # no second copy of the checkpoint under the slice and no leftover dims slider
     assert [lyr.name for lyr in viewer.layers] == [SLICE_LAYER] and viewer.dims.ndim == 2
     layer, shown = viewer.layers[SLICE_LAYER], widget.model.shown
     assert shown.tier == "exact" and "exact" in widget.tier.text() and widget.model.fast_count >= 1
-    assert layer.data.shape == shown.request.shape == widget.canvas_size()
+    # the visible part of the plane, one rendered pixel per screen pixel
+    assert layer.data.shape == shown.request.shape and max(shown.request.shape) <= max(widget.canvas_size())
+    assert shown.request.scale[0] == pytest.approx(1 / widget.camera.zoom)
     assert np.allclose(
         layer.data, render_plane(widget.model.image, shown.request.plane, shown.request.shape), atol=1e-4
     )
-    assert [str(u) for u in layer.units] == ["millimeter"] * 2 and _not_blank(viewer)
+    assert [str(u) for u in layer.units] == ["millimeter"] * 2 and not_blank(viewer)
 
     # the camera zoom moves the zoom box; the new view is drawn cached first, then exactly, finer than 2 mm
     fast, exact, box = widget.model.fast_count, widget.model.exact_count, widget.zoom.value()
     widget.camera.zoom = widget.camera.zoom * 4
-    _wait_exact(qtbot, widget, exact + 1)
+    wait_exact(qtbot, widget, exact + 1)
     assert widget.zoom.value() == pytest.approx(4 * box, abs=0.03) and widget.model.fast_count > fast
     req = widget.model.shown.request
     assert np.allclose(np.asarray(req.scale) * 4, shown.request.scale, rtol=1e-6) and req.scale[0] < 2.0
@@ -232,38 +182,34 @@ def test_slicer_draws_cached_then_exact_frames_in_mm(make_napari_viewer, qtbot, 
 def test_zooming_past_the_lattice_spacing_triggers_an_exact_render(
     make_napari_viewer, qtbot, intensity_file, monkeypatch
 ):
-    from napari_plugin import _widget
-
-    monkeypatch.setattr(_widget, "IDLE_MS", 600_000)  # no idle refinement: only the zoom may ask for the network
-    viewer, widget = _viewer_with_slicer(make_napari_viewer, intensity_file)
+    viewer, widget = viewer_with_slicer(make_napari_viewer, intensity_file)
+    widget.renderer.policy.idle_s = 600.0  # no idle refinement: only the zoom may ask for the network
     qtbot.waitUntil(lambda: widget.model.lattice is not None and widget.model.shown is not None, timeout=60000)
     spacing = widget.model.lattice.spacing_mm
     # zoomed out until a screen pixel covers more than a lattice step: the lattice holds the view
     widget.camera.zoom = 0.5 / spacing
-    qtbot.waitUntil(
-        lambda: widget.model.shown.request.scale[0] > spacing and not widget._debounce.isActive(), timeout=30000
-    )
+    qtbot.waitUntil(lambda: widget.model.shown.request.scale[0] > spacing, timeout=30000)
     exact = widget.model.exact_count
     qtbot.wait(1000)
     assert widget.model.shown.tier == "lattice" and widget.model.exact_count == exact
     # zoomed in past the lattice step: the network itself is asked for the detail
     widget.camera.zoom = 4.0 / spacing
-    _wait_exact(qtbot, widget, exact + 1)
+    wait_exact(qtbot, widget, exact + 1)
     assert widget.model.shown.tier == "exact" and widget.model.shown.request.scale[0] < spacing
 
 
 @needs_display
 def test_3d_2d_3d_round_trip_shows_volume_and_plane(make_napari_viewer, qtbot, intensity_file):
-    from napari_plugin._widget import CONTEXT_LAYER, SLICE_LAYER, VOLUME_LAYER
+    from napari_plugin._layer_book import CONTEXT_LAYER, SLICE_LAYER, VOLUME_LAYER
 
-    viewer, widget = _viewer_with_slicer(make_napari_viewer, intensity_file)
+    viewer, widget = viewer_with_slicer(make_napari_viewer, intensity_file)
     widget.tilt_row.setValue(20.0)
-    _wait_exact(qtbot, widget, 1)
+    wait_exact(qtbot, widget, 1)
     for _ in range(2):
         viewer.dims.ndisplay = 3
         qtbot.waitUntil(lambda: CONTEXT_LAYER in viewer.layers, timeout=30000)
         assert sorted(lyr.name for lyr in viewer.layers) == sorted([VOLUME_LAYER, CONTEXT_LAYER])
-        assert viewer.layers[VOLUME_LAYER].rendering == "attenuated_mip" and _not_blank(viewer)
+        assert viewer.layers[VOLUME_LAYER].rendering == "attenuated_mip" and not_blank(viewer)
         # the current plane in place: napari's plane of the lattice, through the slice centre along its normal
         plane, base = viewer.layers[CONTEXT_LAYER], widget.model.base_plane()
         affine = viewer.layers[CONTEXT_LAYER].affine.affine_matrix
@@ -283,7 +229,7 @@ def test_3d_2d_3d_round_trip_shows_volume_and_plane(make_napari_viewer, qtbot, i
         qtbot.waitUntil(lambda n=count: widget.model.fast_count + widget.model.exact_count > n, timeout=60000)
         assert [lyr.name for lyr in viewer.layers] == [SLICE_LAYER]
         # the frame is counted when its data reaches the layer; the canvas repaints on the next event-loop turn
-        qtbot.waitUntil(lambda: _not_blank(viewer), timeout=10000)
+        qtbot.waitUntil(lambda: not_blank(viewer), timeout=10000)
         assert viewer.layers[SLICE_LAYER].contrast_limits[1] > 1.0  # the intensity's own range, not napari's 0..1
     assert widget.last_error is None
 
@@ -291,17 +237,17 @@ def test_3d_2d_3d_round_trip_shows_volume_and_plane(make_napari_viewer, qtbot, i
 @needs_display
 def test_contrast_and_colormap_follow_the_shown_quantity(make_napari_viewer, qtbot, registration_file):
     from medinr.registration.jacobian import jacobian_determinant
-    from napari_plugin._widget import SLICE_LAYER
+    from napari_plugin._layer_book import SLICE_LAYER
 
-    viewer, widget = _viewer_with_slicer(make_napari_viewer, registration_file)
-    _wait_exact(qtbot, widget, 1)
+    viewer, widget = viewer_with_slicer(make_napari_viewer, registration_file)
+    wait_exact(qtbot, widget, 1)
     layer, field = viewer.layers[SLICE_LAYER], widget.model.image
     assert layer.colormap.name == "magma" and layer.contrast_limits[0] >= 0
     seen = {}
     for name in ("jacobian", "0"):
         exact = widget.model.exact_count
         widget.component.setCurrentText(name)
-        _wait_exact(qtbot, widget, exact + 1)
+        wait_exact(qtbot, widget, exact + 1)
         seen[name] = (layer.colormap.name, tuple(layer.contrast_limits))
     # limits centred on the neutral value and as wide as the quantity varies (not the intensity's 0..max)
     world = field.geometry.world_grid(dtype=torch.float64).numpy()[::3, ::3, ::3]
@@ -324,10 +270,10 @@ def test_closing_the_viewer_while_rendering_leaves_no_thread_behind(make_napari_
     old_hook = threading.excepthook
     threading.excepthook = lambda args: errors.append(args.exc_value)
     try:
-        viewer, widget = _viewer_with_slicer(make_napari_viewer, path)
+        viewer, widget = viewer_with_slicer(make_napari_viewer, path)
         widget.camera.zoom = widget.camera.zoom * 3
-        qtbot.waitUntil(lambda: any(w.is_running for w, _ in widget._workers), timeout=30000)
-        workers = [w for w, _ in widget._workers]
+        qtbot.waitUntil(lambda: any(w.is_running for w, _, _ in widget.renderer.workers.active), timeout=30000)
+        workers = [w for w, _, _ in widget.renderer.workers.active]
         viewer.close()  # while the exact frame (seconds of network time) is being computed
         assert not any(w.is_running for w in workers)  # closing waited for them to leave the network
         qtbot.wait(500)
@@ -338,7 +284,7 @@ def test_closing_the_viewer_while_rendering_leaves_no_thread_behind(make_napari_
 
 @needs_display
 def test_shift_and_ctrl_drag_move_and_tilt_the_plane(make_napari_viewer, qtbot, intensity_file):
-    viewer, widget = _viewer_with_slicer(make_napari_viewer, intensity_file)
+    viewer, widget = viewer_with_slicer(make_napari_viewer, intensity_file)
 
     class Drag:
         def __init__(self, modifiers):
@@ -347,7 +293,7 @@ def test_shift_and_ctrl_drag_move_and_tilt_the_plane(make_napari_viewer, qtbot, 
     for mods, moved in ((["Shift"], "offset"), (["Control"], "tilt")):
         event = Drag(mods)
         before = (widget.offset.value(), widget.tilt_col.value(), widget.tilt_row.value())
-        steps = widget._on_drag(viewer, event)
+        steps = widget.canvas.on_drag(viewer, event)
         next(steps)
         event.type, event.pos = "mouse_move", (120.0, 60.0)
         next(steps)

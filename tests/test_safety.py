@@ -92,7 +92,7 @@ CHECKPOINTS = {
     "layers_1e7": (_meta(_set("model.config.layers", 10**7)), "model option 'layers' must be in [0, 256]"),
     "unknown_family": (_meta(_set("model.family", "\x1b[2Jevil")), "unknown model family"),
     "newer_format": (_meta(_set("format_version", 99)), "written by a newer medinr (format 99)"),
-    "bare_nan_in_json": (lambda tmp: _nan_json(tmp), "bad JSON"),
+    "bare_nan_in_json": (lambda tmp: _nan_json(tmp), "is not valid JSON (NaN is not JSON"),
 }
 RENDER_ONLY = {
     "nan_weights": (_nan_weights, "holds NaN or infinite values"),

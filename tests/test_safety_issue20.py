@@ -409,10 +409,11 @@ def test_a_zero_pixdim_is_refused_not_made_1_mm(tmp_path):
 
 
 def test_json_depth_is_counted_without_recursion():
-    from medinr.filecheck import json_depth
+    from medinr.jsonsafe import nesting_depth
 
-    assert json_depth('{"a": [1, {"b": "[[[["}]}') == 3  # brackets in strings do not count
-    assert json_depth("[" * 100_000) == 100_000
+    assert nesting_depth('{"a": [1, {"b": "[[[["}]}') == 3  # brackets in strings do not count
+    assert nesting_depth('["a\\"]", [[1]]]') == 3  # an escaped quote does not end the string
+    assert nesting_depth("[" * 100_000) == 100_000
     assert json.loads(json.dumps({"x": 1})) == {"x": 1}
 
 

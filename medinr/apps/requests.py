@@ -61,17 +61,17 @@ class FitRequest(Request):
     model, model_options : str, dict
         The family and options over its image defaults.
     steps, lr, batch_size, holdout, footprint
-        See :func:`~medinr.image_fit.fit_image` (``lr`` None: the family's rate for an image).
+        See :func:`~medinr.image_fit.fit_image` (None: the defaults there, from the family and the image size).
     slice, axis : int or None, int
         Fit one slice of a 3D image.
     """
 
     image: str = ""
-    model: str = "hashgrid"
+    model: str = "mrgrid"
     model_options: dict[str, Any] = field(default_factory=dict)
-    steps: int = 1000
+    steps: int | None = None
     lr: float | None = None
-    batch_size: int = 1 << 15
+    batch_size: int | None = None
     holdout: float = 0.1
     footprint: int = 2
     slice: int | None = None
@@ -82,7 +82,8 @@ class FitRequest(Request):
     def __post_init__(self) -> None:
         self._check_common()
         _require(bool(self.image), "an image to fit is needed")
-        _require(self.steps >= 1 and self.batch_size >= 1, "steps and batch size must be at least 1")
+        _require(all(v is None or v >= 1 for v in (self.steps, self.batch_size)),
+                 "steps and batch size must be at least 1")
         _require(self.lr is None or (math.isfinite(self.lr) and self.lr > 0), "the learning rate must be positive")
         _require(0.0 <= self.holdout < 1.0, f"the held-out fraction must lie in [0, 1), got {self.holdout}")
         _require(1 <= self.footprint <= 4, f"the footprint must be 1 to 4 points per axis, got {self.footprint}")

@@ -100,6 +100,9 @@ class INR(nn.Module):
     #: The family's typed config: every constructor option with its type, range, units and doc, and the
     #: defaults per task (:meth:`for_task`). Each registered family declares its own.
     config_type: ClassVar[type[FamilyConfig]] = FamilyConfig
+    #: True for families whose :meth:`forward_axes` on a whole separable lattice costs far less than
+    #: :meth:`forward` at the same points (dense feature grids): image fits then take full-grid steps.
+    separable: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -165,6 +168,16 @@ class INR(nn.Module):
         Conv-INR) override this.
         """
         return self(lattice_coords(shape, self.device))
+
+    def forward_axes(self, axes: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The output at every point of the separable lattice ``axes[0] x axes[1] (x axes[2])`` of network
+        coordinates (any spacing, also outside [-1, 1]): ``(M_0, ..., C)``. Differentiable.
+
+        Families with a per-axis path (:attr:`separable`) override this; here it is :meth:`forward` at the points.
+        """
+        from medinr.models.separable import lattice_points
+
+        return self(lattice_points([x.to(self.device) for x in axes]))
 
     # -- evaluation --------------------------------------------------------------------------------------
     @property

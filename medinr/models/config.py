@@ -41,12 +41,16 @@ class TaskDefaults:
     lr : float
         Adam base rate for this task (families with parameter groups scale it per group).
     smoothness : float
-        'image' task: weight of the off-grid curvature prior (:func:`medinr.voxels.smoothness_penalty`).
+        'image' task: weight of the prior between the voxels.
+    prior : {'tv', 'curvature'}
+        'image' task: that prior, total variation (edge-preserving, :func:`medinr.voxels.lattice_tv`) or curvature
+        (:func:`medinr.voxels.smoothness_penalty`).
     """
 
     options: dict[str, Any]
     lr: float
     smoothness: float = 0.0
+    prior: str = "curvature"
 
 
 def option(default: Any, low: float | None = None, high: float | None = None, *, doc: str, units: str = "",
@@ -133,8 +137,10 @@ class FamilyConfig:
 
     #: Adam base rate per task in :data:`TASKS`.
     RATES: ClassVar[dict[str, float]] = {}
-    #: Weight of the off-grid curvature prior when the family is fitted to an image.
+    #: Weight of the prior between the voxels when the family is fitted to an image.
     SMOOTHNESS: ClassVar[float] = 0.0
+    #: That prior: 'tv' (edge-preserving) or 'curvature'.
+    PRIOR: ClassVar[str] = "curvature"
 
     @classmethod
     def specs(cls) -> dict[str, OptionSpec]:
@@ -191,7 +197,7 @@ class FamilyConfig:
         if task not in cls.RATES:
             raise MedinrError(f"{cls.__name__} states no learning rate for the {task} task")
         return TaskDefaults(options=merged, lr=float(cls.RATES[task]),
-                            smoothness=float(cls.SMOOTHNESS) if task == "image" else 0.0)
+                            smoothness=float(cls.SMOOTHNESS) if task == "image" else 0.0, prior=cls.PRIOR)
 
     @classmethod
     def describe(cls) -> list[dict[str, str]]:

@@ -7,7 +7,7 @@ The encodings are plain modules with an ``out_features`` attribute so that any n
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -17,6 +17,7 @@ from torch import nn
 from medinr.errors import MedinrError
 from medinr.models.base import INR, register_model, zero_linear_
 from medinr.models.config import FamilyConfig, option
+from medinr.models.separable import channel_first_mlp, interpolate_axes, lattice_points
 
 # instant-NGP's spatial-hash primes; the first is 1 so that the hash is coherent along the first axis.
 _PRIMES = (1, 2654435761, 805459861)
@@ -138,6 +139,7 @@ class HashGridEncoding(nn.Module):
         strides = torch.tensor([[(r + 1) ** i for i in range(d)] for r in resolutions], dtype=torch.int64)
         self.register_buffer("stride", strides, persistent=False)  # (L, d) dense row-major-like strides
         self.register_buffer("primes", torch.tensor(_PRIMES[:d], dtype=torch.int64), persistent=False)
+        self._layout = list(zip(resolutions, sizes, offsets))  # as Python ints: no device round trip per level
         # levels grow in resolution, so the dense ones are the first _n_dense
         self._n_dense = sum(1 for h in hashed if not h)
         assert not any(hashed[: self._n_dense]), "dense levels must precede hashed ones"
@@ -170,6 +172,23 @@ class HashGridEncoding(nn.Module):
         feats = self.table.index_select(0, idx.reshape(-1)).reshape(*idx.shape, self.features_per_level)
         out = (weight.unsqueeze(-1) * feats).sum(2)  # (N, L, F)
         return out.reshape(*lead, self.out_features)
+
+    def level_lattice(self, level: int) -> torch.Tensor:
+        """A dense level's table as its vertex lattice ``(F, r_0, ..., r_{d-1})`` (a view: axis 0 varies fastest
+        in the table)."""
+        cells, size, start = self._layout[level]
+        r = cells + 1
+        block = self.table[start : start + size].reshape(*([r] * self.in_features), self.features_per_level)
+        return block.permute(self.in_features, *range(self.in_features - 1, -1, -1))
+
+    def forward_axes(self, axes: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The encoding on the separable lattice ``axes``, channel first: ``(L F, M_0, ...)``, level-major as
+        :meth:`forward`. Dense levels are interpolated one axis at a time; with any hashed level (3D) every
+        point goes through :meth:`forward`."""
+        if self._n_dense < self.levels:
+            points = lattice_points([x.to(self.table.device) for x in axes])
+            return self(points).movedim(-1, 0)
+        return torch.cat([interpolate_axes(self.level_lattice(level), axes) for level in range(self.levels)], 0)
 
 
 def _corner_combine(per_axis: torch.Tensor, op) -> torch.Tensor:
@@ -268,7 +287,8 @@ class HashGridConfig(HashEncodingConfig):
                                    doc="learning rate of the hash tables (instant-NGP wants ~1e-2)")
 
     RATES: ClassVar[dict[str, float]] = {"image": 1e-3, "reconstruction": 1e-3, "deformation": 1e-3}
-    SMOOTHNESS: ClassVar[float] = 3e-4
+    SMOOTHNESS: ClassVar[float] = 1e-2
+    PRIOR: ClassVar[str] = "tv"
 
     @classmethod
     def task_options(cls, task: str, shape: tuple[int, ...], options: Mapping[str, Any]) -> dict[str, Any]:
@@ -344,6 +364,7 @@ class HashGridMLP(INR):
     """
 
     config_type = HashGridConfig
+    separable = True
 
     def __init__(
         self,
@@ -367,6 +388,12 @@ class HashGridMLP(INR):
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.encoding(coords))
+
+    def forward_axes(self, axes: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The output on the separable lattice ``axes``: ``(M_0, ..., C)`` (the decoder channel first)."""
+        feats = self.encoding.forward_axes(axes)
+        out = channel_first_mlp(self.mlp, feats.reshape(feats.shape[0], -1))
+        return out.reshape(self.out_features, *feats.shape[1:]).movedim(0, -1)
 
     def zero_output_(self) -> None:
         zero_linear_(self.mlp[-1])

@@ -497,7 +497,8 @@ class KANConfig(FamilyConfig):
     method: str = option("fused", choices=KANLayer.METHODS, doc="spline evaluation path of every layer")
 
     RATES: ClassVar[dict[str, float]] = {"image": 3e-3, "reconstruction": 3e-3, "deformation": 3e-3}
-    SMOOTHNESS: ClassVar[float] = 3e-4
+    SMOOTHNESS: ClassVar[float] = 1e-2
+    PRIOR: ClassVar[str] = "tv"
 
     @classmethod
     def check_values(cls, values: Mapping[str, Any], prefix: str = "") -> None:
@@ -586,6 +587,11 @@ class KAN(INR):
 
     config_type = KANConfig
 
+    @property
+    def separable(self) -> bool:  # type: ignore[override]
+        """A feature-table encoding (grid, hashgrid) has a per-axis lattice path; the KAN layers act per point."""
+        return self.encoding_name in _TABLES
+
     def __init__(
         self,
         in_features: int,
@@ -636,7 +642,10 @@ class KAN(INR):
 
     def layer_inputs(self, coords: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Inputs of every KAN layer (bounded) and the output, for ``coords`` of shape ``(N, in_features)``."""
-        x = self.kan_input(coords)
+        return self.layer_inputs_encoded(self.kan_input(coords))
+
+    def layer_inputs_encoded(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """:meth:`layer_inputs` from the bounded encoding ``x (N, n_encoded)``."""
         inputs = []
         for i, layer in enumerate(self.layers):
             inputs.append(x)
@@ -648,9 +657,23 @@ class KAN(INR):
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         lead = coords.shape[:-1]
         inputs, out = self.layer_inputs(coords.reshape(-1, coords.shape[-1]))
+        self._record_for_regularizer(inputs)
+        return out.reshape(*lead, self.out_features)
+
+    def _record_for_regularizer(self, inputs: list[torch.Tensor]) -> None:
         if self.training and self.config["reg_lambda"] > 0 and torch.is_grad_enabled():
             self._reg_inputs = [x[: self.config["reg_samples"]] for x in inputs]
-        return out.reshape(*lead, self.out_features)
+
+    def forward_axes(self, axes: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The output on the separable lattice ``axes``: ``(M_0, ..., C)``; a feature-table encoding is evaluated
+        one axis at a time, the KAN layers on its (point-major) output."""
+        if self.encoding_name not in _TABLES:
+            return super().forward_axes(axes)
+        feats = self.encoding.forward_axes(axes)
+        lens = feats.shape[1:]
+        inputs, out = self.layer_inputs_encoded(torch.tanh(feats.reshape(feats.shape[0], -1).T))
+        self._record_for_regularizer(inputs)
+        return out.reshape(*lens, self.out_features)
 
     def zero_output_(self) -> None:
         # phi = w_b silu(x) + w_s spline(x): zero w_b and the coefficients (not w_s, whose gradient would vanish)

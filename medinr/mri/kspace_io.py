@@ -7,17 +7,15 @@ The axis convention is medinr's (see CONVENTIONS): the first spatial axis is the
 (undersampled) phase encode. A mask comes from the file (fastMRI ``mask``), a mask file, or the samples that
 are exactly zero in every coil. Headers are checked before any sample is read (:mod:`medinr.filecheck`).
 
-The sidecar ``<name>.json`` is read with :func:`medinr.filecheck.load_small_json` (size and depth limits) until
-the strict JSON loader of the checkpoint schema is shared.
+The sidecar ``<name>.json`` is read with :func:`medinr.filecheck.load_small_json` (size and depth limits, then the
+one strict JSON reader, :mod:`medinr.jsonsafe`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -34,25 +32,9 @@ from medinr.filecheck import (
 )
 from medinr.geometry import Geometry
 from medinr.mri.masks import validate_mask
+from medinr.mri.measured import MeasuredKspace
 from medinr.resources import array_bytes, check_budget
 from medinr.textsafe import terminal_safe
-
-
-@dataclass
-class MeasuredKspace:
-    """Measured k-space with its mask (None: not stored in the file) and the image grid's geometry.
-
-    ``noise`` holds the samples ``(C, n)`` of a noise-adjustment scan when the file has one (ISMRMRD), with the
-    ratio of its dwell time to the data's (see :func:`medinr.mri.noise.noise_from_scan`).
-    """
-
-    kspace: np.ndarray  # (C, *grid) complex64
-    mask: np.ndarray | None  # grid, bool
-    geometry: Geometry
-    source: str
-    noise: np.ndarray | None = None
-    noise_dwell_ratio: float = 1.0
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def _is_noncartesian_npz(p: Path) -> bool:

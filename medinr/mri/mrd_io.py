@@ -29,7 +29,7 @@ import numpy as np
 
 from medinr.errors import MedinrError
 from medinr.geometry import Geometry
-from medinr.mri.kspace_io import MeasuredKspace
+from medinr.mri.measured import MeasuredKspace
 from medinr.mri.noncart_kspace import NonCartesianKspace, diagonal_geometry, to_fov_units
 from medinr.resources import check_budget
 

@@ -23,6 +23,7 @@ from medinr.render.lattice import (
     save_lattice,
 )
 from medinr.render.planes import (
+    CONVENTIONS,
     PLANE_PRESETS,
     Plane,
     default_plane,
@@ -31,6 +32,7 @@ from medinr.render.planes import (
     frame_from_normal,
     parse_plane_spec,
     plane_from_frame,
+    preset_frame,
 )
 from medinr.render.products import (
     COMPONENTS,
@@ -46,6 +48,7 @@ from medinr.render.products import (
 
 __all__ = [
     "COMPONENTS",
+    "CONVENTIONS",
     "PLANE_PRESETS",
     "CachedLattice",
     "Plane",
@@ -63,6 +66,7 @@ __all__ = [
     "parse_plane_spec",
     "plan_lattice",
     "plane_from_frame",
+    "preset_frame",
     "render_fast",
     "render_plane",
     "render_volume",

@@ -164,18 +164,23 @@ def plan_lattice(
     seconds: float | None = LATTICE_SECONDS,
     spacing_mm: float | None = None,
     finer: int = 2,
+    point_seconds: float | None = None,
 ) -> Geometry:
     """The lattice to cache: ``finer`` times the training grid's resolution where the budgets allow, else the
     training grid (or ``spacing_mm``), made uniformly coarser only to fit them.
 
-    ``max_voxels`` bounds memory; ``seconds`` bounds the build time estimated by :func:`seconds_per_point`
-    (None: no time limit). A lattice-bound family (Conv-INR) always uses its own lattice, which holds all it has.
+    ``max_voxels`` bounds memory; ``seconds`` bounds the build time estimated from ``point_seconds`` (seconds
+    per world point; measured by :func:`seconds_per_point` when not given; None ``seconds``: no time limit).
+    Measure once, in a quiet thread: a probe taken while the same process draws frames overstates the cost and
+    would plan a coarser lattice than the model needs (the viewer plans when a file opens, before it draws).
+    A lattice-bound family (Conv-INR) always uses its own lattice, which holds all it has.
     """
     if image.lattice_bound and image.geometry is not None:
         return image.geometry
     base = volume_geometry(image, spacing_mm=spacing_mm)
     if seconds is not None:
-        max_voxels = min(max_voxels, max(512, int(seconds / max(seconds_per_point(image), 1e-12))))
+        per_point = point_seconds if point_seconds is not None else seconds_per_point(image)
+        max_voxels = min(max_voxels, max(512, int(seconds / max(per_point, 1e-12))))
     if finer > 1 and spacing_mm is None:
         fine = volume_geometry(image, spacing_mm=float(base.spacing[: base.ndim].min()) / finer)
         if np.prod(fine.shape) <= max_voxels:

@@ -15,12 +15,25 @@ from medinr.continuous import ContinuousImage
 from medinr.errors import MedinrError
 
 #: Display frames of the named planes in RAS+ world mm: ``(normal, row axis (down the screen), column axis)``.
-#: Anterior/superior point up the screen and the patient's right points right ("neurological" view).
+#: Anterior/superior point up the screen and the patient's right points right ("neurological" view); the
+#: sagittal view shows anterior on the right.
 PLANE_PRESETS: dict[str, tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]] = {
     "axial": ((0, 0, 1), (0, -1, 0), (1, 0, 0)),
     "coronal": ((0, 1, 0), (0, 0, -1), (1, 0, 0)),
     "sagittal": ((1, 0, 0), (0, 0, -1), (0, 1, 0)),
 }
+#: Screen conventions: "neurological" (patient right on screen right, :data:`PLANE_PRESETS`) and "radiological"
+#: (the clinical display: patient right on screen left, as if facing the patient; sagittal anterior on the left).
+#: Only the column axis differs, so the normal, and what an offset means, are the same in both.
+CONVENTIONS = ("neurological", "radiological")
+
+
+def preset_frame(name: str, convention: str = "neurological") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Display frame ``(normal, row_axis, col_axis)`` of a named plane in a screen ``convention``."""
+    if convention not in CONVENTIONS:
+        raise MedinrError(f"the display convention is one of {', '.join(CONVENTIONS)}, got '{convention}'")
+    n, r, c = (np.asarray(v, dtype=np.float64) for v in PLANE_PRESETS[name])
+    return n, r, (-c if convention == "radiological" else c)
 
 
 # -- planes --------------------------------------------------------------------------------------------
@@ -179,19 +192,21 @@ def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
     return np.eye(3) + math.sin(angle) * k + (1 - math.cos(angle)) * (k @ k)
 
 
-def frame_from_normal(normal: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def frame_from_normal(
+    normal: Sequence[float], convention: str = "neurological"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Display frame ``(normal, row_axis, col_axis)`` for any normal, continuous with the nearest preset.
 
-    The column axis is the nearest preset's column axis projected onto the plane and the row axis is
-    the preset's row axis made perpendicular to both, so a normal close to +y gives (almost) the coronal
-    view, superior up, rather than an arbitrary spin.
+    The column axis is the nearest preset's column axis (in ``convention``) projected onto the plane and the
+    row axis is the preset's row axis made perpendicular to both, so a normal close to +y gives (almost) the
+    coronal view, superior up, rather than an arbitrary spin.
     """
     n = np.asarray(normal, dtype=np.float64).reshape(-1)
     if n.shape != (3,) or not np.all(np.isfinite(n)) or np.linalg.norm(n) < 1e-9:
         raise MedinrError(f"a plane normal is three numbers, not all zero, got {list(normal)}")
     n = n / np.linalg.norm(n)
-    best = max(PLANE_PRESETS.values(), key=lambda p: abs(float(np.dot(p[0], n))))
-    ref_row, ref_col = np.asarray(best[1], float), np.asarray(best[2], float)
+    name = max(PLANE_PRESETS, key=lambda p: abs(float(np.dot(PLANE_PRESETS[p][0], n))))
+    _, ref_row, ref_col = preset_frame(name, convention)
     col = ref_col - (ref_col @ n) * n
     if np.linalg.norm(col) < 1e-6:
         col = ref_row - (ref_row @ n) * n
@@ -215,12 +230,11 @@ def plane_from_frame(
     return Plane(np.asarray(centre, float), np.asarray(row, float), np.asarray(col, float), tuple(fov_mm), handed)
 
 
-def parse_plane_spec(spec: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def parse_plane_spec(spec: str, convention: str = "neurological") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``'axial'|'coronal'|'sagittal'|'NX,NY,NZ'`` -> display frame ``(normal, row_axis, col_axis)``."""
     text = spec.strip().lower()
     if text in PLANE_PRESETS:
-        n, r, c = (np.asarray(v, dtype=np.float64) for v in PLANE_PRESETS[text])
-        return n, r, c
+        return preset_frame(text, convention)
     parts = text.split(",")
     try:
         values = [float(p) for p in parts]
@@ -228,11 +242,15 @@ def parse_plane_spec(spec: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         values = []
     if len(values) != 3:
         raise MedinrError(f"--plane must be axial, coronal, sagittal or a normal 'NX,NY,NZ', got '{spec}'")
-    return frame_from_normal(values)
+    return frame_from_normal(values, convention)
 
 
 def default_plane(
-    image: ContinuousImage, spec: str = "axial", offset_mm: float = 0.0, tilt_deg: Sequence[float] = (0.0, 0.0)
+    image: ContinuousImage,
+    spec: str = "axial",
+    offset_mm: float = 0.0,
+    tilt_deg: Sequence[float] = (0.0, 0.0),
+    convention: str = "neurological",
 ) -> Plane:
     """A plane through the centre of the fitted region that shows all of it.
 
@@ -246,6 +264,8 @@ def default_plane(
     tilt_deg : tuple of float
         Rotations about the view's column then row axis, degrees (see :meth:`Plane.rotated`); the field
         of view is sized for the tilted plane.
+    convention : str
+        Screen convention of the view (:data:`CONVENTIONS`): which side of the patient is on screen right.
     """
     ckpt = image
     lo, hi = ckpt.bounds()
@@ -263,7 +283,7 @@ def default_plane(
             row, col = np.array([1.0, 0.0]), np.array([0.0, 1.0])
         ext = np.abs(np.stack([row, col])) @ (hi - lo + pad)
         return Plane(centre, row, col, (float(ext[0]), float(ext[1])))
-    normal, row, col = parse_plane_spec(spec)
+    normal, row, col = parse_plane_spec(spec, convention)
     plane = plane_from_frame(centre, normal, row, col, (1.0, 1.0))
     if any(tilt_deg):
         plane = plane.rotated(float(tilt_deg[0]), float(tilt_deg[1]))

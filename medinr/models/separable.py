@@ -1,0 +1,60 @@
+"""Interpolation of a dense lattice at the points of a separable lattice: one axis at a time.
+
+A separable lattice is the product ``axes[0] x axes[1] (x axes[2])`` of per-axis network coordinates: the voxel
+centres of an image, or its footprint's sub-voxel points (:func:`medinr.voxels.footprint_axes`). There the
+(bi/tri)linear interpolation of a feature lattice factorises into one linear interpolation per axis, which costs
+a gather and a ``lerp`` per axis instead of a gather of ``2^d`` corners per point: what makes a full-grid step of a
+dense-grid family (``mrgrid``, ``hashgrid`` in 2D, the KAN's grid encoding, ``lattice``) cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def axis_cells(x: torch.Tensor, vertices: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cell index and fractional position of network coordinates ``x (M,)`` on ``vertices`` lattice nodes spread
+    over [-1, 1] (``align_corners`` convention; coordinates outside are clamped: border padding)."""
+    pos = (x.clamp(-1.0, 1.0) + 1.0) * (0.5 * (vertices - 1))
+    cell = pos.detach().floor().clamp(0, max(0, vertices - 2))
+    return cell.long(), pos - cell
+
+
+def interpolate_axes(grid: torch.Tensor, axes: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Linear interpolation of ``grid (F, r_0, ..., r_{d-1})`` at the separable lattice ``axes``: ``(F, M_0, ...)``.
+
+    Equal to :func:`medinr.geometry.sample_grid` (bilinear, border padding) at every point of
+    ``meshgrid(*axes)``; differentiable in ``grid`` (a gather's backward is an index-add).
+    """
+    out = grid
+    for axis, x in enumerate(axes):
+        dim = axis + 1
+        vertices = out.shape[dim]
+        x = x.to(device=out.device, dtype=out.dtype)
+        if vertices == 1:
+            out = out.index_select(dim, torch.zeros(x.numel(), dtype=torch.long, device=out.device))
+            continue
+        cell, frac = axis_cells(x, vertices)
+        low, high = out.index_select(dim, cell), out.index_select(dim, cell + 1)
+        shape = [1] * out.dim()
+        shape[dim] = -1
+        out = torch.lerp(low, high, frac.reshape(shape))
+    return out
+
+
+def lattice_points(axes: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The points of a separable lattice: ``(M_0, ..., d)``."""
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+
+
+def channel_first_mlp(mlp: torch.nn.Sequential, features: torch.Tensor) -> torch.Tensor:
+    """A ReLU MLP (``Linear``/``ReLU`` layers) applied to channel-first ``features (F, M)``: ``(C, M)``.
+
+    No channel-last copy of the features is made (they are the largest tensor of a full-grid step).
+    """
+    h = features
+    for layer in mlp:
+        h = torch.relu(h) if isinstance(layer, torch.nn.ReLU) else torch.addmm(layer.bias[:, None], layer.weight, h)
+    return h

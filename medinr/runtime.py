@@ -1,0 +1,113 @@
+"""The process-wide thread policy: how many threads torch (and NumPy's BLAS) use, and how idle ones wait.
+
+Set once, before torch is imported (``medinr`` imports torch only when work starts, so the command line calls
+:func:`configure_threads` first; the napari plugin and a batch worker call it too):
+
+- **threads no more than the cores this process may use**: its CPU affinity (``os.sched_getaffinity``) and
+  its cgroup CPU quota (a container or a SLURM job given 2 of 64 cores gets 2 threads, not 64);
+- **passive waiting** (``OMP_WAIT_POLICY=PASSIVE``): an OpenMP thread that waits for the others sleeps instead of
+  spinning. With a spinning pool, one other busy process on a 2-core machine made torch's threads burn their
+  time waiting for the thread that lost its core (a 4x reconstruction went from 24 s to 293 s); a passive pool
+  loses about the share of the core that was taken;
+- **one thread per worker** where a batch runner runs several cases side by side (``configure_threads(1)``);
+- **an override**: ``MEDINR_THREADS=N`` in the environment.
+
+The wait policy is read by the OpenMP runtime when it starts (when torch is imported): set later, only the thread
+count takes effect. A user's own ``OMP_WAIT_POLICY`` is kept.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+
+from medinr.errors import MedinrError
+
+#: Environment variable that overrides the thread count of every medinr run in this process.
+ENV_THREADS = "MEDINR_THREADS"
+#: Thread pools sized from the environment when their library loads: OpenMP (torch), MKL, OpenBLAS (NumPy).
+POOL_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+_CGROUP = Path("/sys/fs/cgroup")
+
+
+def cgroup_cpu_limit(root: Path = _CGROUP) -> float | None:
+    """Cores allowed by this process's cgroup CPU quota (``cpu.max`` of cgroup v2 or ``cpu.cfs_quota_us`` /
+    ``cpu.cfs_period_us`` of v1); None when there is no quota or it cannot be read."""
+    try:
+        quota, _, period = (root / "cpu.max").read_text().strip().partition(" ")
+        if quota != "max":
+            return float(quota) / float(period or 100000)
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity, capped by its cgroup quota (rounded up), at least 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    quota = cgroup_cpu_limit()
+    if quota is not None:
+        cores = min(cores, math.ceil(quota - 1e-9))
+    return max(1, cores)
+
+
+def _positive(text: str, where: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise MedinrError(f"{where} must be a positive number of threads, got '{text}'")
+    return value
+
+
+def thread_count(requested: int | None = None) -> int:
+    """The threads a run uses: ``requested`` (a caller's choice, e.g. a batch worker's share), else
+    ``$MEDINR_THREADS``, else the user's ``$OMP_NUM_THREADS``, else :func:`usable_cores`.
+
+    Raises
+    ------
+    MedinrError
+        If ``requested`` or ``$MEDINR_THREADS`` is not a positive integer.
+    """
+    if requested is not None:
+        return _positive(str(requested), "the thread count")
+    if os.environ.get(ENV_THREADS, "").strip():
+        return _positive(os.environ[ENV_THREADS].strip(), ENV_THREADS)
+    user = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if user.isdigit() and int(user) > 0:
+        return int(user)
+    return usable_cores()
+
+
+def configure_threads(n: int | None = None) -> int:
+    """Apply the thread policy to this process and return its thread count (see the module notes).
+
+    Parameters
+    ----------
+    n : int, optional
+        Threads for this process (a batch runner: its share per worker); default :func:`thread_count`.
+
+    Sets ``OMP_WAIT_POLICY=PASSIVE`` unless the user chose a policy, and the pools' sizes
+    (:data:`POOL_VARIABLES`) for libraries not loaded yet; if torch is already loaded, its intra-op pool too.
+    """
+    threads = thread_count(n)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    for name in POOL_VARIABLES:
+        os.environ[name] = str(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "set_num_threads") and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
