@@ -29,7 +29,9 @@ DEFAULT_LAMBDAS = (1e-4, 3.16e-4, 1e-3, 3.16e-3, 1e-2)
 LAMBDA_STEP = 10**0.5
 MAX_WIDENING = 6
 #: Iterations per lambda of a held-out sweep (warm-started along lambda); the chosen lambda then runs the full
-#: count on every sample. Measured on the benchmark panel: the held-out choice is that of 100 cold iterations.
+#: count on every sample. Measured on seven 8x cases of bench/recon.py against 100 iterations per lambda: half
+#: the sweep's CPU time; the same lambda on five, a neighbouring one on two; held-out CS PSNR change median
+#: +0.01 dB, worst -0.37, best +0.43 (the final run starts from the sweep's solution).
 SWEEP_ITERATIONS = 30
 
 
