@@ -216,10 +216,11 @@ def _median(values: list[float]) -> float:
 
 def summary(records: list[dict]) -> list[str]:
     """Per group: the INR's gap to the best CS (lambda by the truth) and to the held-out CS, median and worst;
-    tissue PSNR/SSIM; CPU seconds of the INR against one CS run in the same process."""
+    tissue PSNR/SSIM; CPU seconds of the INR against one CS run in the same process (and against the held-out
+    L1-wavelet with its lambda sweep, what ``medinr reconstruct`` runs as its baseline)."""
     lines = ["", "| group | cases | median INR - best CS | worst INR - best CS | median INR - held-out CS "
              "| worst INR - held-out CS | median INR PSNR / SSIM | median best CS PSNR | median INR CPU s "
-             "| median CS CPU s | worst INR / CS time |", "|---" * 11 + "|"]
+             "| median CS CPU s | median CS + sweep CPU s | worst INR / CS time |", "|---" * 12 + "|"]
     groups: dict[str, list[dict]] = {"all": records}
     for r in records:
         groups.setdefault(r["group"], []).append(r)
@@ -231,6 +232,7 @@ def summary(records: list[dict]) -> list[str]:
             f"| {_median([r['psnr_tissue']['inr'] for r in rs]):.2f} / {_median([r['ssim_tissue']['inr'] for r in rs]):.3f} "
             f"| {_median([r['psnr_tissue']['inr'] - r['minus_best_cs']['inr'] for r in rs]):.2f} "
             f"| {_median([r['cpu_s']['inr'] for r in rs]):.1f} | {_median([r['cs_anchor_cpu_s'] for r in rs]):.1f} "
+            f"| {_median([r['cpu_s'].get('l1wavelet', float('nan')) for r in rs]):.1f} "
             f"| {ratio:.1f} |")
     return lines + _model_summary(groups)
 
