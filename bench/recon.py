@@ -229,7 +229,8 @@ def summary(records: list[dict]) -> list[str]:
         ratio = max(r["cpu_s"]["inr"] / max(r["cs_anchor_cpu_s"], 1e-9) for r in rs)
         lines.append(
             f"| {name} | {len(rs)} | {_median(best):+.2f} | {min(best):+.2f} | {_median(held):+.2f} | {min(held):+.2f} "
-            f"| {_median([r['psnr_tissue']['inr'] for r in rs]):.2f} / {_median([r['ssim_tissue']['inr'] for r in rs]):.3f} "
+            f"| {_median([r['psnr_tissue']['inr'] for r in rs]):.2f} "
+            f"/ {_median([r['ssim_tissue']['inr'] for r in rs]):.3f} "
             f"| {_median([r['psnr_tissue']['inr'] - r['minus_best_cs']['inr'] for r in rs]):.2f} "
             f"| {_median([r['cpu_s']['inr'] for r in rs]):.1f} | {_median([r['cs_anchor_cpu_s'] for r in rs]):.1f} "
             f"| {_median([r['cpu_s'].get('l1wavelet', float('nan')) for r in rs]):.1f} "
