@@ -290,7 +290,10 @@ def test_fast_residual_has_the_sense_residual_energy_on_every_readout(grid, kind
     assert data.fft_axes == ((1,) if kind == "random" else (0, 1))  # a line mask is constant along the readout
     slow = data.op(mask)(x) - data.kspace
     fast = data.residual(x) * data.weights(mask)
-    energy = lambda r: (r.abs() ** 2).sum(dim=(0, 1))  # per phase-encode line (whole readouts along axis 0)
+
+    def energy(r: torch.Tensor) -> torch.Tensor:  # per phase-encode line (whole readouts along axis 0)
+        return (r.abs() ** 2).sum(dim=(0, 1))
+
     assert torch.count_nonzero(energy(slow)) > 1
     np.testing.assert_allclose(energy(fast), energy(slow), rtol=1e-4, atol=1e-3)
     w = torch.from_numpy(noise.whitening())
