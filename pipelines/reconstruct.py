@@ -11,7 +11,7 @@ import argparse
 from medinr.apps import execute
 from medinr.apps.requests import Acquisition, ReconstructRequest
 from medinr.errors import MedinrError
-from medinr.mri.config import CS_METHODS, PRESETS, preset_config
+from medinr.mri.config import CS_METHODS, DENSITY_METHODS, PRESETS, TRAJECTORIES, preset_config
 from medinr.textsafe import terminal_safe
 from medinr.training.final import FINAL_STAGES
 from pipelines.common import (
@@ -28,23 +28,26 @@ from pipelines.common import (
 )
 
 HELP = (
-    "Reconstruct undersampled MRI with an INR: from an image (k-space is simulated) or measured k-space "
-    "(.npy [coils, ky, kx] or fastMRI .h5), against zero-filled and compressed sensing on the same mask."
+    "Reconstruct undersampled MRI with an INR: from an image (k-space is simulated on a Cartesian mask or along a "
+    "radial or spiral trajectory) or measured k-space (.npy [coils, ky, kx], fastMRI .h5, ISMRMRD .h5 Cartesian or "
+    "non-Cartesian, .npz [coils, readouts, samples] with its trajectory), against zero-filled (gridding) and "
+    "compressed sensing on the same samples."
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", help="image (NIfTI, SimpleITK formats, .npy) or k-space (.npy complex, .h5)")
+    parser.add_argument("input", help="image (NIfTI, SimpleITK formats, .npy) or k-space (.npy complex, fastMRI or "
+                        "ISMRMRD .h5, non-Cartesian .npz)")
     add_common_arguments(parser)
     acq = parser.add_argument_group("acquisition")
-    acq.add_argument("--accel", type=number(1), default=4.0, help="acceleration of the mask (default 4)")
+    acq.add_argument("--accel", type=number(1), default=None, help="acceleration of the mask (default 4)")
     acq.add_argument(
         "--mask",
         default=None,
         help="random, equispaced, poisson or a mask FILE (default: random for 2D, poisson for 3D; measured "
         "undersampled k-space keeps its own mask)",
     )
-    acq.add_argument("--center-fraction", type=fraction, default=0.08, help="fully sampled centre (default 0.08)")
+    acq.add_argument("--center-fraction", type=fraction, default=None, help="fully sampled centre (default 0.08)")
     acq.add_argument("--coils", type=number(1, 256, integer=True), default=8, help="simulated coils (default 8)")
     acq.add_argument(
         "--maps",
@@ -56,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     acq.add_argument("--no-phase", action="store_true", help="simulate without a smooth background phase")
     acq.add_argument("--slice", type=number(integer=True), default=None, help="slice index of a 3D input")
     acq.add_argument("--axis", type=axis_index, default=2, help="axis of --slice (default 2)")
+    _add_noncartesian_arguments(parser)
     _add_inr_arguments(parser)
     parser.add_argument(
         "--baselines",
@@ -63,6 +67,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma list of zf, cs (both CS methods), l1wavelet, tv (default zf,cs); the CS lambda is chosen "
         "on the same held-out k-space samples as the INR's settings, never on the ground truth",
     )
+
+
+def _add_noncartesian_arguments(parser: argparse.ArgumentParser) -> None:
+    nc = parser.add_argument_group("non-Cartesian (ISMRMRD and .npz files bring their own trajectory)")
+    nc.add_argument("--trajectory", choices=TRAJECTORIES, default=None,
+                    help="sample an image (or fully sampled Cartesian k-space) along golden-angle radial spokes or "
+                    "variable-density spiral interleaves instead of a Cartesian mask")
+    nc.add_argument("--spokes", "--interleaves", dest="readouts", type=number(1, 65536, integer=True), default=None,
+                    help="readouts of --trajectory (default 48 spokes, 16 interleaves)")
+    nc.add_argument("--density", choices=DENSITY_METHODS, default="voronoi",
+                    help="density compensation of the gridding and of the data term (default voronoi)")
+    nc.add_argument("--matrix", type=sizes(int, 4, 65536), default=None,
+                    help="image matrix of a .npz trajectory file, e.g. 256,256")
+    nc.add_argument("--fov", type=sizes(float, 1e-3, 1e6), default=None,
+                    help="field of view of a .npz trajectory file in mm, e.g. 220,220")
+
+
+def sizes(kind: type, low: float, high: float):
+    """An argparse ``type=`` for 2 or 3 comma-separated numbers in ``[low, high]`` (``--matrix``, ``--fov``)."""
+    one = number(low, high, integer=kind is int)
+
+    def parse(text: str) -> tuple:
+        parts = [t.strip() for t in text.split(",")]
+        if len(parts) not in (2, 3):
+            raise argparse.ArgumentTypeError(f"'{terminal_safe(text, limit=40)}' is not 2 or 3 comma-separated sizes")
+        return tuple(one(t) for t in parts)
+
+    parse.__name__ = "sizes"
+    return parse
 
 
 def _add_inr_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,8 +151,14 @@ def _inr(args: argparse.Namespace):
 
 def request(args: argparse.Namespace) -> ReconstructRequest:
     """The request of one case from its command line."""
-    acquisition = Acquisition(args.accel, args.mask, args.center_fraction, args.coils, args.maps, args.snr,
-                              not args.no_phase, args.slice, args.axis)
+    if args.trajectory is not None and (args.accel is not None or args.center_fraction is not None):
+        raise MedinrError("--accel and --center-fraction shape a Cartesian mask; with --trajectory the sampling is "
+                          "set by --spokes / --interleaves")
+    accel = args.accel if args.accel is not None else 4.0
+    centre = args.center_fraction if args.center_fraction is not None else 0.08
+    acquisition = Acquisition(accel, args.mask, centre, args.coils, args.maps, args.snr, not args.no_phase,
+                              args.slice, args.axis, args.trajectory, args.readouts, args.density, args.matrix,
+                              args.fov)
     return ReconstructRequest(seed=args.seed, device=args.device, progress=not args.quiet, input=args.input,
                               acquisition=acquisition, inr=_inr(args), preset=args.preset,
                               baselines=baselines(args.baselines), prior=args.prior)

@@ -35,8 +35,7 @@ def single_error_line(capsys) -> str:
 @pytest.mark.slow
 def test_fit_writes_checkpoint_image_metrics_and_png(tmp_path, small_image, capsys):
     out = tmp_path / "out"
-    rc = main(["fit", str(small_image), "--model", "siren", "--model-options", '{"hidden": 64, "layers": 3}',
-               "--steps", "300", "--lr", "1e-3", "--out", str(out), "--quiet"])
+    rc = main(["fit", str(small_image), "--steps", "200", "--out", str(out), "--quiet"])  # the default family
     assert rc == 0
     assert sorted(p.name for p in out.iterdir()) == [
         MANIFEST, "comparison.png", "fitted.nii.gz", "metrics.json", "model.inr"]
@@ -54,7 +53,7 @@ def test_fit_writes_checkpoint_image_metrics_and_png(tmp_path, small_image, caps
     rc = main(["info", str(out / "model.inr")])
     assert rc == 0
     text = capsys.readouterr().out
-    assert "siren" in text and "shape (64, 64)" in text
+    assert "mrgrid" in text and "shape (64, 64)" in text
 
     # a second run does not overwrite without --force
     rc = main(["fit", str(small_image), "--model", "siren", "--steps", "2", "--out", str(out), "--quiet"])

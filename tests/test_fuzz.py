@@ -66,7 +66,8 @@ def _numeric_options() -> list[tuple[str, str, argparse.Action]]:
 
 
 OPTIONS = _numeric_options()
-POSITIONALS = {"fit": ["img"], "reconstruct": ["img"], "register": ["a", "b"], "render": ["c.inr"], "info": ["c"]}
+POSITIONALS = {"fit": ["img"], "reconstruct": ["img"], "register": ["a", "b"], "render": ["c.inr"], "info": ["c"],
+               "batch": ["cases.csv"]}
 
 
 def test_no_numeric_option_takes_a_bare_float():

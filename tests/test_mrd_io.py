@@ -147,6 +147,9 @@ def test_npz_input_with_matrix_and_fov_from_the_caller(tmp_path):
     np.savez(tmp_path / "nan.npz", kspace=np.where(np.arange(64) == 3, np.nan, kspace), traj=traj)
     with pytest.raises(MedinrError, match="NaN"):
         load_npz(tmp_path / "nan.npz", (32, 32), (180.0, 180.0))
+    np.savez(tmp_path / "far.npz", kspace=kspace, traj=traj, matrix=[32, 32], fov_mm=[1e300, 180.0])
+    with pytest.raises(MedinrError, match="voxel size along axis 0"):
+        load_npz(tmp_path / "far.npz")
     np.savez(tmp_path / "bad.npz", kspace=kspace, traj=traj[..., :1])
     with pytest.raises(MedinrError, match="'traj' must be"):
         load_npz(tmp_path / "bad.npz", (32, 32), (180.0, 180.0))
@@ -225,15 +228,60 @@ def test_declared_sizes_over_the_budget_are_refused_before_reading_samples(tmp_p
         read_mrd(path)
 
 
-def test_cli_refuses_a_malformed_mrd_file_with_exit_2_and_writes_nothing(tmp_path, capsys):
+def _reaches_outside(tmp_path, case: str):
+    """A valid radial MRD file with something added that reads data from another file."""
+    import h5py
+
+    path, _, _ = _radial_file(tmp_path, name=f"{case.replace(' ', '_')}.h5")
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["x"] = np.zeros((4, 4), np.complex64)
+    with h5py.File(path, "a") as f:
+        if case == "external link":
+            f["dataset/waveforms"] = h5py.ExternalLink(str(other), "x")
+            return path, "is a link into another file"
+        if case == "virtual dataset":
+            layout = h5py.VirtualLayout(shape=(4, 4), dtype=np.complex64)
+            layout[:] = h5py.VirtualSource(str(other), "x", shape=(4, 4))
+            f.create_virtual_dataset("dataset/image_0", layout)
+            return path, "is a virtual dataset"
+        raw = tmp_path / "raw.bin"
+        raw.write_bytes(np.zeros(16, np.complex64).tobytes())
+        f.create_dataset("dataset/ext", shape=(4, 4), dtype=np.complex64, external=[(str(raw), 0, 128)])
+        return path, "keeps its data in external files"
+
+
+@pytest.mark.parametrize("case", ["external link", "virtual dataset", "external storage"])
+def test_mrd_files_that_reach_into_other_files_are_refused(tmp_path, case):
+    path, message = _reaches_outside(tmp_path, case)
+    with pytest.raises(MedinrError, match=message):
+        read_mrd(path)
+
+
+@pytest.mark.parametrize("fov, message", [((0.0, 200.0, 5.0), "voxel size along axis 0 is 0 mm"),
+                                          ((220.0, 1e12, 5.0), "voxel size along axis 1 is 1.56e\\+10 mm")])
+def test_mrd_header_field_of_view_is_checked(tmp_path, fov, message):
+    kspace = _cartesian_kspace().transpose(0, 2, 1)
+    path = write_mrd(tmp_path / "fov.h5", kspace, MATRIX, fov, steps=np.arange(64))
+    with pytest.raises(MedinrError, match=message):
+        read_mrd(path)
+
+
+CLI_REFUSED = ["no trajectory and no counters", "trajectory of the wrong dimension", "mismatched coil counts",
+               "NaN samples", "3D trajectory on a 2D encoding", "trajectory in radians"]
+
+
+@pytest.mark.parametrize("case", CLI_REFUSED + ["external link"])
+def test_cli_refuses_a_malformed_mrd_file_with_exit_2_and_writes_nothing(tmp_path, capsys, case):
     from pipelines.cli import main
 
-    path, message = _malformed(tmp_path, "mismatched coil counts")
+    path, message = _reaches_outside(tmp_path, case) if case == "external link" else _malformed(tmp_path, case)
+    before = sorted(p.name for p in tmp_path.iterdir())
     out = tmp_path / "out"
-    assert main(["reconstruct", str(path), "--out", str(out)]) == 2
-    assert not out.exists()
+    assert main(["reconstruct", str(path), "--out", str(out), "--quiet"]) == 2
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == before  # no staging folder left
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "different coil counts" in err[0]
+    assert len(err) == 1 and err[0].startswith("medinr: error:") and message in err[0], err
 
 
 def test_cli_reconstructs_a_cartesian_mrd_file_on_its_encoded_grid(tmp_path, capsys):

@@ -289,7 +289,7 @@ def test_fast_residual_has_the_sense_residual_energy_on_every_readout(grid, kind
     data = whiten_data(kspace, maps, mask, noise, whiten=True)
     assert data.fft_axes == ((1,) if kind == "random" else (0, 1))  # a line mask is constant along the readout
     slow = data.op(mask)(x) - data.kspace
-    fast = data.residual(x) * data.weights(mask)
+    fast = data.residual(x) * data.sample_weights(mask)
 
     def energy(r: torch.Tensor) -> torch.Tensor:  # per phase-encode line (whole readouts along axis 0)
         return (r.abs() ** 2).sum(dim=(0, 1))

@@ -168,8 +168,8 @@ def test_axial_render_of_a_fitted_volume_matches_the_training_volume():
     cgeom = Geometry(crop.shape, affine)
     options = dict(levels=4, log2_table_size=15, base_resolution=4, max_resolution=24, hidden=16, layers=1)
     fitted = fit_image(
-        crop, cgeom, "hashgrid", steps=100, lr=5e-3, batch_size=2048, progress=False, model_options=options
-    )
+        crop, cgeom, "hashgrid", steps=100, lr=5e-3, progress=False, model_options=options
+    )  # the default batch: every footprint point of this 24^3 crop each step
     ckpt = fitted
 
     k = 13

@@ -3,7 +3,11 @@ baselines on it, scored.
 
 The problem is built once (simulated from an image or read from k-space), with its noise estimate and its
 held-out split (:meth:`medinr.mri.problem.ReconProblem.prepared`); every method runs on it
-(:func:`medinr.mri.compare.run_methods`). The INR's loop is :func:`medinr.training.fit`, its validation the
+(:func:`medinr.mri.compare.run_methods`). Non-Cartesian acquisitions (a ``--trajectory`` simulated from an
+image or fully sampled Cartesian k-space, or ISMRMRD / ``.npz`` samples with their own trajectory) become a
+:class:`medinr.mri.noncart_problem.NonCartesianProblem` and run through
+:func:`medinr.mri.noncart_compare.run_noncart_methods`: gridding in place of zero filling, the trajectory drawn
+in place of the mask. The INR's loop is :func:`medinr.training.fit`, its validation the
 held-out readouts (:class:`medinr.training.HeldOutSamples`), its defaults :func:`medinr.models.tasks.
 task_defaults` and its settings :mod:`medinr.mri.config`; :func:`medinr.apps.writer.publish` writes the result.
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from medinr.apps.requests import ReconstructRequest
 from medinr.apps.result import AppResult, Figure, ImageOutput
@@ -21,7 +26,16 @@ from medinr.errors import MedinrError
 from medinr.io import load_image, take_slice
 from medinr.models.tasks import task_defaults
 from medinr.mri.compare import Comparison, run_methods
-from medinr.mri.kspace_io import is_kspace_file, load_kspace
+from medinr.mri.fft import ifftc
+from medinr.mri.kspace_io import MeasuredKspace, is_kspace_file, load_kspace
+from medinr.mri.noncart_compare import run_noncart_methods
+from medinr.mri.noncart_kspace import NonCartesianKspace
+from medinr.mri.noncart_problem import (
+    NonCartesianProblem,
+    noncart_problem_from_coil_images,
+    noncart_problem_from_image,
+    noncart_problem_from_measured,
+)
 from medinr.mri.problem import ReconProblem, problem_from_image, problem_from_kspace
 from medinr.mri.report import save_report
 from medinr.resources import check_budget
@@ -30,15 +44,17 @@ from medinr.training.timing import Timings
 from medinr.validation import check_image_size
 
 
-def load_problem(request: ReconstructRequest) -> ReconProblem:
+def load_problem(request: ReconstructRequest) -> ReconProblem | NonCartesianProblem:
     """The acquisition: measured k-space as it is (undersampled retrospectively when fully sampled), or k-space
-    simulated from an image."""
+    simulated from an image; along a trajectory when the file has one or ``--trajectory`` asks for one."""
     a, path = request.acquisition, Path(request.input)
     if not path.exists():
         raise MedinrError(f"file not found: {path}")
     if is_kspace_file(path):
-        measured = load_kspace(path, a.slice)
+        measured = load_kspace(path, a.slice, a.matrix, a.fov)
         check_image_size(measured.geometry.shape, request.input)
+        if isinstance(measured, NonCartesianKspace) or a.trajectory is not None:
+            return noncart_from_kspace(measured, request)
         return problem_from_kspace(measured, a.mask, a.accel, a.center_fraction, a.maps or "espirit", request.seed)
     image, geometry = load_image(path)
     if a.slice is not None:
@@ -46,9 +62,41 @@ def load_problem(request: ReconstructRequest) -> ReconProblem:
     check_image_size(geometry.shape, request.input)  # before simulating and fitting, not in SSIM at the end
     # k-space, maps, coil images, noise and the operator's buffers: ~8 complex64 arrays per coil
     check_budget(64 * a.coils * image.size, f"simulating {a.coils} coils on a {image.shape} grid")
+    if a.trajectory is not None:
+        _check_2d(geometry.shape, a.trajectory)
+        return noncart_problem_from_image(np.abs(image), geometry, a.trajectory, a.spokes, a.coils,
+                                          a.maps or "simulated", a.snr, a.phase, a.density, request.seed)
     mask = a.mask or ("random" if image.ndim == 2 else "poisson")
     return problem_from_image(np.abs(image), geometry, mask, a.accel, a.center_fraction, a.coils,
                               a.maps or "simulated", a.snr, a.phase, request.seed)
+
+
+def _check_2d(shape: tuple[int, ...], trajectory: str) -> None:
+    if len(shape) != 2:
+        raise MedinrError(f"a {trajectory} trajectory samples a 2D slice; the input is {len(shape)}D "
+                          f"{'x'.join(map(str, shape))}: give --slice")
+
+
+def noncart_from_kspace(measured: MeasuredKspace | NonCartesianKspace, request: ReconstructRequest
+                        ) -> NonCartesianProblem:
+    """Measured non-Cartesian samples with their own trajectory, or fully sampled Cartesian k-space sampled along
+    ``--trajectory`` (its coil images are the truth, as for retrospective Cartesian undersampling)."""
+    a = request.acquisition
+    if isinstance(measured, NonCartesianKspace):
+        if a.trajectory is not None:
+            raise MedinrError(f"{request.input} holds non-Cartesian samples with their own trajectory; --trajectory "
+                              "simulates one from an image or fully sampled Cartesian k-space")
+        return noncart_problem_from_measured(measured, a.maps or "espirit", a.density)
+    stored = measured.mask if measured.mask is not None else np.any(measured.kspace != 0, axis=0)
+    if not stored.all():
+        raise MedinrError(f"{request.input} holds undersampled Cartesian k-space; --trajectory {a.trajectory} "
+                          "resamples only fully sampled k-space")
+    _check_2d(measured.geometry.shape, a.trajectory)
+    if a.maps == "simulated":
+        raise MedinrError("--maps simulated needs an image input; measured k-space uses --maps espirit")
+    coil_images = ifftc(torch.from_numpy(measured.kspace), 2).numpy()
+    return noncart_problem_from_coil_images(coil_images, measured.geometry, a.trajectory, a.spokes, a.snr,
+                                            a.density, request.seed)
 
 
 def load_prior(request: ReconstructRequest, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -68,13 +116,27 @@ def _outputs(request: ReconstructRequest, comparison: Comparison, scores: dict |
              ) -> tuple[list[ImageOutput], Figure]:
     problem, images = comparison.problem, comparison.magnitudes()
     geometry = problem.geometry
+    noncartesian = isinstance(problem, NonCartesianProblem)
     out = [ImageOutput("recon.nii.gz", images["inr"], geometry)]
-    out += [ImageOutput(f"{name}.nii.gz", images[name], geometry) for name in request.methods[:-1]]
-    out.append(ImageOutput("mask.nii.gz", problem.mask.mask.astype(np.uint8), geometry, np.uint8))
+    out += [ImageOutput(f"{name}.nii.gz", images[name], geometry) for name in images if name != "inr"]
+    if not noncartesian:
+        out.append(ImageOutput("mask.nii.gz", problem.mask.mask.astype(np.uint8), geometry, np.uint8))
     figure = Figure("report.png", save_report, {
-        "images": images, "mask": problem.mask.mask, "reference": problem.reference,
-        "scores": scores, "inr_details": comparison.results["inr"].details})
+        "images": images, "mask": None if noncartesian else problem.mask.mask, "reference": problem.reference,
+        "scores": scores, "inr_details": comparison.results["inr"].details,
+        "trajectory": problem.traj if noncartesian else None})
     return out, figure
+
+
+def _compare(request: ReconstructRequest, problem: ReconProblem | NonCartesianProblem, device: torch.device,
+             prior: np.ndarray | None) -> Comparison:
+    if isinstance(problem, NonCartesianProblem):
+        if request.inr.data_consistency:
+            raise MedinrError("--data-consistency needs Cartesian k-space (non-Cartesian samples have no grid to "
+                              "be put back on)")
+        return run_noncart_methods(problem, request.inr, request.methods, request.seed, device, prior,
+                                   request.progress)
+    return run_methods(problem, request.inr, request.methods, request.seed, device, prior, request.progress)
 
 
 def run(request: ReconstructRequest) -> AppResult:
@@ -86,20 +148,25 @@ def run(request: ReconstructRequest) -> AppResult:
         problem = load_problem(request)
         task_defaults(request.inr.model, "reconstruction", problem.geometry.shape)  # an unknown family, before work
         prior = load_prior(request, problem.geometry.shape)
-    comparison = run_methods(problem, request.inr, request.methods, request.seed, device, prior, request.progress)
+    comparison = _compare(request, problem, device, prior)
     methods = comparison.timing()
     timings.record("baselines", {name: t for name, t in methods.items() if name != "inr"})
     timings.record("inr", methods["inr"])
     with timings.stage("evaluation"):
         record = {"settings": request.to_dict(), "device": str(device), **comparison.metrics()}
     problem = comparison.problem
-    comparison.inr.extra = {**comparison.inr.extra, "mask": problem.mask.to_dict()}
+    if isinstance(problem, NonCartesianProblem):
+        comparison.inr.extra = {**comparison.inr.extra, "sampling": record["sampling"]}
+    else:
+        comparison.inr.extra = {**comparison.inr.extra, "mask": problem.mask.to_dict()}
     images, figure = _outputs(request, comparison, record.get("methods"))
     return AppResult(images, {"recon.inr": comparison.inr}, record, timings.to_dict(), [figure],
                      summary(request, problem, record))
 
 
-def summary(request: ReconstructRequest, problem: ReconProblem, record: dict) -> str:
+def summary(request: ReconstructRequest, problem: ReconProblem | NonCartesianProblem, record: dict) -> str:
     scores = ", ".join(f"{n} {m['psnr_tissue']:.2f} dB" for n, m in record.get("methods", {}).items()) or (
         f"k-space relative error {record['kspace_relative_error']['inr']:.3g}")
+    if isinstance(problem, NonCartesianProblem):
+        return f"reconstructed {Path(request.input).name} from {problem.traj.shape[0]} readouts: {scores}"
     return f"reconstructed {Path(request.input).name} at {problem.mask.achieved_acceleration:.2f}x: {scores}"

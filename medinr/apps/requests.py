@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from medinr.errors import MedinrError
-from medinr.mri.config import CS_METHODS, InrReconConfig
+from medinr.mri.config import CS_METHODS, DENSITY_METHODS, TRAJECTORIES, InrReconConfig
 from medinr.registration.settings import RegistrationSettings
 
 MASK_KINDS = ("random", "equispaced", "poisson")
@@ -99,6 +99,12 @@ class Acquisition:
 
     ``mask`` None: 'random' for 2D images, 'poisson' for volumes; measured undersampled k-space keeps its own
     mask. ``maps`` None: 'simulated' for images, 'espirit' for k-space. ``snr`` in dB (None: no noise).
+
+    Non-Cartesian: ``trajectory`` ('radial': golden-angle spokes, 'spiral': variable-density interleaves)
+    samples an image or fully sampled Cartesian k-space along ``readouts`` spokes or interleaves (None: 48
+    spokes, 16 interleaves) instead of a mask; measured non-Cartesian k-space (ISMRMRD, ``.npz``) keeps its
+    own trajectory. ``density`` is the density compensation ('voronoi' or 'pipe'); ``matrix`` and ``fov`` (mm)
+    give the image grid of an ``.npz`` file.
     """
 
     accel: float = 4.0
@@ -110,6 +116,14 @@ class Acquisition:
     phase: bool = True
     slice: int | None = None
     axis: int = 2
+    trajectory: str | None = None
+    readouts: int | None = None
+    density: str = "voronoi"
+    matrix: tuple[int, ...] | None = None
+    fov: tuple[float, ...] | None = None
+
+    #: Spokes (radial) or interleaves (spiral) when ``readouts`` is None.
+    DEFAULT_READOUTS = {"radial": 48, "spiral": 16}
 
     def __post_init__(self) -> None:
         _require(math.isfinite(self.accel) and self.accel >= 1, f"the acceleration must be >= 1, got {self.accel}")
@@ -118,6 +132,30 @@ class Acquisition:
         _require(self.maps is None or self.maps in MAP_KINDS, f"unknown --maps '{self.maps}' ({', '.join(MAP_KINDS)})")
         _require(self.snr is None or math.isfinite(self.snr), "the SNR must be a finite number of dB")
         _require(self.axis in (0, 1, 2), f"the axis must be 0, 1 or 2, got {self.axis}")
+        self._check_non_cartesian()
+
+    def _check_non_cartesian(self) -> None:
+        _require(self.trajectory is None or self.trajectory in TRAJECTORIES,
+                 f"unknown --trajectory '{self.trajectory}' ({', '.join(TRAJECTORIES)})")
+        _require(self.density in DENSITY_METHODS, f"unknown --density '{self.density}' ({', '.join(DENSITY_METHODS)})")
+        _require(self.readouts is None or self.trajectory is not None,
+                 "--spokes / --interleaves set the readouts of a simulated --trajectory radial or spiral")
+        _require(self.readouts is None or 1 <= self.readouts <= 65536,
+                 f"the number of spokes or interleaves must be 1 to 65536, got {self.readouts}")
+        _require(self.trajectory is None or self.mask is None,
+                 "--mask undersamples Cartesian k-space; a --trajectory samples along its own readouts")
+        _require(self.matrix is None or (len(self.matrix) in (2, 3) and all(4 <= n <= 65536 for n in self.matrix)),
+                 f"--matrix needs 2 or 3 sizes of 4 to 65536 samples, got {self.matrix}")
+        _require(self.fov is None or (len(self.fov) in (2, 3) and all(math.isfinite(f) and 1e-3 <= f <= 1e6
+                                                                       for f in self.fov)),
+                 f"--fov needs 2 or 3 positive sizes in mm (0.001 to 1e6), got {self.fov}")
+
+    @property
+    def spokes(self) -> int | None:
+        """Readouts of the simulated trajectory (None: Cartesian)."""
+        if self.trajectory is None:
+            return None
+        return self.readouts if self.readouts is not None else self.DEFAULT_READOUTS[self.trajectory]
 
 
 @dataclass(frozen=True)
@@ -154,13 +192,22 @@ class ReconstructRequest(Request):
         unknown = [b for b in self.baselines if b not in CS_METHODS]
         _require(not unknown, f"unknown baseline '{unknown[0] if unknown else ''}' ({', '.join(CS_METHODS)})")
         self.inr.check()
+        a = self.acquisition
+        _require((a.matrix is None and a.fov is None) or self.input.lower().endswith(".npz"),
+                 "--matrix and --fov give the image grid of a non-Cartesian .npz file; other inputs carry their own")
+        _require(not (self.inr.data_consistency and a.trajectory is not None),
+                 "--data-consistency needs Cartesian k-space (non-Cartesian samples have no grid to be put back on)")
 
     @property
     def methods(self) -> tuple[str, ...]:
+        """Zero filling (gridding for non-Cartesian data), the CS baselines and the INR."""
         return ("zero_filled", *self.baselines, "inr")
 
     def outputs(self) -> list[str]:
-        names = ["recon.nii.gz", "zero_filled.nii.gz", "mask.nii.gz", "recon.inr", "metrics.json", "report.png"]
+        """Every file the run may write: Cartesian runs write ``zero_filled`` and ``mask``, non-Cartesian ones
+        ``gridding`` (and draw the trajectory in the report)."""
+        names = ["recon.nii.gz", "zero_filled.nii.gz", "gridding.nii.gz", "mask.nii.gz", "recon.inr", "metrics.json",
+                 "report.png"]
         return names + [f"{m}.nii.gz" for m in self.baselines]
 
 

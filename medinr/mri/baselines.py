@@ -223,10 +223,12 @@ def sweep_lambdas(
     criterion: str = "",
     max_widening: int = MAX_WIDENING,
 ) -> SweepResult:
-    """The widening lambda sweep of :func:`cs_sweep` for any reconstruction ``run(lamda) -> image``.
+    """THE widening lambda sweep, for any reconstruction ``run(lamda) -> image`` (input units, timed here).
 
-    Used by the non-Cartesian baselines (:mod:`medinr.mri.noncart_baselines`); ``run`` returns the image in
-    input units and is timed here; :func:`cs_sweep` delegates here with a warm start along lambda.
+    The lambdas are run in descending order (strong to weak: the order a warm-started continuation takes);
+    while the best ``score`` is at an end of the grid, the grid grows by :data:`LAMBDA_STEP` on that side, at
+    most ``max_widening`` times. :func:`cs_sweep` (Cartesian, warm-started along lambda) and
+    :func:`medinr.mri.noncart_baselines.cs_sweep_noncart` both run it.
     """
     result = SweepResult(method, criterion=criterion)
 

@@ -25,6 +25,9 @@ from medinr.training.final import FinalStage
 
 #: The compressed-sensing baselines (SigPy): L1-wavelet and total variation.
 CS_METHODS = ("l1wavelet", "tv")
+#: Non-Cartesian sampling simulated from an image (``--trajectory``), and density compensations (``--density``).
+TRAJECTORIES = ("radial", "spiral")
+DENSITY_METHODS = ("voronoi", "pipe")
 
 
 @dataclass

@@ -18,10 +18,11 @@ import torch
 
 from medinr.errors import MedinrError
 from medinr.mri.coils import espirit_maps, normalise_rss
+from medinr.mri.config import DENSITY_METHODS
 from medinr.mri.fft import fftc
 from medinr.mri.nufft import NufftOp, NufftSenseOp
 
-DCF_METHODS = ("voronoi", "pipe")
+DCF_METHODS = DENSITY_METHODS
 #: Widest calibration box (samples per axis) the coil maps are estimated from, as for Cartesian ESPIRiT.
 MAX_CALIBRATION = 24
 #: The fewest calibration samples per axis ESPIRiT can work with (see :func:`medinr.mri.coils.espirit_maps`).

@@ -45,12 +45,13 @@ def _is_noncartesian_npz(p: Path) -> bool:
             names = {n.removesuffix(".npy") for n in z.namelist()}
     except (zipfile.BadZipFile, OSError):
         return False
-    return {"kspace", "traj"} <= names
+    # medinr reads no image from an .npz: one without both arrays is k-space that load_npz refuses by name
+    return bool(names & {"kspace", "traj"})
 
 
 def is_kspace_file(path: str | os.PathLike) -> bool:
     """True for ``.h5`` files (fastMRI or ISMRMRD), complex ``.npy`` arrays of 3 or 4 dimensions (coil axis first)
-    and ``.npz`` files holding ``kspace`` and ``traj`` (non-Cartesian)."""
+    and ``.npz`` files holding ``kspace`` or ``traj`` (non-Cartesian; both are required when read)."""
     p = Path(path)
     if p.suffix.lower() in (".h5", ".hdf5", ".mrd"):
         return True

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from medinr.errors import MedinrError
+from medinr.filecheck import check_geometry, check_hdf5_dataset, check_hdf5_links
 from medinr.geometry import Geometry
 from medinr.mri.measured import MeasuredKspace
 from medinr.mri.noncart_kspace import NonCartesianKspace, diagonal_geometry, to_fov_units
@@ -105,8 +106,13 @@ def _read_table(path: Path, slice_index: int | None) -> tuple[dict[str, Any], np
     except Exception as exc:
         raise MedinrError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
     try:
+        check_hdf5_links(path, f)  # external links, virtual datasets, external storage: before anything is read
+        for name in ("xml", "data"):
+            if isinstance(f[group].get(name), h5py.Dataset):
+                check_hdf5_dataset(path, f[group][name], f"{group}/{name}")
         xml = f[group]["xml"][0]
         header = parse_header(xml, str(path))
+        _check_encoding(header, path)
         header["group"] = group
         if "data" not in f[group] or f[group]["data"].shape[0] == 0:
             raise MedinrError(f"{path} is an ISMRMRD file with no acquisitions")
@@ -121,6 +127,17 @@ def _read_table(path: Path, slice_index: int | None) -> tuple[dict[str, Any], np
         f.close()
         raise MedinrError(f"cannot read the acquisitions of {path}: {str(exc).splitlines()[0]}") from None
     return header, heads, _select(heads, header, slice_index, path), f
+
+
+def _check_encoding(header: dict[str, Any], path: Path) -> None:
+    """The encoded matrix and field of view of the header, before any size or geometry is derived from them."""
+    matrix, fov = header["matrix"], header["fov_mm"]
+    if min(matrix[:2]) < 3 or max(matrix) > 1 << 16:
+        raise MedinrError(f"{path}: the header's encoded matrix {'x'.join(map(str, matrix))} is not an image grid "
+                          "(at least 3 samples along x and y, at most 65536)")
+    ndim = 3 if matrix[2] > 1 else 2
+    affine = np.diag([*(np.float64(f) / n for f, n in zip(fov[:ndim], matrix[:ndim])), *([1.0] * (4 - ndim))])
+    check_geometry(f"{path} (encoded field of view {'x'.join(f'{f:g}' for f in fov[:ndim])} mm)", affine, ndim)
 
 
 def _select(heads: np.ndarray, header: dict[str, Any], slice_index: int | None, path: Path) -> np.ndarray:
@@ -198,14 +215,14 @@ def _read_arrays(table: Any, heads: np.ndarray, rows: np.ndarray, with_traj: boo
     return data, trajs
 
 
-def _affine_geometry(matrix: tuple[int, ...], fov_mm: tuple[float, ...], head: np.void) -> Geometry:
+def _affine_geometry(matrix: tuple[int, ...], fov_mm: tuple[float, ...], head: np.void, where: str) -> Geometry:
     """Scanner geometry from the first readout's orientation (LPS -> RAS), or axis-aligned when it has none.
 
     ISMRMRD's ``position`` is the centre of the encoded volume, which is voxel ``N // 2`` of every axis.
     """
     dirs = np.stack([np.asarray(head[k], np.float64) for k in ("read_dir", "phase_dir", "slice_dir")], axis=1)
     if not np.allclose(dirs.T @ dirs, np.eye(3), atol=1e-3):
-        return diagonal_geometry(matrix, fov_mm)
+        return diagonal_geometry(matrix, fov_mm, where)
     lps_to_ras = np.diag([-1.0, -1.0, 1.0])
     spacing = [f / n for f, n in zip(fov_mm, matrix)]
     if len(matrix) == 2:
@@ -214,7 +231,7 @@ def _affine_geometry(matrix: tuple[int, ...], fov_mm: tuple[float, ...], head: n
     affine[:3, :3] = lps_to_ras @ dirs * np.asarray(spacing)[None, :]
     centre_index = np.array([n // 2 for n in matrix] + ([0] if len(matrix) == 2 else []), np.float64)
     affine[:3, 3] = lps_to_ras @ np.asarray(head["position"], np.float64) - affine[:3, :3] @ centre_index
-    return Geometry(matrix, affine)
+    return Geometry(matrix, check_geometry(where, affine, len(matrix)))
 
 
 def read_mrd(path: str | os.PathLike, slice_index: int | None = None):
@@ -292,7 +309,7 @@ def _cartesian(p: Path, header: dict[str, Any], heads: np.ndarray, data: list, n
         acc[(slice(None), *where)] += d
         count[where] += 1
     kspace = (acc / np.maximum(count, 1)).astype(np.complex64)
-    geometry = _affine_geometry(grid, tuple(header["fov_mm"][: len(grid)]), heads[0])
+    geometry = _affine_geometry(grid, tuple(header["fov_mm"][: len(grid)]), heads[0], str(p))
     meta["repeated_lines_averaged"] = int(count.max())
     return MeasuredKspace(kspace, count > 0, geometry, str(p), noise=noise, noise_dwell_ratio=dwell, meta=meta)
 
@@ -329,6 +346,6 @@ def _non_cartesian(p: Path, header: dict[str, Any], heads: np.ndarray, sel: np.n
         traj = _stack_kz(traj, heads[sel], header, p)
         meta["stack_of_stars"] = True
     samples = np.stack(data, axis=1).astype(np.complex64)  # (C, R, S)
-    geometry = _affine_geometry(matrix, fov, heads[sel[0]])
+    geometry = _affine_geometry(matrix, fov, heads[sel[0]], str(p))
     return NonCartesianKspace(samples, traj.astype(np.float32), matrix, fov, geometry, noise, dwell, str(p), units,
                               meta)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from medinr.errors import MedinrError
+from medinr.filecheck import check_geometry
 from medinr.geometry import Geometry
 from medinr.resources import check_budget
 
@@ -131,13 +132,15 @@ def to_fov_units(traj: np.ndarray, matrix: tuple[int, ...], where: str) -> tuple
     )
 
 
-def diagonal_geometry(matrix: tuple[int, ...], fov_mm: tuple[float, ...]) -> Geometry:
-    """Axis-aligned voxels of ``fov_mm / matrix`` mm with the grid centre (index ``N // 2``) at the origin."""
+def diagonal_geometry(matrix: tuple[int, ...], fov_mm: tuple[float, ...], where: str = "the encoding") -> Geometry:
+    """Axis-aligned voxels of ``fov_mm / matrix`` mm with the grid centre (index ``N // 2``) at the origin
+    (voxel sizes checked: :func:`medinr.filecheck.check_geometry`)."""
     affine = np.eye(4)
-    for a, (n, f) in enumerate(zip(matrix, fov_mm)):
-        affine[a, a] = f / n
-        affine[a, 3] = -(f / n) * (n // 2)
-    return Geometry(matrix, affine)
+    with np.errstate(all="ignore"):
+        for a, (n, f) in enumerate(zip(matrix, fov_mm)):
+            affine[a, a] = f / n
+            affine[a, 3] = -(f / n) * (n // 2)
+    return Geometry(matrix, check_geometry(where, affine, len(matrix)))
 
 
 def _npz_sizes(path: Path) -> dict[str, int]:
@@ -194,6 +197,6 @@ def load_npz(path: str | os.PathLike, matrix: tuple[int, ...] | None = None,
     if noise is not None and (noise.ndim != 2 or noise.shape[0] != kspace.shape[0] or not np.iscomplexobj(noise)):
         raise MedinrError(f"{p}: 'noise' must be complex [coils, n] with the {kspace.shape[0]} coils of kspace")
     return NonCartesianKspace(
-        kspace.astype(np.complex64), traj, matrix, fov_mm, diagonal_geometry(matrix, fov_mm),
+        kspace.astype(np.complex64), traj, matrix, fov_mm, diagonal_geometry(matrix, fov_mm, str(p)),
         None if noise is None else noise.astype(np.complex64), 1.0, str(p), units, {"format": "npz"},
     )

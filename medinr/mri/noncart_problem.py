@@ -9,7 +9,7 @@ SigPy CS (:mod:`medinr.mri.noncart_baselines`) and the INR through :meth:`NonCar
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -18,14 +18,14 @@ import torch
 from medinr.errors import MedinrError
 from medinr.geometry import Geometry
 from medinr.mri.coils import birdcage_maps
+from medinr.mri.config import TRAJECTORIES
 from medinr.mri.gridding import density_compensation, gridding, noncartesian_maps
 from medinr.mri.noise import NoiseEstimate, estimate_noise_samples
 from medinr.mri.noncart_kspace import NonCartesianKspace
 from medinr.mri.nufft import NufftSenseOp
+from medinr.mri.readout_holdout import NonCartesianHeldOutError, ReadoutSplit
 from medinr.mri.simulate_noncart import simulate_noncartesian
 from medinr.mri.trajectories import golden_angle_radial, radius, variable_density_spiral
-
-TRAJECTORIES = ("radial", "spiral")
 
 
 @dataclass
@@ -43,6 +43,9 @@ class NonCartesianProblem:
     reference : float32 ``grid`` or None
     reference_kind : 'ground_truth', 'coil_rss' or 'none'
     settings : dict (for metrics.json)
+    split : ReadoutSplit or None
+        THE held-out split of whole readouts, drawn once (:meth:`prepared`): the INR's self-calibration and the
+        CS lambdas are chosen on it.
     """
 
     samples: np.ndarray
@@ -54,10 +57,24 @@ class NonCartesianProblem:
     reference: np.ndarray | None
     reference_kind: str
     settings: dict[str, Any] = field(default_factory=dict)
+    split: ReadoutSplit | None = None
 
     @property
     def grid(self) -> tuple[int, ...]:
         return tuple(self.maps.shape[1:])
+
+    def prepared(self, holdout_fraction: float, seed: int) -> "NonCartesianProblem":
+        """This problem with its held-out split of whole readouts (``holdout_fraction`` of them, from ``seed``)."""
+        split = self.split
+        if split is None or (split.fraction, split.seed) != (float(holdout_fraction), int(seed)):
+            split = ReadoutSplit.draw(self.traj, self.grid, holdout_fraction, seed)
+        return replace(self, split=split)
+
+    def validation(self) -> NonCartesianHeldOutError:
+        """The whitened error on the split's held-out readouts: what the CS lambdas are chosen by."""
+        if self.split is None:
+            raise MedinrError("the problem has no held-out split: call prepared() first")
+        return NonCartesianHeldOutError(self.samples, self.traj, self.maps, self.split.held, self.noise.whitening())
 
     def operator(self, device: str | torch.device = "cpu", whitened: bool = True) -> NufftSenseOp:
         """THE forward model of this problem (whitened maps ``W S`` by default: apply to whitened samples)."""
@@ -159,6 +176,6 @@ def noncart_problem_from_measured(measured: NonCartesianKspace, maps: str = "esp
     noise = measured.noise_estimate()
     recon_maps, noise = _maps_and_noise(measured.samples, measured.traj, measured.matrix, dcf, maps, None, noise)
     settings = {"source": f"measured k-space {measured.source}", "maps": maps, "density_compensation": density,
-                "noise": noise.to_dict(), "kspace": measured.describe()}
+                "noise": noise.to_dict(), "kspace": measured.describe(), "trajectory_units": measured.units}
     return NonCartesianProblem(measured.samples, measured.traj, dcf, recon_maps, measured.geometry, noise, None,
                                "none", settings)

@@ -15,6 +15,8 @@ SENSE model, so the INR's self-calibration and the CS lambda choice are judged a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,6 +73,31 @@ def describe_readout_split(traj: np.ndarray, grid: Sequence[int], held: np.ndarr
         "acquired_units": int(np.asarray(traj).shape[0]),
         "calibration_units": int(protected.sum()),
     }
+
+
+@dataclass
+class ReadoutSplit:
+    """THE split of one non-Cartesian problem, drawn once: every method fits ``fit`` and is chosen on ``held``
+    (bool ``(readouts,)``), as :class:`medinr.mri.holdout.KspaceSplit` for Cartesian data."""
+
+    fit: np.ndarray
+    held: np.ndarray
+    fraction: float
+    seed: int
+    summary: dict[str, Any]
+
+    @classmethod
+    def draw(cls, traj: np.ndarray, grid: Sequence[int], fraction: float, seed: int) -> "ReadoutSplit":
+        fit, held = holdout_readouts(traj, grid, fraction, seed)
+        return cls(fit, held, float(fraction), int(seed), describe_readout_split(traj, grid, held))
+
+    def samples(self, which: str, samples_per_readout: int) -> np.ndarray:
+        """The split as a bool mask over the samples ``(readouts, samples)``: ``which`` 'fit' or 'held'."""
+        units = self.fit if which == "fit" else self.held
+        return np.repeat(units[:, None], samples_per_readout, axis=1)
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.summary, "fraction": self.fraction, "seed": self.seed}
 
 
 class NonCartesianHeldOutError:

@@ -1,4 +1,5 @@
-"""The report figure of a reconstruction: reference, each method, error maps, the mask and the INR's self-calibration.
+"""The report figure of a reconstruction: reference, each method, error maps, the mask (or the non-Cartesian
+trajectory) and the INR's self-calibration.
 
 The last column plots the held-out validation error along the INR's regularisation path with the chosen step
 marked (and the TV weight on a second axis), so that every choice the method made can be seen.
@@ -46,13 +47,27 @@ def _plot_curve(ax: Any, details: dict[str, Any]) -> None:
                  f"{chosen['levels']} levels", fontsize=7)
 
 
+def _plot_trajectory(ax: Any, traj: np.ndarray) -> None:
+    """Every readout of a trajectory (1/FOV units) as a line in the k-space plane (the first two axes; the
+    first partition of a stack of stars), at most 200 of them."""
+    traj = np.asarray(traj)
+    if traj.shape[-1] == 3:
+        traj = traj[traj[:, 0, 2] == traj[0, 0, 2]]
+    step = max(1, traj.shape[0] // 200)
+    for readout in traj[::step]:
+        ax.plot(readout[:, 0], readout[:, 1], lw=0.4, color="black")
+    ax.set_aspect("equal")
+    ax.set_title(f"trajectory ({traj.shape[0]} readouts)", fontsize=8)
+
+
 def save_report(
     path: str | os.PathLike,
     images: dict[str, np.ndarray],
-    mask: np.ndarray,
+    mask: np.ndarray | None,
     reference: np.ndarray | None = None,
     scores: dict[str, dict[str, float]] | None = None,
     inr_details: dict[str, Any] | None = None,
+    trajectory: np.ndarray | None = None,
 ) -> None:
     """Write a PNG with one column per method (magnitude on top, |error| below when there is a reference).
 
@@ -60,17 +75,19 @@ def save_report(
     ----------
     path : path-like
     images : dict name -> magnitude image (input units)
-    mask : sampling mask (shown in the mask column)
+    mask : sampling mask (shown in the mask column), or None with a ``trajectory``
     reference : magnitude reference, optional
     scores : dict name -> image metrics (captions show the tissue PSNR), optional
     inr_details : the INR's ``extra`` (validation curve and choices), optional: adds the curve column
+    trajectory : ndarray ``(readouts, samples, d)`` in 1/FOV units, optional: drawn in place of the mask
     """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    columns = (["reference"] if reference is not None else []) + list(images) + ["mask"]
+    columns = (["reference"] if reference is not None else []) + list(images)
+    columns += ["trajectory"] if trajectory is not None else ["mask"]
     columns += ["curve"] if inr_details is not None else []
     rows = 2 if reference is not None else 1
     fig, axes = plt.subplots(rows, len(columns), figsize=(2.6 * len(columns), 2.8 * rows), squeeze=False)
@@ -79,6 +96,9 @@ def save_report(
         ax = axes[0, c]
         if name == "curve":
             _plot_curve(ax, inr_details or {})
+            continue
+        if name == "trajectory":
+            _plot_trajectory(ax, trajectory)
             continue
         if name == "mask":
             ax.imshow(_middle(mask.astype(float)).T, cmap="gray", origin="lower", interpolation="nearest")
@@ -91,7 +111,7 @@ def save_report(
             axes[1, c].imshow(err, cmap="magma", vmin=0, vmax=0.2 * vmax, origin="lower")
             axes[1, c].set_title(f"|error| {name}", fontsize=8)
     for c, ax in enumerate(axes.flat):
-        if columns[c % len(columns)] != "curve" or c >= len(columns):
+        if columns[c % len(columns)] not in ("curve", "trajectory") or c >= len(columns):
             ax.set_xticks([])
             ax.set_yticks([])
             ax.axis("off") if not ax.images else None
