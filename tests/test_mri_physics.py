@@ -271,3 +271,50 @@ def test_noise_estimate_and_whitening():
     # noise-free, band-limited data: a floor far below the signal instead of a failure
     floor = estimate_noise(signal * mask, mask)
     assert floor.samples == 0 and 0 < floor.sigma < 1e-2 * np.abs(signal).max()
+
+
+@pytest.mark.parametrize("grid, kind", [((24, 20), "random"), ((23, 19), "random"), ((24, 21), "poisson")])
+def test_fast_residual_has_the_sense_residual_energy_on_every_readout(grid, kind):
+    """The loss's residual (hybrid space along the fully sampled readout, centring folded into maps and data)
+    has, readout by readout, the energy of ``SenseOp(maps, mask) x - kspace``: the fit and the held-out score
+    see the same error as the operator the adjoint tests check."""
+    from medinr.mri.inr_recon import whiten_data
+    from medinr.mri.operators import coil_mix
+
+    maps = torch.from_numpy(birdcage_maps(grid, 3))
+    mask = torch.from_numpy(make_mask(grid, kind, 2.0, 0.2, seed=1).mask).bool()
+    noise = NoiseEstimate(np.diag([1.0, 2.0, 3.0]) + 0.2, 10, 1.0)
+    x = _rand_complex(*grid, seed=4).to(torch.complex64)
+    kspace = SenseOp(maps, mask)(_rand_complex(*grid, seed=6).to(torch.complex64))
+    data = whiten_data(kspace, maps, mask, noise, whiten=True)
+    assert data.fft_axes == ((1,) if kind == "random" else (0, 1))  # a line mask is constant along the readout
+    slow = data.op(mask)(x) - data.kspace
+    fast = data.residual(x) * data.sample_weights(mask)
+
+    def energy(r: torch.Tensor) -> torch.Tensor:  # per phase-encode line (whole readouts along axis 0)
+        return (r.abs() ** 2).sum(dim=(0, 1))
+
+    assert torch.count_nonzero(energy(slow)) > 1
+    np.testing.assert_allclose(energy(fast), energy(slow), rtol=1e-4, atol=1e-3)
+    w = torch.from_numpy(noise.whitening())
+    np.testing.assert_allclose(data.kspace, coil_mix(w, kspace * mask), rtol=1e-6, atol=1e-6)
+
+
+def test_cs_warm_start_is_used_and_converges_to_the_same_solution():
+    """A warm start from a solution at a neighbouring lambda changes the first iterate (SigPy takes ``x``)
+    and lands where a long cold run does; the start array is not modified."""
+    from medinr.mri.baselines import cs_reconstruct
+
+    grid = (32, 32)
+    maps = birdcage_maps(grid, 4)
+    mask = make_mask(grid, "random", 3.0, 0.15, seed=2).mask
+    truth = np.zeros(grid, np.complex64)
+    truth[8:24, 10:22] = 1.0
+    kspace = SenseOp(torch.from_numpy(maps), torch.from_numpy(mask))(torch.from_numpy(truth)).numpy()
+    long = cs_reconstruct(kspace, maps, mask, "l1wavelet", 1e-3, 300)
+    near = cs_reconstruct(kspace, maps, mask, "l1wavelet", 3e-3, 300)
+    start = near.copy()
+    warm = cs_reconstruct(kspace, maps, mask, "l1wavelet", 1e-3, 30, start)
+    cold = cs_reconstruct(kspace, maps, mask, "l1wavelet", 1e-3, 30)
+    np.testing.assert_array_equal(start, near)
+    assert np.linalg.norm(warm - long) < np.linalg.norm(cold - long)

@@ -186,9 +186,9 @@ def test_cs_sweep_widens_past_a_boundary_optimum():
 
     original = baselines.cs_reconstruct
 
-    def recording(k, m, s, method, lamda, max_iter=100):
+    def recording(k, m, s, method, lamda, max_iter=100, start=None):
         state["now"] = lamda
-        return original(k, m, s, method, lamda, max_iter=5)
+        return original(k, m, s, method, lamda, 5, start)
 
     baselines.cs_reconstruct = recording
     try:

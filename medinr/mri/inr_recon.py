@@ -52,11 +52,37 @@ def lattice_image(model: INR, shape: tuple[int, ...], active: int | None = None)
     return torch.complex(out[..., 0], out[..., 1])
 
 
+def shift_ramps(n: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """The centring of :func:`medinr.mri.fft.fftc` along an axis of ``n`` as two unit-modulus factors.
+
+    ``fftc(u) = out * fft(u * inp)`` (``inp[i] = exp(2 pi i i c / n)``, ``out[k] = exp(2 pi i c (k - c) / n)``,
+    ``c = n // 2``; +-1 for even ``n``): a loss that multiplies ``inp`` into its coil maps and ``conj(out)`` into
+    its data once needs no shifts per step, and ``|residual|`` is unchanged sample by sample.
+    """
+    c, idx = n // 2, torch.arange(n, dtype=torch.float64, device=device)
+    inp = torch.exp(2j * np.pi * idx * c / n)
+    out = torch.exp(2j * np.pi * c * (idx - c) / n)
+    return inp.to(torch.complex64), out.to(torch.complex64)
+
+
+def _along(vector: torch.Tensor, axis: int, ndim: int) -> torch.Tensor:
+    """``vector`` shaped to broadcast along spatial ``axis`` of a ``(C, *grid)`` tensor with ``ndim`` grid axes."""
+    return vector.reshape([-1 if a == axis else 1 for a in range(ndim)])
+
+
 @dataclass
 class WhitenedData:
     """The scan in the units the fit works in: whitened k-space (unit noise) and whitened maps for the image
     normalised to a robust maximum of 1 (``image = scale * x``); ``weights``, when given, weigh the samples of
-    the data term (density compensation of non-Cartesian samples, :mod:`medinr.mri.noncart_inr`)."""
+    the data term (density compensation of non-Cartesian samples, :mod:`medinr.mri.noncart_inr`).
+
+    Cartesian data prepared by :meth:`prepare` (as :func:`whiten_data` does) are not fitted through
+    ``SenseOp(maps, mask)`` as written: along the axes the mask is constant on (the readout of a line mask) the
+    data are taken to image space once (a hybrid space), and the centring of the remaining FFTs is folded into
+    the maps and the data (:func:`shift_ramps`). :meth:`residual` is then one un-shifted FFT over the
+    undersampled axes; its energy on any set of whole readouts equals that of ``SenseOp(maps, mask)(x) -
+    kspace`` (tested), at about 0.6x the CPU time per step. Unprepared data (non-Cartesian) use :meth:`op`.
+    """
 
     kspace: torch.Tensor
     maps: torch.Tensor
@@ -64,9 +90,47 @@ class WhitenedData:
     noise: NoiseEstimate
     whitened: bool
     weights: torch.Tensor | None = None
+    fft_axes: tuple[int, ...] = ()
+    fast_maps: torch.Tensor | None = None
+    fast_target: torch.Tensor | None = None
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        return tuple(self.maps.shape[1:])
 
     def op(self, mask: torch.Tensor) -> SenseOp:
         return SenseOp(self.maps, mask)
+
+    def prepare(self, mask: torch.Tensor) -> "WhitenedData":
+        """Set up :meth:`residual` for samples within ``mask`` (hybrid along the axes ``mask`` is constant on)."""
+        ndim = len(self.grid)
+        constant = [a for a in range(ndim) if bool((mask == mask.narrow(a, 0, 1)).all())]
+        self.fft_axes = tuple(a for a in range(ndim) if a not in constant)
+        target, maps = self.kspace, self.maps
+        if constant:
+            target = torch.fft.fftshift(torch.fft.ifftn(torch.fft.ifftshift(target, dim=[a + 1 for a in constant]),
+                                                        dim=[a + 1 for a in constant], norm="ortho"),
+                                        dim=[a + 1 for a in constant])
+        for a in self.fft_axes:
+            inp, out = shift_ramps(self.grid[a], maps.device)
+            maps, target = maps * _along(inp, a, ndim), target * _along(out.conj(), a, ndim)
+        self.fast_maps, self.fast_target = maps.contiguous(), target.contiguous()
+        return self
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """Whitened prediction minus data ``(C, *grid)`` of image ``x``, in the fit's domain (see the class):
+        sample positions as in k-space, hybrid along the fully sampled axes; unprepared: ``op(x) - kspace``."""
+        if self.fast_maps is None:  # non-Cartesian: the operator ignores the mask, the weights select
+            return self.op(torch.ones(self.kspace.shape[1:], device=x.device)).coil_kspace(x) - self.kspace
+        u = self.fast_maps * x
+        if self.fft_axes:
+            u = torch.fft.fftn(u, dim=[a + 1 for a in self.fft_axes], norm="ortho")
+        return u - self.fast_target
+
+    def sample_weights(self, mask: torch.Tensor) -> torch.Tensor:
+        """The per-sample weights of the data term on the samples ``mask``, in the fit's domain."""
+        out = mask.to(self.maps.real.dtype)
+        return out if self.weights is None else out * self.weights
 
 
 def whiten_data(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor, noise: NoiseEstimate,
@@ -78,37 +142,56 @@ def whiten_data(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor, no
         w = torch.from_numpy(noise.whitening()).to(kspace.device)
     else:
         w = torch.eye(kspace.shape[0], dtype=torch.complex64, device=kspace.device) / noise.sigma
-    return WhitenedData(coil_mix(w, kspace * mask), coil_mix(w, maps) * scale, scale, noise, whiten)
+    data = WhitenedData(coil_mix(w, kspace * mask), coil_mix(w, maps) * scale, scale, noise, whiten)
+    return data.prepare(mask)
+
+
+def data_term(residual: torch.Tensor, weights: torch.Tensor, voxels: float) -> torch.Tensor:
+    """Weighted residual energy per voxel: ``sum(w |r|^2) / voxels`` (whitened: about the sample count per voxel
+    at the noise floor)."""
+    return torch.sum((residual.real**2 + residual.imag**2) * weights) / voxels
+
+
+def prior_term(x: torch.Tensor, tv: float, wavelet: float) -> torch.Tensor | float:
+    """The image priors at weights ``tv`` and ``wavelet`` (a zero weight costs nothing)."""
+    out: torch.Tensor | float = 0.0
+    if tv > 0:
+        out = out + tv * total_variation(x)
+    if wavelet > 0:
+        out = out + wavelet * wavelet_l1(x)
+    return out
 
 
 class PathObjective:
     """The loss of one step of the path on the samples ``mask``: whitened residual energy per voxel plus the
-    path's TV and wavelet weights at that step; the residual goes to the validator (``(loss, residual)``)."""
+    path's TV and wavelet weights at that step; the residual goes to the validator (``(loss, residual)``).
 
-    def __init__(self, model: INR, data: WhitenedData, mask: torch.Tensor, config: InrReconConfig) -> None:
-        self.model, self.data, self.path = model, data, config.path
-        self.grid = tuple(data.maps.shape[1:])
-        self.op, self.weights = data.op(mask), mask.to(data.maps.real.dtype)
-        if data.weights is not None:
-            self.weights = self.weights * data.weights
+    ``data`` is a :class:`WhitenedData` (Cartesian, prepared) or a subclass with its own operator
+    (non-Cartesian). ``hold`` freezes the weights and the capacity from that step on (a fine-tune keeps the
+    chosen weights)."""
+
+    def __init__(self, model: INR, data: WhitenedData, mask: torch.Tensor, config: InrReconConfig,
+                 hold: int | None = None) -> None:
+        self.model, self.data, self.path, self.hold = model, data, config.path, hold
+        self.grid = tuple(data.grid)
+        self.weights = data.sample_weights(mask)
         self.voxels = float(np.prod(self.grid))
 
+    def _at(self, step: int) -> int:
+        return step if self.hold is None else min(step, self.hold)
+
     def image(self, step: int) -> torch.Tensor:
-        return lattice_image(self.model, self.grid, self.path.active_levels(step, self.model.capacity_levels))
+        return lattice_image(self.model, self.grid, self.path.active_levels(self._at(step), self.model.capacity_levels))
 
     def residual(self, step: int) -> torch.Tensor:
-        return self.op.coil_kspace(self.image(step)) - self.data.kspace
+        return self.data.residual(self.image(step))
 
     def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.image(step)
-        resid = self.op.coil_kspace(x) - self.data.kspace
-        loss = torch.sum((resid.real**2 + resid.imag**2) * self.weights) / self.voxels
-        loss = loss + self.path.tv(step) * total_variation(x) + _wavelet_term(self.path.wavelet(step), x)
+        resid = self.data.residual(x)
+        at = self._at(step)
+        loss = data_term(resid, self.weights, self.voxels) + prior_term(x, self.path.tv(at), self.path.wavelet(at))
         return loss, resid.detach()
-
-
-def _wavelet_term(weight: float, x: torch.Tensor) -> torch.Tensor | float:
-    return weight * wavelet_l1(x) if weight > 0 else 0.0
 
 
 def fit_prior(model: INR, prior: torch.Tensor, coords: torch.Tensor, steps: int, lr: float,
@@ -142,7 +225,10 @@ def self_calibrate(start: INR, data: WhitenedData, mask: torch.Tensor, held: tor
     schedule = Schedule(config.schedule, length=path.max_steps)
 
     def objective_for(model: INR, stage: str) -> PathObjective:
-        return PathObjective(model, data, mask & ~held if stage == "walk" else mask, config)
+        if stage == "walk":
+            return PathObjective(model, data, mask & ~held, config)
+        # a fine-tune keeps the weights the held-out samples chose; a refit walks the path up to that point
+        return PathObjective(model, data, mask, config, hold=selection.best_step if stage == "finetune" else None)
 
     def residual(model: INR, step: int) -> torch.Tensor:  # a state no step's forward pass scored (the last)
         return objective_for(model, "walk").residual(step)

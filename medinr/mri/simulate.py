@@ -53,6 +53,7 @@ def simulate_acquisition(
     snr_db: float | None = None,
     phase: bool = True,
     seed: int = 0,
+    noise_std: float | None = None,
 ) -> Acquisition:
     """Simulate undersampled multi-coil k-space of ``image``.
 
@@ -68,6 +69,10 @@ def simulate_acquisition(
     phase : bool
         Multiply a smooth random background phase into the image first.
     seed : int
+    noise_std : float, optional
+        Complex Gaussian noise of this standard deviation per complex sample, in the image's units (with the
+        orthonormal FFT it is also each coil image's noise level): ``0.01 * image.max()`` is "1 % noise".
+        Overrides ``snr_db``.
 
     Returns
     -------
@@ -80,8 +85,8 @@ def simulate_acquisition(
     sense = SenseOp(torch.from_numpy(np.asarray(maps, np.complex128)), torch.ones(truth.shape, dtype=torch.float64))
     full = sense.coil_kspace(torch.from_numpy(truth)).numpy()  # the one SENSE model, unmasked
     sigma = 0.0
-    if snr_db is not None:
-        sigma = noise_sigma(full, snr_db)
+    if snr_db is not None or noise_std is not None:
+        sigma = float(noise_std) if noise_std is not None else noise_sigma(full, snr_db)
         full = full + sigma / np.sqrt(2) * (rng.standard_normal(full.shape) + 1j * rng.standard_normal(full.shape))
     kspace = (full * mask).astype(np.complex64)
     return Acquisition(kspace=kspace, image=truth.astype(np.complex64), noise_sigma=sigma)
