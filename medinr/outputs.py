@@ -281,6 +281,13 @@ def _published_files(folder: Path) -> set[str]:
     return owned
 
 
+def recorded_files(folder: str | os.PathLike) -> set[str]:
+    """The plain file names the manifest of ``folder`` records, whether or not they are still there."""
+    data = _read_manifest(Path(folder))
+    records = data.get("entries") if data else None
+    return {n for n in records if _is_plain_name(n)} if isinstance(records, dict) else set()
+
+
 def published_files(folder: str | os.PathLike) -> set[str]:
     """The files a medinr run published in ``folder`` that are still as it wrote them (size and modification time
     as its manifest records); empty for a folder without a manifest. ``medinr batch --resume`` asks this."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from medinr.batch.status import STATUS_FILE
 from medinr.errors import MedinrError
-from medinr.outputs import MANIFEST, published_files, reclaim_leftovers
+from medinr.outputs import MANIFEST, published_files, reclaim_leftovers, recorded_files
 from medinr.textsafe import terminal_safe
 
 LOCK_FILE = ".medinr-batch.lock"
@@ -73,14 +73,16 @@ def locked(target: Path) -> Iterator[Path]:
 
 
 def case_state(folder: Path, expected: tuple[str, ...]) -> str:
-    """'absent' (no folder), 'complete' (every expected file published and unchanged), 'partial' (a medinr
-    output folder missing some) or 'foreign' (anything else in its place)."""
+    """'absent' (no folder), 'complete' (every file the run published still there and unchanged, ``expected``
+    naming what a run of the case may write), 'partial' (a medinr output folder missing some) or 'foreign'
+    (anything else in its place). A run writes a subset of ``expected`` (a Cartesian reconstruction no
+    gridding image), so completeness is judged by what it recorded."""
     if not os.path.lexists(folder):
         return "absent"
     if not folder.is_dir() or folder.is_symlink():
         return "foreign"
     published = published_files(folder)
-    if published and set(expected) <= published:
+    if published and published == recorded_files(folder) and published & set(expected):
         return "complete"
     return "partial" if published or (folder / MANIFEST).is_file() else "foreign"
 
