@@ -26,6 +26,7 @@ INR and CS CPU seconds), then per group the median and the worst case. ``CS s`` 
     python bench/recon.py --quick          # 5 cases of 8x, L1-wavelet only: a few minutes
     python bench/recon.py --cases 'gre'    # the cases whose name matches a regular expression
     python bench/recon.py --groups '8x'    # the cases of the groups whose name matches
+    python bench/recon.py --panel radial [--quick]   # the non-Cartesian panel (bench/recon_radial.py)
 """
 
 from __future__ import annotations
@@ -296,4 +297,11 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 2 and sys.argv[1:3] == ["--panel", "radial"]:
+        # the non-Cartesian panel has its own cases and options: bench/recon_radial.py
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import recon_radial
+
+        recon_radial.main(sys.argv[3:])
+    else:
+        main()
