@@ -73,8 +73,7 @@ PROBE = Probe()
 def make_app() -> Any:
     """The QApplication, with :data:`PROBE` timing every event (call before napari makes one)."""
     from qtpy.QtCore import QEvent
-    from qtpy.QtGui import QWindow
-    from qtpy.QtWidgets import QApplication, QWidget
+    from qtpy.QtWidgets import QApplication
 
     main = threading.get_ident()
 
@@ -94,8 +93,7 @@ def make_app() -> Any:
                 PROBE.busy.append((start, end))
                 if end - start > 0.03:
                     PROBE.long.append((start, end, type(receiver).__name__, str(kind)))
-                window = isinstance(receiver, QWindow) or (isinstance(receiver, QWidget) and receiver.isWindow())
-                if kind == QEvent.Type.UpdateRequest and window:  # a repaint of a whole window
+                if kind == QEvent.Type.UpdateRequest and _is_window(receiver):  # a repaint of a whole window
                     PROBE.paints.append((start, end))
 
     app = QApplication.instance() or TimedApplication([])
@@ -105,6 +103,17 @@ def make_app() -> Any:
 
 
 _APP: list[Any] = []
+
+
+def _is_window(receiver: Any) -> bool:
+    """Whether ``receiver`` is a top-level window (False for a widget deleted while its event was delivered)."""
+    from qtpy.QtGui import QWindow
+    from qtpy.QtWidgets import QWidget
+
+    try:
+        return isinstance(receiver, QWindow) or (isinstance(receiver, QWidget) and receiver.isWindow())
+    except RuntimeError:  # "wrapped C/C++ object ... has been deleted"
+        return False
 
 
 def _overlap(intervals: list[tuple[float, float]], t0: float, t1: float) -> float:
