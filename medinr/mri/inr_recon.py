@@ -323,6 +323,13 @@ def inr_reconstruct(
     if problem.noise is None or problem.split is None:
         problem = problem.prepared(config.holdout_fraction if config.holdout_fraction > 0 else 0.1, seed)
     model, data, info, history = _fit(problem, config, prior, seed, progress, torch.device(device))
+    return reconstruction_image(model, data, problem, config, info, history)
+
+
+def reconstruction_image(model: INR, data: WhitenedData, problem: Any, config: InrReconConfig,
+                         info: dict[str, Any], history: TrainResult) -> ContinuousImage:
+    """The fitted model as a complex :class:`ContinuousImage` with the record of its fit (settings, noise estimate,
+    split, choices): what both the Cartesian and the non-Cartesian reconstruction return."""
     model.eval()
     extra: dict[str, Any] = {
         "pipeline": "reconstruct",

@@ -17,16 +17,15 @@ of step is not tied to the weighting.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
 
-from medinr.continuous import ContinuousImage, OutputMeaning
+from medinr.continuous import ContinuousImage
 from medinr.errors import MedinrError
 from medinr.mri.baselines import zero_filled_scale
 from medinr.mri.config import InrReconConfig
-from medinr.mri.inr_recon import WhitenedData, fit_whitened
+from medinr.mri.inr_recon import WhitenedData, fit_whitened, reconstruction_image
 from medinr.mri.noncart_problem import NonCartesianProblem
 from medinr.mri.nufft import NufftSenseOp
 from medinr.mri.operators import coil_mix
@@ -97,16 +96,7 @@ def noncart_inr_reconstruct(
     mask = torch.ones(problem.samples.shape[1:], dtype=torch.bool, device=device)
     held = torch.from_numpy(problem.split.samples("held", per_readout)).to(device)
     model, info, history = fit_whitened(data, mask, held, problem.geometry, config, prior, seed, progress, device)
-    model.eval()
-    extra: dict[str, Any] = {
-        "pipeline": "reconstruct",
-        "inr": config.to_dict(),
-        "noise": {**data.noise.to_dict(), "whitened": data.whitened},
-        "split": problem.split.describe(),
-        **info,
-    }
-    output = OutputMeaning("complex", scale=data.scale)
-    return ContinuousImage(model, problem.geometry, output, "network", extra=extra, history=history)
+    return reconstruction_image(model, data, problem, config, info, history)
 
 
 @torch.no_grad()
