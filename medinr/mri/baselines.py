@@ -81,10 +81,16 @@ def cs_reconstruct(
     options = {"weights": weights, "max_iter": max_iter, "show_pbar": False}
     if start is not None:
         options["x"] = np.array(start, dtype=np.complex64)  # a copy: SigPy updates its iterate in place
+    return run_sigpy_app(app, method, ksp, mps, lamda, options)
+
+
+def run_sigpy_app(app: Any, method: str, kspace: np.ndarray, maps: np.ndarray, lamda: float,
+                  options: dict[str, Any]) -> np.ndarray:
+    """Run SigPy's L1-wavelet or TV app (``app``: ``sigpy.mri.app``) with ``options`` (weights, coord, x, ...)."""
     if method == "l1wavelet":
-        solver = app.L1WaveletRecon(ksp, mps, lamda, **options)
+        solver = app.L1WaveletRecon(kspace, maps, lamda, **options)
     elif method == "tv":
-        solver = app.TotalVariationRecon(ksp, mps, lamda, **options)
+        solver = app.TotalVariationRecon(kspace, maps, lamda, **options)
     else:
         raise MedinrError(f"unknown CS method '{method}' ({', '.join(CS_METHODS)})")
     return np.asarray(solver.run()).astype(np.complex64)

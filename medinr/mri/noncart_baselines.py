@@ -19,9 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from medinr.errors import MedinrError
 from medinr.mri.baselines import (
-    CS_METHODS,
     DEFAULT_LAMBDAS,
     MAX_WIDENING,
     SweepResult,
@@ -56,19 +54,12 @@ def cs_reconstruct_noncart(samples: np.ndarray, traj: np.ndarray, maps: np.ndarr
     -------
     complex64 ndarray ``grid``
     """
-    from medinr.mri.baselines import _sigpy_app
+    from medinr.mri.baselines import _sigpy_app, run_sigpy_app
 
-    app = _sigpy_app()
     kwargs = {"weights": None if dcf is None else np.asarray(dcf, np.float32),
               "coord": np.asarray(traj, np.float32), "max_iter": max_iter, "show_pbar": False}
     y, mps = np.asarray(samples, np.complex64), np.asarray(maps, np.complex64)
-    if method == "l1wavelet":
-        solver = app.L1WaveletRecon(y, mps, lamda, **kwargs)
-    elif method == "tv":
-        solver = app.TotalVariationRecon(y, mps, lamda, **kwargs)
-    else:
-        raise MedinrError(f"unknown CS method '{method}' ({', '.join(CS_METHODS)})")
-    return np.asarray(solver.run()).astype(np.complex64)
+    return run_sigpy_app(_sigpy_app(), method, y, mps, lamda, kwargs)
 
 
 def cs_sweep_noncart(samples: np.ndarray, traj: np.ndarray, maps: np.ndarray, method: str,
