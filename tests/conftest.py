@@ -9,9 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from medinr.runtime import configure_allocator
+
 # Tests run on 2 cores; more threads than cores only slows small tensors down.
 if "OMP_NUM_THREADS" not in os.environ:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+# The allocator policy the command line sets (freed tensor memory kept for reuse).
+configure_allocator()
 
 # Under Xvfb, Mesa's llvmpipe crashed (SIGSEGV in glDrawArrays) in about one run in four of the napari 3D -> 2D
 # round trip, taking the whole suite with it; softpipe ran it 10 times out of 10 (the napari tests take about

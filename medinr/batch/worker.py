@@ -82,11 +82,13 @@ class CaseTask:
 
 
 def configure_threads(n: int) -> None:
-    """Torch's intra-op threads for one case (Dask's nanny already sets OMP/MKL/OpenBLAS pools to 1).
-
-    The one place a case's threads are set: to point at the process-wide thread policy once medinr has one.
-    """
+    """Torch's intra-op threads for one case (Dask's nanny already sets OMP/MKL/OpenBLAS pools to 1), and the
+    allocator policy of :mod:`medinr.runtime` in the worker process."""
     import torch
+
+    from medinr.runtime import configure_allocator
+
+    configure_allocator()
 
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
