@@ -63,9 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_inr_arguments(parser)
     parser.add_argument(
         "--baselines",
-        default="zf,cs",
-        help="comma list of zf, cs (both CS methods), l1wavelet, tv (default zf,cs); the CS lambda is chosen "
-        "on the same held-out k-space samples as the INR's settings, never on the ground truth",
+        default="zf,l1wavelet",
+        help="comma list of zf, cs (both CS methods), l1wavelet, tv (default zf,l1wavelet; cs adds TV and its "
+        "lambda sweep); the CS lambda is chosen on the same held-out k-space samples as the INR's settings, never "
+        "on the ground truth",
     )
 
 

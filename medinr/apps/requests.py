@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from medinr.errors import MedinrError
-from medinr.mri.config import CS_METHODS, DENSITY_METHODS, TRAJECTORIES, InrReconConfig
+from medinr.mri.config import CS_METHODS, DEFAULT_BASELINES, DENSITY_METHODS, TRAJECTORIES, InrReconConfig
 from medinr.registration.settings import RegistrationSettings
 
 MASK_KINDS = ("random", "equispaced", "poisson")
@@ -172,7 +172,8 @@ class ReconstructRequest(Request):
     preset : str
         The preset's name (recorded).
     baselines : tuple of str
-        CS methods run beside zero filling (:data:`medinr.mri.config.CS_METHODS`).
+        CS methods run beside zero filling (of :data:`medinr.mri.config.CS_METHODS`; default
+        :data:`~medinr.mri.config.DEFAULT_BASELINES`).
     prior : str or None
         A prior image of the same anatomy and grid (NeRP).
     """
@@ -181,7 +182,7 @@ class ReconstructRequest(Request):
     acquisition: Acquisition = field(default_factory=Acquisition)
     inr: InrReconConfig = field(default_factory=InrReconConfig)
     preset: str = "default"
-    baselines: tuple[str, ...] = CS_METHODS
+    baselines: tuple[str, ...] = DEFAULT_BASELINES
     prior: str | None = None
 
     app = "medinr.apps.reconstruct"
