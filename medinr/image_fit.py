@@ -38,6 +38,7 @@ from medinr.voxels import (
     footprint_mean,
     footprint_offsets,
     lattice_curvature,
+    lattice_footprint_means,
     lattice_tv,
     lattice_voxel_means,
     psnr_from_mse,
@@ -190,10 +191,13 @@ def fitted_voxels(fitted: ContinuousImage) -> np.ndarray:
     points = int(fitted.extra.get("fit", {}).get("footprint", 1))
     if points == 1 or fitted.geometry is None:
         return fitted.on_grid()
-    geometry = fitted.geometry
-    coords = geometry.network_grid(device=fitted.model.device).reshape(-1, geometry.ndim)
-    offsets = footprint_offsets(tuple(geometry.shape), points).to(coords.device)
-    raw = evaluate_footprint(fitted.model, coords, offsets)
+    geometry, model = fitted.geometry, fitted.model
+    if model.separable and not model.lattice_bound:
+        raw = lattice_footprint_means(model, tuple(geometry.shape), points).reshape(-1, model.out_features)
+    else:
+        coords = geometry.network_grid(device=model.device).reshape(-1, geometry.ndim)
+        offsets = footprint_offsets(tuple(geometry.shape), points).to(coords.device)
+        raw = evaluate_footprint(model, coords, offsets)
     return fitted.to_output_units(raw).float().cpu().numpy().reshape(*geometry.shape, -1)
 
 

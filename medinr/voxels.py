@@ -173,6 +173,28 @@ def evaluate_footprint(model, coords: torch.Tensor, offsets: torch.Tensor, chunk
     return out.reshape(coords.shape[0], offsets.shape[0], -1).mean(dim=1)
 
 
+def lattice_footprint_means(model, shape: tuple[int, ...], points_per_axis: int,
+                            slab_points: int = 1 << 20) -> torch.Tensor:
+    """Footprint means of every voxel of ``shape`` through a separable model's lattice path
+    (:meth:`~medinr.models.INR.forward_axes`), without gradients, a slab of voxels along the first axis at a time
+    (at most ``slab_points`` network points per slab): ``(*shape, C)``.
+
+    Equal to :func:`evaluate_footprint` at every voxel (the same points), at a third of its cost on a 128^3 grid.
+    """
+    k = int(points_per_axis)
+    device = next(model.parameters()).device
+    axes = footprint_axes(tuple(shape), k, device)
+    per_slice = k ** len(shape) * math.prod(shape[1:])
+    rows = max(1, int(slab_points) // max(1, per_slice))
+    slabs = []
+    with torch.no_grad():
+        for start in range(0, shape[0], rows):
+            stop = min(shape[0], start + rows)
+            out = model.forward_axes([axes[0][start * k: stop * k], *axes[1:]])
+            slabs.append(lattice_voxel_means(out, k))
+    return torch.cat(slabs, dim=0)
+
+
 def smoothness_penalty(
     model: torch.nn.Module, n_points: int, voxel: torch.Tensor, generator: torch.Generator, reach: float = 0.5
 ) -> torch.Tensor:

@@ -101,3 +101,40 @@ def test_fit_image_reports_and_chooses_by_held_out_voxels(coronal_64: np.ndarray
     plain = fit_image(image, Geometry(image.shape), "mrgrid", steps=30, progress=False, holdout=0.0,
                       model_options={"levels": 2, "max_resolution": 32, "hidden": 8})
     assert plain.extra["fit"]["holdout_psnr"] is None and plain.history.steps == 30
+
+
+@pytest.mark.parametrize("shape", [(12, 10), (6, 7, 5)])
+def test_lattice_footprint_means_equal_the_point_path(shape: tuple[int, ...]) -> None:
+    """The slab-wise lattice path of fitted_voxels gives every voxel's footprint mean, as the point path does."""
+    from medinr.voxels import evaluate_footprint, lattice_footprint_means
+
+    torch.manual_seed(0)
+    model = build_model("mrgrid", len(shape), 1, base_resolution=4, max_resolution=16)
+    for grid in model.grids:
+        torch.nn.init.normal_(grid, std=0.5)
+    coords = Geometry(shape).network_grid().reshape(-1, len(shape))
+    expected = evaluate_footprint(model, coords, footprint_offsets(shape, 2)).reshape(*shape, 1)
+    slabs = lattice_footprint_means(model, shape, 2, slab_points=3 * 2 ** len(shape) * math.prod(shape[1:]))
+    assert slabs.shape == (*shape, 1)
+    torch.testing.assert_close(slabs, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_held_out_voxels_score_a_bounded_sample() -> None:
+    """A large held-out set is scored on at most MAX_SCORED_VOXELS of its voxels, spread over all of them, and
+    their error is that of the whole set within a few percent."""
+    from medinr.training import validators
+
+    rng = np.random.default_rng(0)
+    shape = (160, 160, 40)
+    image = rng.random(shape).astype(np.float32)
+    data = VoxelData.from_image(image, Geometry(shape), 1, 0.2, 0, None, "cpu")
+    v = validators.HeldOutVoxels(data, 10)
+    assert data.held.numel() > validators.MAX_SCORED_VOXELS >= v.scored.numel() > validators.MAX_SCORED_VOXELS // 2
+    assert set(v.scored.tolist()) <= set(data.held.tolist())
+
+    class Constant(torch.nn.Module):
+        def evaluate(self, points: torch.Tensor, chunk: int = 0) -> torch.Tensor:
+            return torch.full((points.shape[0], 1), 0.25)
+
+    full = float(torch.mean((0.25 - data.target[data.held]) ** 2))
+    assert v.error(Constant(), 10) == pytest.approx(full, rel=0.03)

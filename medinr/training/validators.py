@@ -9,6 +9,7 @@ validation costs no extra network evaluation). Which state is kept is the rule o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -45,8 +46,15 @@ def held_out_residual(residual: torch.Tensor, held: torch.Tensor) -> torch.Tenso
     return torch.sum((residual.real**2 + residual.imag**2) * weights) / (weights.sum() * residual.shape[0])
 
 
+#: Held-out voxels an image fit scores per validation: at most this many, an even stride through the (random)
+#: held-out draw. The 210k held-out voxels of a 128^3 fit took 0.56 s a validation, 22 s of a fit's 40; the mean
+#: squared error of 65k of them is within about 1 % of that of all of them.
+MAX_SCORED_VOXELS = 1 << 16
+
+
 class HeldOutVoxels:
-    """Mean squared error of the footprint means on the held-out voxels of :class:`~medinr.voxels.VoxelData`.
+    """Mean squared error of the footprint means on the held-out voxels of :class:`~medinr.voxels.VoxelData` (at
+    most :data:`MAX_SCORED_VOXELS` of them).
 
     Parameters
     ----------
@@ -59,11 +67,13 @@ class HeldOutVoxels:
 
     def __init__(self, data: VoxelData, every: int) -> None:
         self.data, self.every, self.warmup = data, int(every), int(every)
+        stride = max(1, math.ceil(data.held.numel() / MAX_SCORED_VOXELS))
+        self.scored = data.held[::stride]
 
     def error(self, model: Any, step: int, aux: Any = None) -> float:
-        held = self.data.held
-        pred = evaluate_footprint(model, self.data.coords[held], self.data.offsets)
-        return float(torch.mean((pred - self.data.target[held]) ** 2))
+        scored = self.scored
+        pred = evaluate_footprint(model, self.data.coords[scored], self.data.offsets)
+        return float(torch.mean((pred - self.data.target[scored]) ** 2))
 
 
 class HeldOutSamples:
