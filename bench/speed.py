@@ -274,9 +274,10 @@ def table(results: list[tuple[Pipeline, dict, dict | None]]) -> list[str]:
                          f"| {_fmt(row.get('per_step'), '.3f')} | {_fmt(row.get('coords_per_s'), '.3g')} "
                          f"| {_fmt(other, '.2f')} | {_fmt(ratio, '.2f')} |")
         lw = loaded["wall"] if loaded else None
-        ratio = _fmt(lw / quiet["wall"] if lw else None, ".2f")
+        bold = (lambda text: f"**{text}**" if text else "")  # noqa: E731 - no empty bold cells without a load run
+        ratio = bold(_fmt(lw / quiet["wall"] if lw else None, ".2f"))
         lines.append(f"| **{pipe.name}** | **whole command (wall; CPU {quiet['cpu']:.1f} s)** "
-                     f"| **{quiet['wall']:.2f}** | | | | **{_fmt(lw, '.2f')}** | **{ratio}** |")
+                     f"| **{quiet['wall']:.2f}** | | | | {bold(_fmt(lw, '.2f'))} | {ratio} |")
         la = loaded["anchor"] if loaded else None
         lines.append(f"| {pipe.name} | anchor: {pipe.anchor_name} | {_fmt(quiet['anchor'], '.3f')} | | | "
                      f"| {_fmt(la, '.3f')} | {_fmt(la / quiet['anchor'] if la and quiet['anchor'] else None, '.2f')} |")

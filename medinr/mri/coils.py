@@ -124,7 +124,8 @@ def espirit_maps(
     padded = torch.zeros((kernels.shape[0], ncoil, *grid), dtype=kernels.dtype, device=k.device)
     padded[(slice(None), slice(None), *centre_box(grid, kern))] = kernels
     images = ifftc(padded, nd) * float(np.sqrt(np.prod(grid) / np.prod(kern)))  # (K, C, *grid)
-    vox = images.reshape(kernels.shape[0], ncoil, -1).permute(2, 1, 0)  # (V, C, K)
+    # contiguous: a batched product of the permuted view took 6.3 s instead of 0.06 s (256^2, 8 coils)
+    vox = images.reshape(kernels.shape[0], ncoil, -1).permute(2, 1, 0).contiguous()  # (V, C, K)
     gram = vox @ vox.conj().transpose(1, 2)  # (V, C, C)
     vec = torch.ones(gram.shape[0], ncoil, 1, dtype=gram.dtype, device=k.device)
     for _ in range(iterations):
