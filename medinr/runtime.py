@@ -132,16 +132,19 @@ def configure_threads(n: int | None = None) -> int:
     return threads
 
 
-def configure_allocator() -> bool:
+def configure_allocator(keep_environment: bool = True) -> bool:
     """Serve blocks up to :data:`HEAP_BLOCK_BYTES` from the heap and keep freed memory for reuse (see the module
     notes); True when glibc took the settings.
 
     Nothing is changed (False) off Linux, with a C library without ``mallopt`` thresholds (musl ignores them),
-    under ``MEDINR_MALLOC=system``, or when the user set glibc's own ``MALLOC_*_THRESHOLD_`` variables.
+    under ``MEDINR_MALLOC=system``, or when glibc's own ``MALLOC_*_THRESHOLD_`` variables are set, unless
+    ``keep_environment`` is False: a Dask worker's environment sets ``MALLOC_TRIM_THRESHOLD_=65536`` for every
+    worker (Dask's default ``pre-spawn-environ``), not the user.
     """
     if os.environ.get(ENV_ALLOCATOR, "").strip().lower() == "system" or not sys.platform.startswith("linux"):
         return False
-    if any(os.environ.get(name) for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
+    variables = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+    if keep_environment and any(os.environ.get(name) for name in variables):
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt

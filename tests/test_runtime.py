@@ -34,8 +34,11 @@ if took is False:  # why, for a failure message
 def _source(mode: str, env: dict[str, str] | None = None) -> tuple[str, str]:
     import os
 
+    # Without glibc's own variables: an in-process Dask cluster (the batch tests) leaves its workers'
+    # MALLOC_TRIM_THRESHOLD_ in this process's environment.
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     out = subprocess.run([sys.executable, "-c", _SOURCE, mode], capture_output=True, text=True, check=True,
-                         env={**os.environ, **(env or {})}).stdout.split(maxsplit=2)
+                         env={**clean, **(env or {})}).stdout.split(maxsplit=2)
     if mode == "policy" and not env and out[0] != "True":
         pytest.fail(" ".join(out))
     return out[0], out[1]
@@ -52,6 +55,16 @@ def test_allocator_policy_can_be_switched_off() -> None:
     assert _source("policy", {"MEDINR_MALLOC": "system"}) == ("False", "mmap")
     # the user's own glibc setting is kept
     assert _source("policy", {"MALLOC_MMAP_THRESHOLD_": "131072"}) == ("False", "mmap")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_allocator_policy_over_the_environment_of_a_dask_worker() -> None:
+    code = _SOURCE.replace("configure_allocator()", "configure_allocator(keep_environment=False)")
+    import os
+
+    out = subprocess.run([sys.executable, "-c", code, "policy"], capture_output=True, text=True, check=True,
+                         env={**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"}).stdout.split()
+    assert out[:2] == ["True", "heap"]
 
 
 def test_thread_count_order(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -88,7 +88,7 @@ def configure_threads(n: int) -> None:
 
     from medinr.runtime import configure_allocator
 
-    configure_allocator()
+    configure_allocator(keep_environment=False)  # over Dask's MALLOC_TRIM_THRESHOLD_ for its workers
 
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
