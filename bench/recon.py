@@ -257,7 +257,7 @@ def _model_summary(groups: dict[str, list[dict]]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}")
+    parser.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}".replace("%", "%%"))
     parser.add_argument("--cases", default=None, help="regular expression on case names")
     parser.add_argument("--groups", default=None, help="regular expression on group names")
     parser.add_argument("--preset", default="default", help="INR preset (fast, default, quality)")
