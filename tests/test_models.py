@@ -241,3 +241,18 @@ def test_config_is_recorded_from_the_constructor_once() -> None:
     with pytest.raises(MedinrError, match="model 'siren' has no option 'hidden_size'; its options are: hidden, "
                                           "layers, omega_0, hidden_omega"):
         build_model("siren", 2, 1, hidden_size=3)
+
+
+@pytest.mark.parametrize("grid_shape,sizes", [((3, 7, 5), (9, 4)), ((2, 4, 6, 3), (5, 3, 7))])
+def test_interpolate_axes_equals_sampling_every_lattice_point(grid_shape, sizes) -> None:
+    """The per-axis path (any axis order) is bilinear/trilinear sampling with border padding at every point of
+    the separable lattice, including points outside [-1, 1]."""
+    from medinr.geometry import sample_grid
+    from medinr.models.separable import interpolate_axes, lattice_points
+
+    gen = torch.Generator().manual_seed(0)
+    grid = torch.randn(grid_shape, generator=gen, dtype=torch.float64)
+    axes = [torch.rand(n, generator=gen, dtype=torch.float64) * 2.4 - 1.2 for n in sizes]
+    lattice = interpolate_axes(grid, axes)
+    points = sample_grid(grid, lattice_points(axes))  # (*sizes, F)
+    torch.testing.assert_close(lattice, points.movedim(-1, 0), rtol=1e-10, atol=1e-10)

@@ -29,7 +29,10 @@ def interpolate_axes(grid: torch.Tensor, axes: Sequence[torch.Tensor]) -> torch.
     ``meshgrid(*axes)``; differentiable in ``grid`` (a gather's backward is an index-add).
     """
     out = grid
-    for axis, x in enumerate(axes):
+    # Last axis first: its gather is along the innermost (strided) dimension, cheapest while the other axes are
+    # still at the grid's (coarser) resolution; the later axes gather whole rows.
+    for axis in reversed(range(len(axes))):
+        x = axes[axis]
         dim = axis + 1
         vertices = out.shape[dim]
         x = x.to(device=out.device, dtype=out.dtype)
