@@ -150,7 +150,7 @@ def fit_image(
     data = VoxelData.from_image(scale.normalise(image), geometry, footprint, holdout, seed, known, device)
     peak = float(data.target[data.all_known()].abs().max())
     smooth = float(defaults.smoothness if smoothness is None else smoothness)
-    lattice = bool(net.separable) and not net.lattice_bound
+    lattice = net.footprint_lattice
     batch = int(batch_size) if batch_size is not None else (LATTICE_POINTS if lattice else POINT_BATCH)
     run = _Run(data, batch, generator, peak, progress, f"fit {net.family}", smooth, defaults.prior, lattice)
     steps = int(steps) if steps is not None else default_steps(run)
@@ -192,7 +192,7 @@ def fitted_voxels(fitted: ContinuousImage) -> np.ndarray:
     if points == 1 or fitted.geometry is None:
         return fitted.on_grid()
     geometry, model = fitted.geometry, fitted.model
-    if model.separable and not model.lattice_bound:
+    if model.footprint_lattice:
         raw = lattice_footprint_means(model, tuple(geometry.shape), points).reshape(-1, model.out_features)
     else:
         coords = geometry.network_grid(device=model.device).reshape(-1, geometry.ndim)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,8 @@ from medinr.runtime import cgroup_cpu_limit, thread_count
 _SOURCE = """
 import ctypes, sys
 from medinr.runtime import configure_allocator
-took = configure_allocator() if sys.argv[1] == "policy" else None
+modes = {"policy": configure_allocator, "worker": lambda: configure_allocator(keep_environment=False)}
+took = modes[sys.argv[1]]() if sys.argv[1] in modes else None
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 libc.sbrk.restype, libc.sbrk.argtypes = ctypes.c_void_p, [ctypes.c_long]
@@ -32,8 +34,8 @@ if took is False:  # why, for a failure message
 
 
 def _source(mode: str, env: dict[str, str] | None = None) -> tuple[str, str]:
-    import os
-
+    """``(what configure_allocator returned, where a 64 MiB block came from)`` in a fresh interpreter; ``mode`` is
+    'default' (no policy), 'policy' (the command line's) or 'worker' (a batch worker's)."""
     # Without glibc's own variables: an in-process Dask cluster (the batch tests) leaves its workers'
     # MALLOC_TRIM_THRESHOLD_ in this process's environment.
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
@@ -59,12 +61,7 @@ def test_allocator_policy_can_be_switched_off() -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_allocator_policy_over_the_environment_of_a_dask_worker() -> None:
-    code = _SOURCE.replace("configure_allocator()", "configure_allocator(keep_environment=False)")
-    import os
-
-    out = subprocess.run([sys.executable, "-c", code, "policy"], capture_output=True, text=True, check=True,
-                         env={**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"}).stdout.split()
-    assert out[:2] == ["True", "heap"]
+    assert _source("worker", {"MALLOC_TRIM_THRESHOLD_": "65536"}) == ("True", "heap")
 
 
 def test_thread_count_order(monkeypatch: pytest.MonkeyPatch) -> None:

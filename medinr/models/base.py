@@ -104,6 +104,12 @@ class INR(nn.Module):
     #: :meth:`forward` at the same points (dense feature grids): image fits then take full-grid steps.
     separable: ClassVar[bool] = False
 
+    @property
+    def footprint_lattice(self) -> bool:
+        """True when image fits evaluate whole footprint lattices through :meth:`forward_axes` (a separable family
+        that is not lattice-bound)."""
+        return bool(self.separable) and not self.lattice_bound
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "__init__" in cls.__dict__:
