@@ -162,6 +162,8 @@ CLI_CASES = {
     "fit_hidden_minus_1": (["fit", "{img}", "--model", "siren", "--model-options", '{"hidden": -1}', "--out", OUT],
                            "model option 'hidden' must be in [1, 65536], got -1"),
     "reconstruct_tv_nan": (["reconstruct", "{img}", "--tv", "nan", "--out", OUT], "argument --tv"),
+    "reconstruct_unknown_baseline": (["reconstruct", "{img}", "--baselines", "zf,bogus", "--out", OUT],
+                                     "unknown baseline 'bogus' (zf, cs, l1wavelet, tv)"),
     "register_jacobian_nan": (["register", "{img}", "{mov}", "--jacobian", "nan", "--out", OUT], "argument --jacobian"),
     "out_under_a_file": (["fit", "{img}", "--out", "{file_out}"], "is a file, not a folder"),
     # allocations sized by the input
