@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from medinr.errors import MedinrError
+from medinr.training.adam import Adam
 
 SCHEDULES = ("constant", "cosine", "exponential")
 
@@ -144,19 +145,13 @@ def _target(target: Trainable | torch.nn.Module | Iterable) -> Trainable:
     return Parameters(target.parameters() if isinstance(target, torch.nn.Module) else target)
 
 
-def _optimiser(groups: list[dict], lr: float, factor: Callable[[int], float], step: int,
-               previous: torch.optim.Optimizer | None) -> tuple[torch.optim.Optimizer, Any]:
-    """Adam on ``groups`` with the schedule ``factor`` positioned at ``step``; Adam state carried from ``previous``
-    for the parameters it shares (a rebuilt optimiser does not restart the moments of untouched weights)."""
-    optimiser = torch.optim.Adam(groups, lr=lr)
+def _optimiser(groups: list[dict], lr: float, previous: Adam | None) -> Adam:
+    """Adam on ``groups``; Adam state carried from ``previous`` for the parameters it shares (a rebuilt optimiser
+    does not restart the moments of untouched weights)."""
+    optimiser = Adam(groups, lr)
     if previous is not None:
-        for group in optimiser.param_groups:
-            for p in group["params"]:
-                if p in previous.state:
-                    optimiser.state[p] = previous.state[p]
-    for group in optimiser.param_groups:
-        group["initial_lr"] = group["lr"]
-    return optimiser, torch.optim.lr_scheduler.LambdaLR(optimiser, factor, last_epoch=step - 1)
+        optimiser.carry_state(previous)
+    return optimiser
 
 
 class _Loop:
@@ -173,8 +168,7 @@ class _Loop:
         self.lr, self.factor = float(lr), lr_lambda(schedule.kind, length, schedule.warmup)
         offset, total = progress_span if progress_span is not None else (0, length)
         self.fraction = lambda step: (offset + step) / max(1, total)
-        self.optimiser, self.scheduler = _optimiser(self.target.param_groups(self.lr), self.lr, self.factor,
-                                                    self.start, None)
+        self.optimiser = _optimiser(self.target.param_groups(self.lr), self.lr, None)
         self.result = TrainResult()
 
     def _validate(self, step: int, aux: Any, loss: float | None) -> bool:
@@ -190,7 +184,7 @@ class _Loop:
         hook = self.options.get("before_step")
         groups = (hook(step) if hook is not None else None) or groups
         if groups is not None:
-            self.optimiser, self.scheduler = _optimiser(groups, self.lr, self.factor, step, self.optimiser)
+            self.optimiser = _optimiser(groups, self.lr, self.optimiser)
 
     def _forward(self, step: int) -> tuple[torch.Tensor, Any]:
         """The objective (a loss, or ``(loss, aux)`` for the validator) plus the model's own regulariser."""
@@ -206,8 +200,7 @@ class _Loop:
                 f"the fit diverged at step {step} (loss is {value}); try a lower learning rate or another model"
             )
         loss.backward()
-        self.optimiser.step()
-        self.scheduler.step()
+        self.optimiser.step(self.factor(step))
         self.result.losses.append(value)
         return value
 
@@ -217,7 +210,7 @@ class _Loop:
         if sel is not None and not sel.uses_forward and sel.due(step) and self._validate(step, None, None):
             return "patience"
         self._before(step)
-        self.optimiser.zero_grad(set_to_none=True)
+        self.optimiser.zero_grad()
         loss, aux = self._forward(step)
         if sel is not None and sel.uses_forward and sel.due(step) and self._validate(step, aux, float(loss.detach())):
             return "patience"
