@@ -57,7 +57,7 @@ def test_requests_come_from_one_command_line_are_checked_and_pickle():
     recon = recon_pipeline.request(_args(["reconstruct", "k.npy", "--out", "o", "--preset", "fast", "--final",
                                           "split", "--tv", "2", "--baselines", "zf,tv", "--no-whiten"]))
     assert isinstance(recon, ReconstructRequest) and recon.inr.final.kind == "split" and recon.baselines == ("tv",)
-    assert recon.inr.path.steps == 100 and recon.inr.path.tv_start == recon.inr.path.tv_end == 2.0
+    assert recon.inr.patience == 5 and recon.inr.path.tv_start == recon.inr.path.tv_end == 2.0
     assert recon.inr.whiten is False and recon.outputs()[-1] == "tv.nii.gz"
     reg = register_pipeline.request(_args(["register", "f", "m", "--out", "o", "--transform", "inr", "--symmetric",
                                            "--fixed-labels", "fl", "--moving-labels", "ml", "--label-weight", "1"]))

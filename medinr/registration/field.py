@@ -50,7 +50,7 @@ def _inside(geometry: Geometry, x: torch.Tensor, tol: float = 1e-6) -> np.ndarra
     return np.all((v >= -0.5 - tol) & (v <= upper + 0.5 + tol), axis=-1)
 
 
-def jacobian_map(u_field: ContinuousImage, geometry: Geometry, chunk: int = 8192) -> np.ndarray:
+def jacobian_map(u_field: ContinuousImage, geometry: Geometry, chunk: int = 65536) -> np.ndarray:
     """``det(I + grad u)`` at every voxel centre, exact by autograd: ``(*shape)`` float32."""
     return jacobian_determinant(u_field, geometry.world_grid(dtype=torch.float32), chunk=chunk)
 
