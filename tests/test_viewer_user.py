@@ -163,6 +163,7 @@ def test_orientation_labels_and_the_radiological_convention(make_napari_viewer, 
         labels = _edge_labels(viewer)
         assert labels == {"top": top, "bottom": bottom, "left": left, "right": right}, (preset, convention)
         assert all(viewer.canvas.overlays[f"medinr {s}"].visible for s in labels)
+        assert all(viewer.canvas.overlays[f"medinr {s}"].opacity == 1.0 for s in labels)
         # what the labels say is where the world is: the named side of the patient lies towards that edge
         req = widget.model.shown.request
         world = req.plane.world_points(req.shape)
@@ -174,6 +175,20 @@ def test_orientation_labels_and_the_radiological_convention(make_napari_viewer, 
     assert "radiological" in widget.status.text()  # the convention is stated
     viewer.dims.ndisplay = 3
     qtbot.waitUntil(lambda: not viewer.canvas.overlays["medinr left"].visible, timeout=30000)
+
+
+def test_the_edge_labels_are_drawn_transparent_while_the_slicer_docks_then_hidden(make_napari_viewer, qtbot):
+    """Their first draw (shader, glyphs: 0.3 s) happens before any checkpoint is open, invisibly."""
+    from napari_plugin._qt import SliceWidget
+    from napari_plugin._qt._canvas import WARM_UP_TEXT
+
+    viewer = make_napari_viewer(show=True)
+    widget = SliceWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    overlays = [viewer.canvas.overlays[f"medinr {side}"] for side in ("top", "bottom", "left", "right")]
+    assert all(o.visible and o.opacity == 0.0 and o.text == WARM_UP_TEXT for o in overlays)
+    qtbot.waitUntil(lambda: not any(o.visible for o in overlays), timeout=10000)
+    assert all(o.text == "" for o in overlays)
 
 
 def test_window_level_spans_the_data_and_offers_presets(make_napari_viewer, qtbot, intensity_file):

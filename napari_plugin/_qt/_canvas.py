@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, QTimer, Signal
 
 from napari_plugin._orientation import SIDES
 from napari_plugin._slicer_model import SlicerModel, ViewState
@@ -20,6 +20,9 @@ from napari_plugin._viewport import extent, fit_zoom
 #: Degrees of tilt and millimetres of offset per screen pixel of a Ctrl-/Shift-drag.
 DRAG_DEG_PER_PX, DRAG_MM_PER_PX = 0.25, 0.25
 LABEL_COLOR = "#ffd400"
+#: Every letter an edge label can hold, and how long the transparent warm-up labels stay (see
+#: :meth:`CanvasView._add_labels`).
+WARM_UP_TEXT, WARM_UP_MS = "RLAPSI", 1500
 
 
 def label_key(side: str) -> str:
@@ -178,19 +181,30 @@ class CanvasView(QObject):
 
     # -- orientation labels ----------------------------------------------------------------------------------
     def _add_labels(self) -> None:
+        """The four edge labels, drawn once while the slicer docks: every letter, fully transparent, for
+        :data:`WARM_UP_MS`. A text overlay's first draw compiles its shader and rasterises its glyphs (0.3 s with
+        a software OpenGL driver), which would otherwise fall on the first checkpoint's opening."""
         from napari.components.overlays import TextOverlay
 
         positions = {"top": "top_center", "bottom": "bottom_center", "left": "middle_left", "right": "middle_right"}
         for side in SIDES:
-            overlay = TextOverlay(text="", position=positions[side], color=LABEL_COLOR, font_size=14, visible=False)
+            overlay = TextOverlay(text=WARM_UP_TEXT, position=positions[side], color=LABEL_COLOR, font_size=14,
+                                  visible=True, opacity=0.0)
             self.viewer.canvas.overlays[label_key(side)] = overlay
+        self._warm_up = QTimer(self)
+        self._warm_up.setSingleShot(True)
+        self._warm_up.timeout.connect(self.update_labels)
+        self._warm_up.start(WARM_UP_MS)
 
     def update_labels(self) -> None:
         """The patient side each screen edge faces (single 2D view of a 3D image; hidden otherwise)."""
         labels = None
         if self.model.image is not None and self.viewer.dims.ndisplay == 2:
             labels = self.model.edge_labels()
+        if not labels and self._warm_up.isActive():
+            return  # still drawing the transparent warm-up letters
         for side in SIDES:
             overlay = self.viewer.canvas.overlays[label_key(side)]
             overlay.text = labels[side] if labels else ""
             overlay.visible = bool(labels)
+            overlay.opacity = 1.0

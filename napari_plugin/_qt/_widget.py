@@ -57,7 +57,7 @@ class SliceWidget(QWidget):
         self._mode_timer = _deferred(self, lambda: self._enter_mode(fit=True))
         self._connect()
         self._refresh_sources()
-        _warm_units()
+        _warm_up()
         _slicers.register(self)
 
     def _connect(self) -> None:
@@ -230,14 +230,19 @@ for _name in CONTROLS:  # widget.offset is widget.controls.offset, and so on
     setattr(SliceWidget, _name, property(lambda self, n=_name: getattr(self.controls, n)))
 
 
-def _warm_units() -> None:
-    """Load napari's unit registry (pint, 0.2-0.7 s) in a thread now rather than on the main thread when the
-    first layer in mm is added, which is when a checkpoint is opened."""
+def _warm_up() -> None:
+    """Load in a thread now what the first checkpoint's opening would otherwise load on the main thread: napari's
+    unit registry (pint, 0.2-0.7 s, when the first layer in mm is added) and scikit-image's thresholds with
+    scipy.ndimage (0.2-0.3 s, for the default window: :func:`napari_plugin._window.foreground`)."""
     import threading
 
     from napari.utils._units import get_unit_registry
 
-    threading.Thread(target=lambda: get_unit_registry().mm, name="medinr-units", daemon=True).start()
+    def load() -> None:
+        get_unit_registry().mm
+        from skimage.filters import threshold_otsu  # noqa: F401
+
+    threading.Thread(target=load, name="medinr-warm-up", daemon=True).start()
 
 
 def _deferred(parent: QWidget, slot: Any) -> QTimer:
