@@ -355,3 +355,41 @@ def test_single_file_outputs_replace_a_link_but_never_follow_it(tmp_path):
     for bad, message in [("", "empty"), (str(tmp_path), "is a folder"), (str(victim / "x.png"), "is a file")]:
         with pytest.raises(MedinrError, match=message):
             check_output_file(bad, force=True)
+
+
+def _result():
+    import numpy as np
+
+    from medinr.apps.result import AppResult, Figure, ImageOutput
+    from medinr.geometry import Geometry
+
+    g = Geometry((6, 5, 4), np.diag([2.0, 2.0, 2.0, 1.0]))
+    images = [ImageOutput("warped.nii.gz", np.ones(g.shape), g),
+              ImageOutput("displacement.nii.gz", np.zeros(g.shape + (3,)), g, kind="displacement")]
+
+    def draw(path):
+        Path(path).write_text("figure")
+
+    return AppResult(images, {}, {"metrics": {}}, {"total": 1.0}, [Figure("report.png", draw)], "done")
+
+
+def test_the_writer_threads_write_every_part_or_the_run_publishes_nothing(tmp_path, monkeypatch):
+    """Images go to writer threads while the figure is drawn; an error in a thread is raised and nothing appears."""
+    from medinr.apps import writer
+
+    names = ["warped.nii.gz", "displacement.nii.gz", "report.png", "metrics.json"]
+    target = tmp_path / "ok"
+    with OutputDir(target, names) as out:
+        writer.publish(_result(), out)
+    assert sorted(p.name for p in target.iterdir() if p.name != MANIFEST) == sorted(names)
+    assert "writing" in json.loads((target / "metrics.json").read_text())["timing"]
+
+    def full_disk(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(writer, "write_displacement", full_disk)
+    bad = tmp_path / "bad"
+    with pytest.raises(MedinrError, match="no space left on device writing the outputs .*nothing was published"):
+        with OutputDir(bad, names) as out:
+            writer.publish(_result(), out)
+    assert not bad.exists() and not _siblings(bad)

@@ -239,7 +239,7 @@ def _warm_up() -> None:
     from napari.utils._units import get_unit_registry
 
     def load() -> None:
-        get_unit_registry().mm
+        _ = get_unit_registry().mm  # the first unit looked up builds the registry
         from skimage.filters import threshold_otsu  # noqa: F401
 
     threading.Thread(target=load, name="medinr-warm-up", daemon=True).start()
