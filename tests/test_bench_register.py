@@ -29,7 +29,8 @@ def test_same_subject_case_is_the_brain_warped_by_a_known_invertible_field():
     zero = bench.evaluate(case, np.zeros_like(case["truth"]))
     right = bench.evaluate(case, case["truth"])
     assert right["mean_mm"] == 0 and right["folded_voxels"] == 0
-    assert abs(zero["mean_mm"] - length.mean()) < 0.1 * length.mean()  # brain of the fixed image and right["dice_mean"] > zero["dice_mean"] + 0.1
+    assert abs(zero["mean_mm"] - length.mean()) < 0.1 * length.mean()  # over the brain of the fixed image
+    assert right["dice_mean"] > zero["dice_mean"] + 0.1
 
 
 def test_summaries_give_median_worst_and_the_per_case_ratio_to_demons():

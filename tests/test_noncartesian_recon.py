@@ -119,7 +119,8 @@ def _radial_mrd(tmp_path, phantom: np.ndarray, units: str = "fov", noise: bool =
     sigma = 0.002 * float(np.abs(samples).max())
 
     def white(*shape):
-        return (sigma * (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) / np.sqrt(2)).astype(np.complex64)
+        noise = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+        return (sigma * noise / np.sqrt(2)).astype(np.complex64)
 
     stored = traj / np.array(MATRIX[:2]) if units == "normalised" else traj
     path = write_mrd(tmp_path / f"radial_{units}.h5", samples + white(*samples.shape), MATRIX, FOV, traj=stored,
@@ -221,7 +222,8 @@ def test_cli_refuses_trajectory_and_data_consistency_for_a_radial_file(tmp_path,
 
 def test_requests_check_non_cartesian_settings_without_torch():
     a = Acquisition(trajectory="spiral")
-    assert a.spokes == 16 and Acquisition(trajectory="radial", readouts=96).spokes == 96 and Acquisition().spokes is None
+    assert a.spokes == 16 and Acquisition(trajectory="radial", readouts=96).spokes == 96
+    assert Acquisition().spokes is None
     with pytest.raises(MedinrError, match="unknown --density"):
         Acquisition(trajectory="radial", density="cells")
     with pytest.raises(MedinrError, match="--fov needs"):
