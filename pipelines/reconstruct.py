@@ -11,7 +11,7 @@ import argparse
 from medinr.apps import execute
 from medinr.apps.requests import Acquisition, ReconstructRequest
 from medinr.errors import MedinrError
-from medinr.mri.config import CS_METHODS, DENSITY_METHODS, PRESETS, TRAJECTORIES, preset_config
+from medinr.mri.config import CS_METHODS, DEFAULT_BASELINES, DENSITY_METHODS, PRESETS, TRAJECTORIES, preset_config
 from medinr.textsafe import terminal_safe
 from medinr.training.final import FINAL_STAGES
 from pipelines.common import (
@@ -61,10 +61,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     acq.add_argument("--axis", type=axis_index, default=2, help="axis of --slice (default 2)")
     _add_noncartesian_arguments(parser)
     _add_inr_arguments(parser)
+    default = ",".join(("zf", *DEFAULT_BASELINES))
     parser.add_argument(
         "--baselines",
-        default="zf,l1wavelet",
-        help="comma list of zf, cs (both CS methods), l1wavelet, tv (default zf,l1wavelet; cs adds TV and its "
+        default=default,
+        help=f"comma list of zf, cs (both CS methods), l1wavelet, tv (default {default}; cs adds TV and its "
         "lambda sweep); the CS lambda is chosen on the same held-out k-space samples as the INR's settings, never "
         "on the ground truth",
     )

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from qtpy.QtCore import QObject, QTimer, Signal
 
-from napari_plugin._orientation import SIDES
+from napari_plugin._orientation import AXIS_LETTERS, SIDES
 from napari_plugin._slicer_model import SlicerModel, ViewState
 from napari_plugin._viewport import extent, fit_zoom
 
@@ -22,7 +22,7 @@ DRAG_DEG_PER_PX, DRAG_MM_PER_PX = 0.25, 0.25
 LABEL_COLOR = "#ffd400"
 #: Every letter an edge label can hold, and how long the transparent warm-up labels stay (see
 #: :meth:`CanvasView._add_labels`).
-WARM_UP_TEXT, WARM_UP_MS = "RLAPSI", 1500
+WARM_UP_TEXT, WARM_UP_MS = "".join(letter for pair in AXIS_LETTERS for letter in pair), 1500
 
 
 def label_key(side: str) -> str:
