@@ -131,7 +131,11 @@ class Opened:
 
 def open_checkpoint(path: str | os.PathLike, background: bool = True) -> Opened:
     """Load a ``.inr`` file (CPU), plan its lattices (see :func:`open_lattice`), and make its layers."""
-    image = load_checkpoint(path, device="cpu")
+    return open_loaded(load_checkpoint(path, device="cpu"), path, background)
+
+
+def open_loaded(image: ContinuousImage, path: str | os.PathLike, background: bool = True) -> Opened:
+    """:func:`open_checkpoint` of a checkpoint already loaded from ``path``."""
     plan = open_lattice(image, str(path), background)
     name = os.path.basename(str(path)).removesuffix(".inr")
     return Opened(image, plan, checkpoint_layers(image, name, path, plan.lattice, plan.final))

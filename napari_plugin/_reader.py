@@ -13,11 +13,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from medinr.checkpoint import load_checkpoint
 from medinr.continuous import ContinuousImage
 from medinr.errors import MedinrError
 from medinr.render import CachedLattice
 from napari_plugin import _lattices
-from napari_plugin._layers import AFFINE_KEY, CHECKPOINT_KEY, ROLE_KEY, LayerData, nifti_layers, open_checkpoint
+from napari_plugin._layers import (
+    AFFINE_KEY,
+    CHECKPOINT_KEY,
+    ROLE_KEY,
+    LayerData,
+    Opened,
+    nifti_layers,
+    open_checkpoint,
+    open_loaded,
+)
 from napari_plugin._window import display_for
 
 Reader = Callable[[str | list[str]], list[LayerData]]
@@ -55,9 +65,7 @@ def _one_line_errors(read: Reader) -> Reader:
         try:
             return read(path)
         except MedinrError as exc:
-            from napari.utils.notifications import show_error
-
-            show_error("medinr: " + " ".join(str(exc).split()))
+            _show_one_line(exc)
             return NO_LAYERS
 
     return reader
@@ -95,28 +103,69 @@ def read_checkpoints(path: str | list[str]) -> list[LayerData]:
     layers: list[LayerData] = []
     background = _qt_running()
     for p in _paths(path):
-        opened = open_checkpoint(p, background)
-        plan = opened.plan
-        _lattices.offer(opened.image, plan.lattice, final=plan.final, path=p)
-        if not plan.final:
-            _lattices.listen(opened.image, _replace_preview)
-            _lattices.ensure(opened.image, p, plan.full)
-        layers += opened.layers
+        layers += _offered(open_checkpoint(p, background), p)
     return layers
+
+
+def _offered(opened: Opened, path: str) -> list[LayerData]:
+    """Record an opened checkpoint's first lattice (a preview: the full one is then built in the background)."""
+    plan = opened.plan
+    _lattices.offer(opened.image, plan.lattice, final=plan.final, path=path)
+    if not plan.final:
+        _lattices.listen(opened.image, _replace_preview)
+        _lattices.ensure(opened.image, path, plan.full)
+    return opened.layers
 
 
 def read_checkpoints_for_napari(path: str | list[str]) -> list[LayerData]:
     """:func:`read_checkpoints` as napari's reader: with the slicer open in the current viewer, the checkpoints go
-    to the slicer (their volume layers set aside from the start) and napari adds no layer."""
-    layers = read_checkpoints(path)
+    to the slicer (their volume layers set aside from the start) and napari adds no layer.
+
+    For the slicer, the file is read and checked here (a damaged one is our one line at once) and the rest of
+    the opening, the speed probe and the preview lattice (about 0.1 s), runs in a thread: napari calls a reader
+    on the main thread, inside its own progress bar, and the viewer would otherwise stand still meanwhile.
+    """
     slicer = _current_slicer()
     if slicer is None:
-        return layers
-    from napari.layers import Layer
-
-    for data, meta, kind in layers:
-        slicer.adopt(Layer.create(data, meta, kind))
+        return read_checkpoints(path)
+    _open_for(slicer, [(load_checkpoint(p, device="cpu"), p) for p in _paths(path)])
     return NO_LAYERS
+
+
+def _open_for(slicer: Any, loaded: list[tuple[ContinuousImage, str]]) -> None:
+    """Plan the lattices of the ``(image, path)`` pairs in a thread, then hand their volume layers to ``slicer``
+    on the main thread, in the order given."""
+    from napari.layers import Layer
+    from napari.qt.threading import thread_worker
+
+    def plan() -> list[tuple[Opened, str]] | MedinrError:
+        try:
+            return [(open_loaded(image, path), path) for image, path in loaded]
+        except MedinrError as exc:  # our one line, not napari's "View Traceback" of a worker's exception
+            return exc
+
+    def handover(opened: list[tuple[Opened, str]] | MedinrError) -> None:
+        if isinstance(opened, MedinrError):
+            _show_one_line(opened)
+            return
+        for one, path in opened:
+            for data, meta, kind in _offered(one, path):
+                layer = Layer.create(data, meta, kind)
+                if slicer.closed:  # closed meanwhile: the checkpoint opens as it does without a slicer
+                    slicer.viewer.add_layer(layer)
+                else:
+                    slicer.adopt(layer)
+
+    worker = thread_worker(plan, start_thread=False)()
+    worker.returned.connect(handover)
+    slicer.opening(worker)
+    worker.start()
+
+
+def _show_one_line(exc: MedinrError) -> None:
+    from napari.utils.notifications import show_error
+
+    show_error("medinr: " + " ".join(str(exc).split()))
 
 
 def _current_slicer() -> Any:

@@ -55,7 +55,7 @@ PINNED = {
     },
     "kan": {
         "image": ({"encoding_options": {"max_resolution": 128}}, {"encoding_options": {"max_resolution": 116}},
-                  3e-3, 1e-2),
+                  1e-3, 1e-2),
         "reconstruction": ({}, {}, 3e-3, 0.0),
         "deformation": ({}, {}, 3e-3, 0.0),
     },

@@ -225,6 +225,36 @@ def test_a_damaged_checkpoint_dropped_on_the_viewer_says_one_line(make_napari_vi
     assert not [m for m in seen if "Tried to read" in m] and len(viewer.layers) == 0
 
 
+def test_with_the_slicer_docked_a_checkpoint_is_planned_off_the_main_thread(
+    make_napari_viewer, qtbot, monkeypatch, tmp_path, intensity_file, registration_file
+):
+    import threading
+
+    from napari_plugin import _reader
+
+    viewer, widget = viewer_with_slicer(make_napari_viewer, intensity_file)
+    wait_exact(qtbot, widget, 1)
+    first = widget.model.image
+    planned_on: list[bool] = []
+    plan = _reader.open_loaded
+    monkeypatch.setattr(
+        _reader, "open_loaded",
+        lambda *a, **k: planned_on.append(threading.current_thread() is threading.main_thread()) or plan(*a, **k),
+    )
+    viewer.open(str(registration_file), plugin="medinr")
+    assert not widget.idle()  # the opening is pending: tests and benchmarks that wait for idle wait for it
+    qtbot.waitUntil(lambda: widget.model.image is not first and widget.idle(), timeout=30000)
+    assert planned_on == [False] and widget.model.image.kind == "displacement"
+    # a damaged file is still refused at once, in one line, with the slicer docked
+    seen = notifications()
+    bad = tmp_path / "bad.inr"
+    bad.write_bytes(b"not a checkpoint")
+    viewer.window._qt_viewer._qt_open([str(bad)], stack=False)
+    ours = [m for m in seen if "not a medinr checkpoint" in m]
+    assert len(ours) == 1 and "\n" not in ours[0] and not [m for m in seen if "Tried to read" in m]
+    assert widget.idle() and widget.model.image.kind == "displacement"
+
+
 def test_a_nifti_opens_at_its_world_position_without_a_reader_dialog(
     make_napari_viewer, monkeypatch, tmp_path, intensity_file
 ):

@@ -53,6 +53,7 @@ class SliceWidget(QWidget):
         self.last_error: str | None = None
         self._closed = False
         self._select: Any = None
+        self._opening: list[Any] = []
         self._sources_timer = _deferred(self, self._refresh_sources)
         self._mode_timer = _deferred(self, lambda: self._enter_mode(fit=True))
         self._connect()
@@ -91,7 +92,17 @@ class SliceWidget(QWidget):
 
     def idle(self) -> bool:
         """True when nothing is scheduled or being computed (tests and benchmarks wait for it)."""
-        return self.renderer.idle() and not self._sources_timer.isActive() and not self._mode_timer.isActive()
+        timers = self._sources_timer.isActive() or self._mode_timer.isActive()
+        return self.renderer.idle() and not timers and not self._opening
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def opening(self, worker: Any) -> None:
+        """A checkpoint being opened for this slicer in ``worker`` (the reader's thread): busy until it is done."""
+        self._opening.append(worker)
+        worker.finished.connect(lambda: self._opening.remove(worker) if worker in self._opening else None)
 
     def adopt(self, layer: Any) -> None:
         """Take a checkpoint's volume layer that was never added to the viewer (the reader hands it over)."""
