@@ -150,8 +150,10 @@ def _open_for(slicer: Any, loaded: list[tuple[ContinuousImage, str]]) -> None:
             return
         for one, path in opened:
             for data, meta, kind in _offered(one, path):
+                if slicer.deleted:  # its viewer closed meanwhile
+                    return
                 layer = Layer.create(data, meta, kind)
-                if slicer.closed:  # closed meanwhile: the checkpoint opens as it does without a slicer
+                if slicer.closed:  # the slicer closed meanwhile: the checkpoint opens as it does without one
                     slicer.viewer.add_layer(layer)
                 else:
                     slicer.adopt(layer)

@@ -97,7 +97,16 @@ class SliceWidget(QWidget):
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        """Shut down, or deleted by Qt with its window (a viewer closed without closing its docks first)."""
+        return self._closed or self.deleted
+
+    @property
+    def deleted(self) -> bool:
+        try:
+            self.objectName()
+        except RuntimeError:  # "wrapped C/C++ object ... has been deleted"
+            return True
+        return False
 
     def opening(self, worker: Any) -> None:
         """A checkpoint being opened for this slicer in ``worker`` (the reader's thread): busy until it is done."""
@@ -152,7 +161,8 @@ class SliceWidget(QWidget):
             self.set_checkpoint(layer.metadata[CHECKPOINT_KEY], layer.metadata.get("medinr_path"))
 
     def _on_lattice(self, image: Any, lattice: Any) -> None:
-        if image is self.model.image and not self._closed:
+        # the full lattice may arrive after the viewer closed (its build starts late: _lattices.START_DELAY_MS)
+        if image is self.model.image and not self.closed:
             self.model.set_lattice(lattice)
             self.controls.sync()
             self._enter_mode(fit=False)
