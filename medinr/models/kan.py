@@ -555,18 +555,20 @@ class KAN(INR):
     ----------
     in_features, out_features : int
     widths : list of int
-        Hidden widths (default ``[32, 32]``); the KAN is ``[n_encoded, *widths, out_features]``.
+        Hidden widths (default ``[16]``); the KAN is ``[n_encoded, *widths, out_features]``.
         Pruning shrinks them in :attr:`config`.
     grid : int
         Spline intervals per activation (default 8); grid extension raises it in :attr:`config`.
     order : int
         Spline degree (default 3; the fast closed-form paths apply to 3).
-    encoding : {'fourier', 'hashgrid', None}
-        Input encoding (default 'fourier').
+    encoding : {'grid', 'fourier', 'hashgrid', 'none', None}
+        Input encoding (default 'grid'; ``'none'`` or None: raw coordinates).
     encoding_options : dict, optional
-        Options of :class:`~medinr.models.encodings.FourierEncoding` (default ``n_frequencies=32, sigma=2,
-        seed=0``) or :class:`~medinr.models.encodings.HashGridEncoding` (default 8 levels x 2 features, table
-        2^17, resolutions 8..256). The resolved options are stored in :attr:`config`.
+        Options of :class:`~medinr.models.mrgrid.GridEncoding` (default 4 levels x 4 features, resolutions
+        32..256; an image fit sets the finest from the image), :class:`~medinr.models.encodings.FourierEncoding`
+        (default ``n_frequencies=32, sigma=2, seed=0``) or :class:`~medinr.models.encodings.HashGridEncoding`
+        (default 8 levels x 2 features, table 2^17, resolutions 8..256). The resolved options are stored in
+        :attr:`config`.
     noise_scale : float
         Initial spline coefficient standard deviation (default 0.1).
     reg_lambda, reg_mu1, reg_mu2 : float
