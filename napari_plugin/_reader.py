@@ -148,10 +148,10 @@ def _open_for(slicer: Any, loaded: list[tuple[ContinuousImage, str]]) -> None:
         if isinstance(opened, MedinrError):
             _show_one_line(opened)
             return
+        if slicer.deleted:  # its viewer closed meanwhile: nothing to show, no full lattice to build
+            return
         for one, path in opened:
             for data, meta, kind in _offered(one, path):
-                if slicer.deleted:  # its viewer closed meanwhile
-                    return
                 layer = Layer.create(data, meta, kind)
                 if slicer.closed:  # the slicer closed meanwhile: the checkpoint opens as it does without one
                     slicer.viewer.add_layer(layer)
