@@ -94,3 +94,33 @@ def test_two_grids_of_one_oblique_plane_share_its_in_plane_frame():
                                g_fine.voxel_to_world(np.array([0.5, 0.5])), atol=1e-9)
     np.testing.assert_allclose(g_coarse.voxel_to_world(np.array([3.0, 2.0])),
                                g_fine.voxel_to_world(np.array([6.5, 4.5])), atol=1e-9)
+
+
+@pytest.mark.parametrize("shape", [(300, 257), (41, 47, 39)])
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_sample_grid_split_over_threads_gives_the_same_values_and_gradients(monkeypatch, shape, mode):
+    """Many points are sampled as one batch item per thread: bit for bit what one batch item gives."""
+    import medinr.geometry as geometry
+
+    gen = torch.Generator().manual_seed(1)
+    image = torch.rand(2, *shape, generator=gen)
+    n = int(np.prod(shape)) + 1  # odd: the last part is padded
+    coords = 2.4 * torch.rand(n, len(shape), generator=gen) - 1.2
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        results = []
+        for split in (10**12, 1000):
+            monkeypatch.setattr(geometry, "SPLIT_POINTS", split)
+            c = coords.clone().requires_grad_(True)
+            values = sample_grid(image, c, mode=mode)
+            (values * torch.arange(2.0)).sum().backward()
+            results.append((values, c.grad))
+        assert results[0][0].shape == (n, 2)
+        assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+        # an image that needs its own gradient (a lattice being fitted) is sampled whole
+        learnt = image.clone().requires_grad_(True)
+        sample_grid(learnt, coords).sum().backward()
+        assert learnt.grad is not None and learnt.grad.shape == image.shape
+    finally:
+        torch.set_num_threads(before)

@@ -86,3 +86,23 @@ def test_cgroup_quota(tmp_path: Path) -> None:
     (v1 / "cpu" / "cpu.cfs_quota_us").write_text("200000")
     (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000")
     assert cgroup_cpu_limit(v1) == pytest.approx(2.0)
+
+
+def test_small_work_runs_on_one_thread_and_the_count_comes_back() -> None:
+    import torch
+
+    from medinr.runtime import SMALL_WORK, threads_for
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with threads_for(SMALL_WORK - 1) as used:
+            assert used == 1 and torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with threads_for(SMALL_WORK) as used:
+            assert used == 2 and torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), threads_for(10):
+            raise RuntimeError("a failing fit")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

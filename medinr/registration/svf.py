@@ -23,8 +23,9 @@ from medinr.continuous import ContinuousImage, OutputMeaning
 from medinr.geometry import Geometry, sample_grid
 from medinr.models.base import lattice_coords
 from medinr.models.lattice import LatticeField, resize_lattice
-from medinr.registration.losses import dense_similarity, fixed_statistics, soft_dice
+from medinr.registration.losses import FLAT, dense_similarity, fixed_statistics, soft_dice
 from medinr.registration.regularizers import deformation_det, fold_penalty, hyperelastic, jacobian_penalty
+from medinr.runtime import threads_for
 from medinr.training.loop import TrainResult, fit
 
 
@@ -120,6 +121,7 @@ class Level:
     fixed_labels: torch.Tensor | None = None  # (C, *points) one-hot
     moving_labels: torch.Tensor | None = None  # (C, *moving shape) one-hot
     stats: dict = field(default_factory=dict)  # local-NCC statistics of the fixed image per window
+    crop: tuple[slice, ...] | None = None  # the part of the evaluation lattice that the similarity sees
 
     @classmethod
     def build(cls, spec: Sequence[float], fixed: tuple, moving: tuple, to_moving: np.ndarray, mask=None,
@@ -144,12 +146,33 @@ class Level:
             level.moving_labels = torch.as_tensor(labels[1], dtype=torch.float32)
         return level
 
+    def crop_to_trust(self, window: int) -> None:
+        """Evaluate local NCC only on the box around the nodes it weighs (fixed box variance above ``FLAT``, inside
+        the mask), widened by half a window: every weighed box then reads the same values as on the whole lattice,
+        so the loss and its gradient are unchanged, and the background of a skull-stripped brain (half of the MNI
+        grid) costs nothing. Not with labels: their soft Dice counts every node."""
+        mean, var = fixed_statistics(self.fixed, window)
+        trusted = var > FLAT if self.weight is None else (var > FLAT) & (self.weight > 0)
+        if self.fixed_labels is not None or not bool(trusted.any()):
+            return
+        where, r = trusted.nonzero(), window // 2
+        crop = []
+        for n, a, b in zip(trusted.shape, where.min(0).values.tolist(), where.max(0).values.tolist()):
+            lo, hi = max(0, a - r), min(n, b + r + 1)
+            # a box narrower than the window would change its width (the edge rule of the box mean)
+            crop.append(slice(lo, hi) if hi - lo >= window else slice(0, n))
+        self.crop = tuple(crop)
+        self.fixed, self.base = self.fixed[self.crop].contiguous(), self.base[self.crop].contiguous()
+        self.weight = None if self.weight is None else self.weight[self.crop]
+        # the whole lattice's statistics: a node that a box at the crop's edge would see as textured stays out
+        self.stats = {window: (mean[self.crop].contiguous(), var[self.crop].contiguous())}
+
     def warped(self, d: torch.Tensor, linear: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Moving network coordinates of the evaluation nodes under ``d`` (velocity-lattice displacements,
         fixed network units) and the moving image there."""
         # the linear map commutes with the interpolation: apply it on the (smaller) velocity lattice
-        moved = resize_lattice(torch.einsum("ij,j...->i...", linear, d), self.points)
-        coords = self.base + moved.movedim(0, -1)
+        moved = resize_lattice(torch.einsum("ij,j...->i...", linear, d), self.points).movedim(0, -1)
+        coords = self.base + (moved if self.crop is None else moved[self.crop])
         return coords, sample_grid(self.moving, coords, padding_mode="border")
 
 
@@ -286,6 +309,8 @@ def fit_svf(problem: SVFProblem, specs: Sequence[Sequence[float]], velocity, opt
         velocity.refine(level.nodes)
         if starts[k + 1] <= starts[k]:
             continue
+        if options["loss"] == "lncc":
+            level.crop_to_trust(options["window"])
 
         def loss_fn(step: int, level: Level = level) -> torch.Tensor:
             v_vox = velocity(level.nodes)
@@ -294,8 +319,10 @@ def fit_svf(problem: SVFProblem, specs: Sequence[Sequence[float]], velocity, opt
                 penalties(options["penalties"], v_vox, d)
 
         lr = level_rate(options["lr"], specs, k)
-        part = fit(velocity, loss_fn, starts[k + 1] - starts[k], lr, "cosine", progress=progress,
-                   progress_span=(starts[k], options["steps"]), description=f"registering {k + 1}/{len(specs)}")
+        with threads_for(int(np.prod(level.points))):
+            part = fit(velocity, loss_fn, starts[k + 1] - starts[k], lr, "cosine", progress=progress,
+                       progress_span=(starts[k], options["steps"]),
+                       description=f"registering {k + 1}/{len(specs)}")
         stages = history.stages
         history = history.then(part)
         history.stages = {**stages, f"svf level {k + 1}": part.timing()}
