@@ -109,9 +109,15 @@ def test_on_step_can_stop_and_before_step_rebuilds_the_optimiser_keeping_state()
     assert torch.allclose(w, torch.ones(3), atol=0.2)
 
 
-def test_the_loops_adam_is_torchs_adam_to_the_bit_with_groups_schedule_and_a_rebuild() -> None:
+@pytest.mark.parametrize("fused", [True, False])
+def test_the_loops_adam_is_torchs_adam_to_the_bit_with_groups_schedule_and_a_rebuild(monkeypatch, fused) -> None:
     """fit() updates as torch.optim.Adam + LambdaLR do (defaults), including a mid-fit rebuild that carries the
-    moments; and a fit imports no torch._dynamo (what torch.optim costs every command)."""
+    moments: through torch's fused kernel as Adam(fused=True) does, and step by step (a tensor the kernel does not
+    take) as its single-tensor path does."""
+    import medinr.training.adam as adam
+
+    if not fused:
+        monkeypatch.setattr(adam, "fusable", lambda p: False)
     torch.manual_seed(3)
     init = [torch.randn(5, 4), torch.randn(4), torch.randn(3)]
     target = torch.randn(7, 5)
@@ -130,12 +136,14 @@ def test_the_loops_adam_is_torchs_adam_to_the_bit_with_groups_schedule_and_a_reb
     fit([{"params": ours[:2], "lr": 0.03}, {"params": ours[2:]}], lambda s: loss_of(*ours), steps=40, lr=0.1,
         schedule="cosine", progress=False, before_step=rebuild)
 
+    path = {"fused": True} if fused else {"foreach": False}
     groups = [{"params": theirs[:2], "lr": 0.03}, {"params": theirs[2:], "lr": 0.1}]
-    optimiser = torch.optim.Adam(groups, lr=0.1)
+    optimiser = torch.optim.Adam(groups, lr=0.1, **path)
     for step in range(40):
         if step == 15:
             old = optimiser
-            optimiser = torch.optim.Adam([{"params": theirs[:2], "lr": 0.03}, {"params": theirs[2:], "lr": 0.2}])
+            optimiser = torch.optim.Adam([{"params": theirs[:2], "lr": 0.03}, {"params": theirs[2:], "lr": 0.2}],
+                                         **path)
             for p in theirs:
                 optimiser.state[p] = old.state[p]
         for group, base in zip(optimiser.param_groups, (0.03, 0.1 if step < 15 else 0.2)):

@@ -49,9 +49,9 @@ class Adam:
 
     @torch.no_grad()
     def step(self, factor: float = 1.0) -> None:
-        beta1, beta2 = BETAS
         for group in self.param_groups:
             lr = group["lr"] * factor
+            batches: dict[tuple, list[torch.Tensor]] = {}
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -60,10 +60,41 @@ class Adam:
                     state = self.state[p] = {"step": 0, "exp_avg": torch.zeros_like(p),
                                              "exp_avg_sq": torch.zeros_like(p)}
                 state["step"] += 1
-                step, exp_avg, exp_avg_sq = state["step"], state["exp_avg"], state["exp_avg_sq"]
-                exp_avg.lerp_(p.grad, 1 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-                step_size = lr / (1 - beta1**step)
-                denom = (exp_avg_sq.sqrt() / (1 - beta2**step) ** 0.5).add_(EPS)
-                p.addcdiv_(exp_avg, denom, value=-step_size)
+                if fusable(p):
+                    batches.setdefault((p.device, p.dtype), []).append(p)
+                else:
+                    self._single(p, state, lr)
+            for params in batches.values():
+                self._fused(params, lr)
+
+    def _fused(self, params: list[torch.Tensor], lr: float) -> None:
+        """One call of torch's fused kernel for parameters of one device and dtype."""
+        states = [self.state[p] for p in params]
+        steps = [torch.tensor(float(s["step"]), dtype=torch.float32, device=p.device) for p, s in zip(params, states)]
+        torch._fused_adam_(params, [p.grad for p in params], [s["exp_avg"] for s in states],
+                           [s["exp_avg_sq"] for s in states], [], steps, lr=lr, beta1=BETAS[0], beta2=BETAS[1],
+                           weight_decay=0.0, eps=EPS, amsgrad=False, maximize=False)
+
+    @staticmethod
+    def _single(p: torch.Tensor, state: dict, lr: float) -> None:
+        beta1, beta2 = BETAS
+        step, exp_avg, exp_avg_sq = state["step"], state["exp_avg"], state["exp_avg_sq"]
+        exp_avg.lerp_(p.grad, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+        step_size = lr / (1 - beta1**step)
+        denom = (exp_avg_sq.sqrt() / (1 - beta2**step) ** 0.5).add_(EPS)
+        p.addcdiv_(exp_avg, denom, value=-step_size)
+
+
+#: Devices whose fused Adam kernel torch has (``torch.optim``'s list, without importing it).
+FUSED_DEVICES = ("cpu", "cuda")
+
+
+def fusable(p: torch.Tensor) -> bool:
+    """True when torch's fused kernel updates ``p``: a dense floating-point tensor (and gradient, laid out
+    alike) on a device that has the kernel."""
+    g = p.grad
+    return (hasattr(torch, "_fused_adam_") and p.device.type in FUSED_DEVICES and p.is_floating_point()
+            and not p.is_sparse and g is not None and not g.is_sparse and g.dtype == p.dtype
+            and g.stride() == p.stride())
 
