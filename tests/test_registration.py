@@ -279,3 +279,22 @@ def test_bad_inputs_clear_error_nothing_written(tmp_path, capsys, slice64, case)
     assert rc != 0
     assert len(err.splitlines()) == 1 and err.startswith("medinr: error:"), err
     assert not out.exists()
+
+
+def test_the_exact_jacobian_of_a_lattice_field_leaves_its_weights_trainable():
+    """The Jacobian is taken in x only (the lattice's values frozen meanwhile, so it samples over all threads):
+    a linear field's det is exact at every voxel, and the weights still take gradients afterwards."""
+    from medinr.models.lattice import LatticeField
+
+    g = Geometry((30, 26, 22), np.diag([2.0, 2.0, 2.0, 1.0]))
+    model = LatticeField(3, 3, lattice=[7, 6, 5])
+    p = torch.stack(torch.meshgrid(*[torch.linspace(-1, 1, n) for n in (7, 6, 5)], indexing="ij"), 0)
+    model.set_values(0.2 * torch.stack([p[0], p[1] * 0, p[2] * 0]) * float(np.mean(g.shape)))
+    field = ContinuousImage(model, g, OutputMeaning("displacement", scale=1.0, units="mm"), frame="network")
+    det = jacobian_map(field, g)
+    expected = 1.0 + 0.2 * float(np.mean(g.shape)) / (g.shape[0] - 1)  # du_x/dx: 0.2 mean(shape) mm per half box
+    # (the end slices sit on the border, where the clamped coordinate has no slope)
+    assert det.shape == g.shape and np.allclose(det[1:-1], expected, atol=1e-4)
+    assert all(q.requires_grad for q in model.parameters())
+    model(torch.zeros(4, 3)).sum().backward()
+    assert all(q.grad is not None for q in model.parameters())

@@ -27,6 +27,11 @@ def jacobian_determinant(field: ContinuousImage, xyz: np.ndarray | torch.Tensor,
     flat = pts.reshape(-1, pts.shape[-1]).to(field.model.device, torch.float32)
     was_training = field.model.training
     field.model.eval()
+    # derivatives in x only: frozen weights spare their gradient in every backward pass (and let a lattice field be
+    # sampled over all threads, :func:`medinr.geometry.sample_grid`)
+    trained = [p for p in field.model.parameters() if p.requires_grad]
+    for p in trained:
+        p.requires_grad_(False)
     parts = []
     try:
         for s in range(0, flat.shape[0], chunk):
@@ -36,5 +41,7 @@ def jacobian_determinant(field: ContinuousImage, xyz: np.ndarray | torch.Tensor,
             parts.append(deformation_det(grad_u.detach()))
     finally:
         field.model.train(was_training)
+        for p in trained:
+            p.requires_grad_(True)
     out = torch.cat(parts) if parts else flat.new_zeros(0)
     return out.reshape(lead).cpu().numpy().astype(np.float32)
