@@ -301,12 +301,11 @@ def sample_grid(
     n = flat.shape[0]
     # torch's CPU sampler runs one thread per batch item: the points split into one batch item per thread, over
     # the same image (a view), give the same values twice as fast on 2 cores (a registration's warp)
-    parts = torch.get_num_threads() if img.device.type == "cpu" and n >= SPLIT_POINTS else 1
-    if parts > 1 and not (torch.is_grad_enabled() and img.requires_grad):
-        pad = -n % parts
-        flat = torch.cat([flat, flat[:pad]]) if pad else flat
-    else:
-        parts, pad = 1, 0
+    split = img.device.type == "cpu" and n >= SPLIT_POINTS and not (torch.is_grad_enabled() and img.requires_grad)
+    parts = torch.get_num_threads() if split else 1
+    pad = -n % parts
+    if pad:
+        flat = torch.cat([flat, flat[:pad]])
     grid = flat.reshape((parts, -1) + (1,) * (ndim - 1) + (ndim,))
     batch = img.unsqueeze(0).expand(parts, *img.shape)
     out = F.grid_sample(batch, grid, mode=mode, padding_mode=padding_mode, align_corners=True)

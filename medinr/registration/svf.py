@@ -151,9 +151,11 @@ class Level:
         the mask), widened by half a window: every weighed box then reads the same values as on the whole lattice,
         so the loss and its gradient are unchanged, and the background of a skull-stripped brain (half of the MNI
         grid) costs nothing. Not with labels: their soft Dice counts every node."""
+        if self.fixed_labels is not None:
+            return
         mean, var = fixed_statistics(self.fixed, window)
         trusted = var > FLAT if self.weight is None else (var > FLAT) & (self.weight > 0)
-        if self.fixed_labels is not None or not bool(trusted.any()):
+        if not bool(trusted.any()):
             return
         where, r = trusted.nonzero(), window // 2
         crop = []
