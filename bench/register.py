@@ -5,7 +5,8 @@ individuals) from ``sample_scans/brain2mm_*`` (skull-stripped 2 mm T1 on each su
 orientation, tissue labels 1 GM / 2 WM / 3 CSF made the same way for every image; see
 ``sample_scans/README.md``). No true field exists: Dice and the 95 % Hausdorff distance of the tissue
 labels warped with each method's field decide, with folding (det J <= 0 by central differences of the dense
-field, over the whole fixed grid), min det J and time. No method sees the labels, except the row marked
+field, over the whole fixed grid; for medinr also by the exact Jacobian of its field, what its metrics.json
+reports), min det J and time. No method sees the labels, except the row marked
 ``(labels)``, which is the label-driven fit and is not comparable with the others.
 
 Same-subject panel (``--panel samesubject``): each 2 mm brain of ``sample_scans/brain2mm_*`` on its own grid,
@@ -47,7 +48,13 @@ from medinr.io import array_to_sitk, load_image  # noqa: E402
 from medinr.registration import register  # noqa: E402
 from medinr.registration.affine import same_grid  # noqa: E402
 from medinr.registration.evaluation import dice_per_label, displacement_error, hausdorff95_per_label  # noqa: E402
-from medinr.registration.field import dense_displacement, jacobian_map_fd, sitk_field_to_ras, warp_image  # noqa: E402
+from medinr.registration.field import (  # noqa: E402
+    dense_displacement,
+    jacobian_map,
+    jacobian_map_fd,
+    sitk_field_to_ras,
+    warp_image,
+)
 from medinr.registration.settings import settings_from_preset  # noqa: E402
 
 SCANS = ROOT / "sample_scans"
@@ -110,7 +117,12 @@ def run_medinr(case: dict, preset: str, seed: int, **overrides) -> np.ndarray:
     s = settings_from_preset(preset, **overrides)
     labels = (case["fixed_labels"], case["moving_labels"]) if s.labels.weight > 0 else None
     res = register(case["fixed"], fg, case["moving"], mg, s, labels=labels, seed=seed)
+    _LAST_RESULT["medinr"] = res  # for the exact-Jacobian count, outside the timed call
     return dense_displacement(res, fg)
+
+
+#: The last medinr result (run_panel counts its exact-Jacobian folds after timing the method).
+_LAST_RESULT: dict = {}
 
 
 def _sitk_images(case: dict):
@@ -332,6 +344,9 @@ def run_panel(panel: str, cases: list[dict], methods: list[str], seed: int) -> d
             u = METHODS[m](case, seed)
             sec, cpu = time.perf_counter() - t0, time.process_time() - c0
             r = {**evaluate(case, u), "case": case["name"], "seconds": sec, "cpu_seconds": cpu}
+            res = _LAST_RESULT.pop("medinr", None)
+            if res is not None:  # what metrics.json and jacobian.nii.gz report: autograd of the field itself
+                r["folded_exact"] = int(np.sum(jacobian_map(res, case["fixed_geometry"]) <= 0))
             rows.setdefault(m, []).append(r)
             err = f"{r['mean_mm']:.3f} mm, " if "mean_mm" in r else ""
             print(f"[{panel}] {case['name']} {m}: {err}Dice GM/WM {r['dice_GM']:.3f}/{r['dice_WM']:.3f}, "
@@ -346,15 +361,17 @@ SAME_SUBJECT_COLUMNS = [
     ("mean error median (mm)", "mean_mm", "median"), ("mean error worst (mm)", "mean_mm", "max"),
     ("p95 error worst (mm)", "p95_mm", "max"), ("max error worst (mm)", "max_mm", "max"),
     ("Dice GM/WM median", "dice_mean", "median"), ("Dice GM/WM worst", "dice_mean", "min"),
-    ("folded voxels worst", "folded_voxels", "max"), ("min det J", "det_min", "min"),
-    ("wall median (s)", "seconds", "median"), ("CPU median (s)", "cpu_seconds", "median"),
+    ("folded voxels worst", "folded_voxels", "max"), ("exact folds worst", "folded_exact", "max"),
+    ("min det J", "det_min", "min"), ("wall median (s)", "seconds", "median"),
+    ("CPU median (s)", "cpu_seconds", "median"),
     ("CPU-s / demons median", "cpu_seconds", "ratio"), ("CPU-s / demons worst", "cpu_seconds", "ratio-max")]
 INTERSUBJECT_COLUMNS = [
     ("Dice GM/WM median", "dice_mean", "median"), ("Dice GM/WM worst", "dice_mean", "min"),
     ("Dice CSF median", "dice_CSF", "median"), ("HD95 GM median (mm)", "hd95_GM", "median"),
     ("HD95 GM worst (mm)", "hd95_GM", "max"), ("folded voxels worst", "folded_voxels", "max"),
-    ("min det J", "det_min", "min"), ("wall median (s)", "seconds", "median"),
-    ("CPU median (s)", "cpu_seconds", "median"), ("CPU-s / demons median", "cpu_seconds", "ratio"),
+    ("exact folds worst", "folded_exact", "max"), ("min det J", "det_min", "min"),
+    ("wall median (s)", "seconds", "median"), ("CPU median (s)", "cpu_seconds", "median"),
+    ("CPU-s / demons median", "cpu_seconds", "ratio"),
     ("CPU-s / demons worst", "cpu_seconds", "ratio-max")]
 ANCHOR = "sitk-demons"
 
@@ -376,8 +393,9 @@ def table(panel: str, rows: dict[str, list[dict]]) -> str:
         cells = []
         for _, key, how in columns:
             v = _summary(rs, key, how, rows.get(ANCHOR))
-            fmt = "{:.0f}" if key == "folded_voxels" else "{:.1f}" if key in ("seconds", "cpu_seconds") and not \
-                how.startswith("ratio") else "{:.2f}" if how.startswith("ratio") else "{:.3f}"
+            timed = key in ("seconds", "cpu_seconds") and not how.startswith("ratio")
+            fmt = "{:.0f}" if key in ("folded_voxels", "folded_exact") else "{:.1f}" if timed else \
+                "{:.2f}" if how.startswith("ratio") else "{:.3f}"
             cells.append(fmt.format(v))
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -60,3 +60,51 @@ def test_local_ncc_on_the_textured_box_equals_the_whole_lattice():
         out.append((loss.detach(), v.grad.clone()))
     assert torch.allclose(out[0][0], out[1][0], rtol=1e-5)
     assert torch.allclose(out[0][1], out[1][1], atol=1e-6 * float(out[0][1].abs().max()))
+
+
+def test_corner_dets_are_the_exact_jacobian_of_the_interpolated_field_at_every_cell_corner():
+    """det(I + grad u) of the (bi/tri)linear field, by autograd at points just inside each corner of each cell,
+    equals corner_dets (which the folding penalty and the fold repair use), in 2D and 3D."""
+    import itertools
+
+    from medinr.geometry import sample_grid
+    from medinr.registration.svf import corner_dets, lattice_gradient
+
+    gen = torch.Generator().manual_seed(1)
+    for nodes in ((5, 7), (4, 5, 6)):
+        nd = len(nodes)
+        d = 0.15 * torch.randn(nd, *nodes, generator=gen, dtype=torch.float64)
+        dets = corner_dets(d)
+        assert dets.shape == (2**nd, int(torch.tensor([n - 1 for n in nodes]).prod()))
+        assert torch.allclose(dets[0], deformation_det(lattice_gradient(d)))  # the lower corner
+        assert (dets < 0).any() and (dets > 0).any()
+        step = [2.0 / (n - 1) for n in nodes]  # network units per cell
+        lower = torch.stack(torch.meshgrid(*[torch.arange(n - 1, dtype=torch.float64) * s - 1 for n, s in
+                                             zip(nodes, step)], indexing="ij"), -1).reshape(-1, nd)
+        for k, corner in enumerate(itertools.product((0, 1), repeat=nd)):
+            inside = torch.tensor([s * (1 - 1e-6) if c else s * 1e-6 for c, s in zip(corner, step)],
+                                  dtype=torch.float64)
+            x = (lower + inside).requires_grad_(True)
+            u = sample_grid(d, x, padding_mode="border")
+            grad = torch.stack([torch.autograd.grad(u[:, i].sum(), x, retain_graph=True)[0] for i in range(nd)], 1)
+            assert torch.allclose(deformation_det(grad), dets[k], atol=1e-5), corner
+
+
+def test_unfold_lifts_every_corner_above_the_floor_and_moves_only_the_folded_region():
+    """A velocity that folds inside a 4^3 patch (det J down to -1.2 .. -2.5) comes out of the repair with every
+    cell corner above UNFOLD_FLOOR, changed only at nodes within one of the patch; a fold-free field is returned
+    as it is, in zero rounds."""
+    from medinr.registration.svf import UNFOLD_FLOOR, corner_dets, integrate, unfold
+
+    for seed in range(3):
+        v = torch.zeros(3, 16, 16, 16)
+        v[:, 6:10, 6:10, 6:10] = 0.25 * torch.randn(3, 4, 4, 4, generator=torch.Generator().manual_seed(seed))
+        assert float(corner_dets(integrate(v, 6)).min()) < -1.0
+        out, rounds = unfold(v, 6)
+        assert rounds > 0
+        assert float(corner_dets(integrate(out, 6)).min()) >= UNFOLD_FLOOR
+        changed = (out != v).any(0).nonzero()
+        assert int(changed.min()) >= 5 and int(changed.max()) <= 10
+    smooth = 0.02 * torch.ones(3, 8, 9, 10)
+    out, rounds = unfold(smooth, 6)
+    assert rounds == 0 and torch.equal(out, smooth)

@@ -82,8 +82,9 @@ class DeformableStage:
         Nodes per axis of a local-NCC box (SVF), points per axis of a window (INR).
     jacobian, bending, hyperelastic, fold : float
         Weights of ``|det J - 1|``, the bending energy, a hyperelastic energy and the folding penalty
-        ``max(0, 0.2 - det J)`` (weight 3: no folded voxel on the panel by central differences of the dense
-        field; the exact Jacobian of the lattice still finds up to 0.017 % between subjects, README).
+        ``max(0, 0.2 - det J)``, at one corner of every lattice cell per step, each corner in turn (weight 3).
+        With a folding weight above 0 an SVF's last step smooths the velocity where a cell corner is still below
+        det J 0.01 (:func:`medinr.registration.svf.unfold`): no folded voxel on the panel by the exact Jacobian.
     symmetric : bool
         Also give the inverse (moving -> fixed).
     """

