@@ -111,6 +111,7 @@ def ensure(image: ContinuousImage, path: str | None = None, geometry: Geometry |
             done.set()
 
     worker = thread_worker(steps, start_thread=False)()
+    _stop_at_quit()
     ref = weakref.ref(image)
     worker.returned.connect(lambda lattice: _finished(ref(), lattice))
     entry.worker = worker
@@ -121,6 +122,20 @@ def ensure(image: ContinuousImage, path: str | None = None, geometry: Geometry |
 #: (napari's layer, the first repaints) comes first. Started at once, the build's torch threads took both cores
 #: from it: the longest event-loop gap of a cold open 0.20 s, 0.15-0.18 s with the start put off.
 START_DELAY_MS = 500
+
+
+_QUIT_HOOK: list[Any] = []
+
+
+def _stop_at_quit() -> None:
+    """Have the application stop every build before it quits (once): a build left running when Qt's event loop
+    ends is aborted in the middle of its network evaluations, or keeps the process alive until it finishes."""
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if app is not None and app not in _QUIT_HOOK:
+        app.aboutToQuit.connect(stop_all)
+        _QUIT_HOOK.append(app)
 
 
 def _start_later(worker: Any, stop: threading.Event, done: threading.Event) -> None:
@@ -185,8 +200,7 @@ def stop_all(timeout: float = 5.0) -> None:
     """Stop every background build and wait for the threads (before a viewer or the application closes)."""
     entries = [e for e in list(_ENTRIES.values()) if e.worker is not None]
     for e in entries:
-        e.stop.set()
-        e.worker.quit()
+        e.stop.set()  # the build's generator returns at its next slab (a napari quit() would leave it suspended)
         if not e.worker.is_running and not e.done.is_set():  # its start is still ahead (START_DELAY_MS)
             e.done.set()
     for e in entries:

@@ -282,6 +282,28 @@ def test_closing_the_viewer_while_rendering_leaves_no_thread_behind(make_napari_
     assert not errors and not [w for w in recwarn if "aborted thread" in str(w.message)]
 
 
+def test_quitting_the_application_stops_the_lattice_builds(qtbot, tmp_path):
+    """A background lattice build is hooked to the application's aboutToQuit and stops there (within one slab),
+    writing no cache file, instead of being aborted mid-network when the event loop ends."""
+    from qtpy.QtWidgets import QApplication
+
+    from napari_plugin import _lattices
+
+    torch.manual_seed(0)
+    slow = ContinuousImage(build_model("siren", 3, 1, hidden=192, layers=3), GEOM)
+    path = save_checkpoint(tmp_path / "slow.inr", slow)
+    image = load_checkpoint(path)
+    big = Geometry((160, 160, 160), np.diag([1.0, 1.0, 1.0, 1.0]))  # tens of seconds of network time
+    _lattices.ensure(image, str(path), big)
+    entry = _lattices._ENTRIES[image]
+    qtbot.waitUntil(lambda: entry.worker is not None and entry.worker.is_running, timeout=10000)
+    app = QApplication.instance()
+    assert app in _lattices._QUIT_HOOK and app.receivers(app.aboutToQuit) >= 1
+    _lattices.stop_all()
+    assert entry.done.is_set() and entry.worker is None and not _lattices.is_final(image)
+    assert not _lattices.cache_file(str(path)).exists()
+
+
 @needs_display
 def test_shift_and_ctrl_drag_move_and_tilt_the_plane(make_napari_viewer, qtbot, intensity_file):
     viewer, widget = viewer_with_slicer(make_napari_viewer, intensity_file)
