@@ -384,12 +384,13 @@ class _ForwardHeldOut:
 
 def _fit_with_holdout(model: INR, run: _Run, steps: int, lr: float, time_budget: float | None, final: FinalStage):
     """Main stage on the fit voxels with best-iterate selection on the held-out ones (scored every
-    ``max(5, steps // 40)`` steps; stopped once :data:`PATIENCE` of the steps brought no gain of :data:`MIN_GAIN`),
+    ``max(5, steps // 40)`` steps; stopped once :data:`PATIENCE` of the steps brought no gain of :data:`MIN_GAIN`,
+    counted from the first gain on the starting state),
     then ``final`` on every voxel. Returns ``(model, history, FitChoice)``."""
     every = max(5, steps // 40)
     validator = _ForwardHeldOut(run.data, every) if run.full_batch else HeldOutVoxels(run.data, every)
     patience = max(3, math.ceil(PATIENCE * steps / every))
-    selection = BestIterate(validator, patience=patience, min_gain=MIN_GAIN)
+    selection = BestIterate(validator, patience=patience, min_gain=MIN_GAIN, after_first_gain=True)
 
     def objective_for(net: INR, stage: str):
         index = run.data.fit if stage == "walk" else run.data.all_known()

@@ -254,6 +254,18 @@ def test_best_iterate_keeps_the_lowest_and_stops_after_patience_without_gain() -
     assert slight.best_step == 3
 
 
+def test_patience_after_the_first_gain_waits_out_the_starting_plateau() -> None:
+    """A fit whose held-out error stays at (or above) its first value for longer than the patience is not stopped
+    on that plateau; once an error gains on the first by min_gain, the patience counts as before."""
+    model = torch.nn.Linear(1, 1)
+    errors = [1.0, 1.001, 1.0, 0.9995, 1.002, 0.8, 0.6, 0.65, 0.66, 0.67]
+    plain = BestIterate(_Listed(errors), patience=3, min_gain=0.01)
+    assert [plain.observe(s, model) for s in range(4)] == [False, False, False, True]  # stopped on the plateau
+    waiting = BestIterate(_Listed(errors), patience=3, min_gain=0.01, after_first_gain=True)
+    stops = [waiting.observe(s, model) for s in range(len(errors))]
+    assert stops == [False] * 9 + [True] and waiting.best_step == 6
+
+
 def test_warm_up_cadence_and_the_last_state_is_a_candidate() -> None:
     rule = BestIterate(_Listed([9.0, 8.0, 7.0, 1.0], every=5, warmup=10), patience=10)
     assert [s for s in range(26) if rule.due(s)] == [10, 15, 20, 25]
