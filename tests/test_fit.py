@@ -138,3 +138,35 @@ def test_held_out_voxels_score_a_bounded_sample() -> None:
 
     full = float(torch.mean((0.25 - data.target[data.held]) ** 2))
     assert v.error(Constant(), 10) == pytest.approx(full, rel=0.03)
+
+
+@pytest.mark.parametrize("shape", [(98, 116, 94), (128, 128, 128), (65, 77, 63), (300, 300, 20), (384, 396)])
+def test_lattice_tiles_fill_their_budget_in_the_grids_proportions(shape: tuple[int, ...]) -> None:
+    """A tile uses nearly all of its voxel budget (halving the longest side left up to half of it unused: 25 x 29 x 24
+    of the 2 mm MNI grid for 32 768 voxels), never more, never a side longer than the grid's."""
+    from medinr.image_fit import tile_shape
+
+    budget = 1 << 15
+    tile = tile_shape(shape, budget)
+    assert 0.97 * budget <= math.prod(tile) <= budget
+    assert all(1 <= t <= n for t, n in zip(tile, shape))
+    ratios = [t / n for t, n in zip(tile, shape) if t < n]
+    assert max(ratios) - min(ratios) < 0.05  # the same fraction of every axis (up to rounding)
+    assert tile_shape((20, 30, 40), budget) == (20, 30, 40)  # a small grid is one whole step
+
+
+def test_a_volume_in_tiles_trains_longer_than_a_slice_in_tiles() -> None:
+    """Default main-stage steps: 24 epochs within 600-1000 for a volume drawn in tiles (the 2 mm MNI volume: 792),
+    12 within 300-1500 for a slice too large for one step, 300 for a whole-image step."""
+    from medinr import image_fit
+
+    def steps(shape: tuple[int, ...]) -> int:
+        data = VoxelData.from_image(np.ones(shape, np.float32), Geometry(shape), footprint=2, holdout=0.1, seed=0)
+        run = _Run(data, image_fit.LATTICE_POINTS, torch.Generator().manual_seed(0), 1.0, False, "test",
+                   lattice=True)
+        return image_fit.default_steps(run)
+
+    assert steps((98, 116, 94)) == math.ceil(24 * 98 * 116 * 94 / math.prod(image_fit.tile_shape((98, 116, 94),
+                                                                                                  1 << 15)))
+    assert steps((40, 40, 40)) == 600 and steps((160, 160, 160)) == 1000
+    assert steps((600, 600)) == 300 and steps((256, 256)) == image_fit.FULL_BATCH_STEPS

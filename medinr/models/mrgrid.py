@@ -36,6 +36,13 @@ def finest_resolution(shape: Sequence[int]) -> int:
     return int(max(shape)) * (2 if len(shape) == 2 else 1)
 
 
+#: Features per vertex and level of an image fit in 3D (4 in 2D). A volume's fit is bound by its steps, not its
+#: capacity: at the same steps, 2 features cost 0.75x per step (half the parameters: the 2 mm MNI volume 4.3 M
+#: instead of 8.6 M) and the 3D zoom panel of bench/models.py came out within 0.1 dB on the three smaller volumes
+#: and 0.5 dB under 4 features on the MNI volume, whose steps the saving pays for (see image_fit.TILE_EPOCHS).
+VOLUME_FEATURES = 2
+
+
 def make_grids(in_features: int, resolutions: Sequence[int], features: int, init: float = 1e-4) -> nn.ParameterList:
     """One ``(features, r, r[, r])`` feature lattice per resolution, U(-init, init)."""
     return nn.ParameterList(
@@ -87,11 +94,12 @@ class MultiResGridConfig(FamilyConfig):
 
     @classmethod
     def task_options(cls, task: str, shape: tuple[int, ...], options: Mapping[str, Any]) -> dict[str, Any]:
-        """Image: the finest level follows the grid (:func:`finest_resolution`). Reconstruction: the finest level
-        is the grid's largest axis, the coarsest an eighth of it (32 at 256, at least 4): a coarse-to-fine basis
-        on any size."""
+        """Image: the finest level follows the grid (:func:`finest_resolution`), :data:`VOLUME_FEATURES` in 3D.
+        Reconstruction: the finest level is the grid's largest axis, the coarsest an eighth of it (32 at 256, at
+        least 4): a coarse-to-fine basis on any size."""
         if task == "image":
-            return {"max_resolution": finest_resolution(shape)}
+            volume = {"features_per_level": VOLUME_FEATURES} if len(shape) == 3 else {}
+            return {"max_resolution": finest_resolution(shape), **volume}
         if task == "reconstruction":
             return {"max_resolution": max(shape), "base_resolution": max(4, int(round(max(shape) / 8)))}
         return {}
