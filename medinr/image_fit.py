@@ -60,7 +60,8 @@ STEP_RANGE = (300, 1500)
 #: The same for a volume fitted in lattice tiles (3D, too large for one step). A volume's fit gains for longer
 #: than a slice's (a 256 x 256 slice's held-out score levels off by step 230; the 2 mm MNI volume's was still
 #: rising at 3000 steps): on the 3D zoom panel of bench/models.py, 24 epochs in 600-1000 steps gave the MNI volume
-#: +1.84 dB (32.61 -> 34.45, cubic 34.47) in less time (55 -> 49 s), the three smaller volumes within 0.06 dB.
+#: +1.84 dB (32.61 -> 34.45, cubic 34.47) in about the same time (51-56 -> 57 s, with mrgrid's 2 features per
+#: level in 3D), the three smaller volumes within 0.06 dB; a 128^3 fit 91-101 -> 75 s (1000 steps, capped).
 TILE_EPOCHS = 24
 TILE_STEP_RANGE = (600, 1000)
 #: Early stopping: the main stage ends once this fraction of its steps brought no relative gain of MIN_GAIN in the
