@@ -50,12 +50,6 @@ def integrate(v: torch.Tensor, squarings: int) -> torch.Tensor:
     return d
 
 
-def _lattice_units(d: torch.Tensor) -> torch.Tensor:
-    nd = d.shape[0]
-    steps = torch.as_tensor([(n - 1) / 2.0 for n in d.shape[1:]], dtype=d.dtype, device=d.device)
-    return d * steps.view(nd, *[1] * nd)  # displacement in lattice nodes
-
-
 def lattice_gradient(d: torch.Tensor) -> torch.Tensor:
     """Forward-difference gradient of ``(ndim, *lattice)`` network-unit displacements in lattice units:
     ``(N, ndim, ndim)`` with ``[n, i, j] = d d_i / d l_j`` over the nodes that have a forward neighbour on

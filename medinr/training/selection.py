@@ -79,9 +79,9 @@ class BestIterate:
 
     def exhausted(self) -> bool:
         """True when the last ``patience`` evaluations brought no gain on the best."""
-        started = not self.after_first_gain or (
-            self.best >= 0 and self.best_error < self.points[0]["validation_error"] * (1 - self.min_gain))
-        return self.best >= 0 and started and self.since_gain >= self.patience
+        if self.best < 0 or self.since_gain < self.patience:
+            return False
+        return not self.after_first_gain or self.best_error < self.points[0]["validation_error"] * (1 - self.min_gain)
 
     def finish(self, step: int, model: Any) -> None:
         """Score the state a fit ended in, unless that was just done: the last state is a candidate too."""
