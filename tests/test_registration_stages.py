@@ -172,20 +172,22 @@ def test_cli_symmetric_writes_the_inverse(tmp_path, slice64):
 
 # ---- settings by stage -------------------------------------------------------------------------------------
 def test_presets_keep_their_numbers_by_stage():
-    """The flat settings of earlier versions, now each in its stage (benchmark figures unchanged)."""
+    """Each preset's numbers, by stage (the SVF's levels, steps, squarings and rate as chosen on bench/register.py's
+    panels: README, Registration)."""
     from medinr.registration.settings import PRESETS, INRStage, SVFStage
 
     d = PRESETS["default"]
     assert isinstance(d.deformable, SVFStage) and d.transform == "svf"
     assert (d.deformable.steps, d.deformable.model, d.deformable.loss, d.deformable.window, d.deformable.fold,
-            d.deformable.diffusion, d.deformable.squarings, d.deformable.lr) == (110, "grid", "lncc", 5, 3.0, 0.03, 6,
+            d.deformable.diffusion, d.deformable.squarings, d.deformable.lr) == (95, "grid", "lncc", 5, 3.0, 0.03, 4,
                                                                                None)
-    assert d.deformable.levels == ((4, 4, 2.0, 0.5), (2, 2, 1.0, 0.3), (2, 1, 0.5, 0.2))
+    assert d.deformable.levels == ((4, 4, 2.0, 0.5), (3, 2, 1.0, 0.3), (2, 1, 0.5, 0.2))
     assert (d.affine.mode, d.affine.steps, d.affine.levels) == ("auto", 80, (4.0, 2.0))
     assert d.labels.weight == 0.0 and d.intensity.histogram_match is False
     fast = PRESETS["fast"]
     assert fast.deformable.steps == 60 and fast.affine.steps == 60
-    assert fast.deformable.levels == ((4, 4, 2.0, 0.6), (2, 2, 1.0, 0.3), (2, 1, 0.5, 0.1))
+    assert fast.deformable.levels == ((4, 4, 2.0, 0.6), (3, 2, 1.0, 0.3), (2, 1, 0.5, 0.1))
+    assert fast.deformable.lr is None
     inr = PRESETS["inr"].deformable
     assert isinstance(inr, INRStage) and (inr.model, inr.steps, inr.lr, inr.loss, inr.jacobian, inr.window, inr.fold,
                                           inr.batch, inr.reg_points, inr.levels, inr.inverse_consistency) == (
@@ -338,11 +340,12 @@ def test_itk_export_with_an_affine_part_on_different_grids(tmp_path, slice64):
     assert _sitk_resample_check(out, m, f) < 1e-3
 
 
-def test_svf_rates_grid_half_a_voxel_fast_preset_keeps_its_own_and_a_network_takes_its_family_rate():
+def test_svf_rates_grid_one_voxel_a_given_rate_is_kept_and_a_network_takes_its_family_rate():
     from medinr.registration.register import learning_rate
 
     g = Geometry((16, 16, 16), np.diag([2.0, 2.0, 2.0, 1.0]))
-    assert learning_rate(settings_from_preset("default").deformable, g) == 0.5
-    assert learning_rate(settings_from_preset("fast").deformable, g) == 0.3
+    assert learning_rate(settings_from_preset("default").deformable, g) == 1.0
+    assert learning_rate(settings_from_preset("fast").deformable, g) == 1.0
+    assert learning_rate(settings_from_preset("default", lr=0.3).deformable, g) == 0.3
     kan = settings_from_preset("fast", model="kan").deformable
     assert kan.lr is None and learning_rate(kan, g) < 0.1  # the KAN's deformation rate, not voxels per step

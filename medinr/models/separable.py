@@ -24,6 +24,32 @@ def axis_cells(x: torch.Tensor, vertices: int) -> tuple[torch.Tensor, torch.Tens
     return cell.long(), pos - cell
 
 
+def axis_matrix(x: torch.Tensor, vertices: int) -> torch.Tensor:
+    """``(M, vertices)`` weights of the linear interpolation at network coordinates ``x (M,)`` (as
+    :func:`axis_cells`): two non-zeros per row."""
+    cell, frac = axis_cells(x, vertices)
+    rows = torch.arange(x.numel(), device=x.device)
+    weights = torch.zeros(x.numel(), vertices, dtype=x.dtype, device=x.device)
+    weights.index_put_((rows, cell), 1.0 - frac, accumulate=True)
+    if vertices > 1:
+        weights.index_put_((rows, cell + 1), frac, accumulate=True)
+    return weights
+
+
+def interpolate_matrices(values: torch.Tensor, matrices: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``values (C, n_0, ..., n_{d-1})`` interpolated by one ``(m_a, n_a)`` matrix per axis (:func:`axis_matrix`):
+    ``(C, m_0, ...)``.
+
+    The same values as :func:`interpolate_axes` as dense products: where the lattice has tens of nodes per axis
+    these cost less than the gathers, and far less than their index-add backward (the registration's fine level,
+    a 50 x 59 x 48 velocity lattice onto 83 x 101 x 83 points: 9 ms forward and backward against 35 ms for
+    ``F.interpolate`` and a crop).
+    """
+    for weights in matrices:  # contracting dim 1 each time rotates the axes back into order
+        values = torch.tensordot(values, weights, dims=([1], [1]))
+    return values
+
+
 def interpolate_axes(grid: torch.Tensor, axes: Sequence[torch.Tensor]) -> torch.Tensor:
     """Linear interpolation of ``grid (F, r_0, ..., r_{d-1})`` at the separable lattice ``axes``: ``(F, M_0, ...)``.
 

@@ -56,18 +56,21 @@ def _network(stage: SVFStage | INRStage, geometry: Geometry) -> tuple[INR, float
 
 
 def learning_rate(stage: SVFStage | INRStage, geometry: Geometry) -> float:
-    """The Adam rate used: ``lr``, else 0.5 fixed voxels per step (SVF grid) or the family's deformation rate.
+    """The Adam rate used: ``lr``, else 1.0 fixed voxels per step (SVF grid) or the family's deformation rate.
 
-    0.5 (was 0.3), chosen on bench/register.py's panels (1 thread, same run), mean field error median / worst:
-    6 same-subject pairs (3 brains x 2 warps of ~3 mm mean) 0.23 / 0.38 mm (0.3: 0.34 / 0.59; SimpleITK demons
-    0.50 / 0.53), 3 pairs of larger warps 0.46 / 0.58 mm (0.3: 0.63 / 0.82; demons 0.62 / 0.66); 4 inter-subject
-    pairs mean Dice GM/WM median 0.740, worst 0.700 (0.3: 0.725, 0.686); no folded voxel on either panel. 0.7
-    folded 3 voxels between subjects.
+    1.0 with the middle level's velocity nodes 3 voxels apart (was 0.5 and 2), chosen on bench/register.py's
+    panels (2 threads, same session), mean field error median / worst: 6 same-subject pairs (3 brains x 2 warps of
+    ~3 mm mean) 0.116 / 0.160 mm (0.5: 0.129 / 0.195; before 0.226 / 0.379; SimpleITK demons 0.499 / 0.530);
+    3 pairs of larger warps (6 mm mean, sigma 12 mm) 0.80 / 1.97 mm (0.5: 1.14 / 2.76; before 1.91 / 3.83; demons
+    1.17 / 2.17); 4 inter-subject pairs, Dice GM/WM median / worst 0.753 / 0.717 (0.5: 0.739 / 0.704; demons
+    0.717 / 0.685); no folded voxel. 1.2-2.0 gained on the larger warps but lost within one subject, and 1.6
+    left one voxel folded between subjects. An image registered to itself keeps a dither of about 0.04 voxels
+    (0.02 at 0.5; ``tests/test_registration``).
     """
     if stage.lr is not None:
         return float(stage.lr)
     if stage.model == GRID:
-        return 0.5
+        return 1.0
     return task_defaults(stage.model, "deformation", tuple(geometry.shape), stage.model_options).lr
 
 

@@ -26,6 +26,7 @@ from medinr.continuous import ContinuousImage, OutputMeaning
 from medinr.geometry import Geometry, sample_grid
 from medinr.models.base import lattice_coords
 from medinr.models.lattice import LatticeField, resize_lattice
+from medinr.models.separable import axis_matrix, interpolate_matrices
 from medinr.registration.losses import FLAT, dense_similarity, fixed_statistics, soft_dice
 from medinr.registration.regularizers import deformation_det, fold_penalty, hyperelastic, jacobian_penalty
 from medinr.runtime import threads_for
@@ -159,6 +160,7 @@ class Level:
     moving_labels: torch.Tensor | None = None  # (C, *moving shape) one-hot
     stats: dict = field(default_factory=dict)  # local-NCC statistics of the fixed image per window
     crop: tuple[slice, ...] | None = None  # the part of the evaluation lattice that the similarity sees
+    upsample: list[torch.Tensor] | None = None  # per axis, velocity nodes -> the (cropped) evaluation nodes
 
     @classmethod
     def build(cls, spec: Sequence[float], fixed: tuple, moving: tuple, to_moving: np.ndarray, mask=None,
@@ -210,8 +212,16 @@ class Level:
         """Moving network coordinates of the evaluation nodes under ``d`` (velocity-lattice displacements,
         fixed network units) and the moving image there."""
         # the linear map commutes with the interpolation: apply it on the (smaller) velocity lattice
-        moved = resize_lattice(torch.einsum("ij,j...->i...", linear, d), self.points).movedim(0, -1)
-        coords = self.base + (moved if self.crop is None else moved[self.crop])
+        moved = torch.einsum("ij,j...->i...", linear, d)
+        if tuple(self.nodes) == tuple(self.points):
+            moved = moved if self.crop is None else moved[(slice(None),) + self.crop]
+        else:
+            if self.upsample is None:
+                crop = self.crop or tuple(slice(None) for _ in self.points)
+                self.upsample = [axis_matrix(torch.linspace(-1.0, 1.0, n, device=d.device)[c], m)
+                                 for n, c, m in zip(self.points, crop, self.nodes)]
+            moved = interpolate_matrices(moved, self.upsample)
+        coords = self.base + moved.movedim(0, -1)
         return coords, sample_grid(self.moving, coords, padding_mode="border")
 
 
