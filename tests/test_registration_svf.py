@@ -108,3 +108,23 @@ def test_unfold_lifts_every_corner_above_the_floor_and_moves_only_the_folded_reg
     smooth = 0.02 * torch.ones(3, 8, 9, 10)
     out, rounds = unfold(smooth, 6)
     assert rounds == 0 and torch.equal(out, smooth)
+
+
+def test_interpolation_matrices_equal_the_upsampling_on_a_crop_values_and_gradients():
+    """The fine level's velocity -> evaluation-crop interpolation (one matrix per axis) is the trilinear
+    upsampling of the whole lattice, cropped: values and the gradient of any loss of them."""
+    from medinr.models.lattice import resize_lattice
+    from medinr.models.separable import axis_matrix, interpolate_matrices
+
+    torch.manual_seed(0)
+    nodes, points, crop = (7, 9, 5), (13, 17, 9), (slice(2, 11), slice(0, 17), slice(3, 6))
+    v = torch.randn(3, *nodes, requires_grad=True)
+    weights = torch.randn(3, 9, 17, 3)
+    mats = [axis_matrix(torch.linspace(-1, 1, n)[c], m) for n, c, m in zip(points, crop, nodes)]
+    got = interpolate_matrices(v, mats)
+    ref = resize_lattice(v, points)[(slice(None),) + crop]
+    assert got.shape == ref.shape and torch.allclose(got, ref, atol=1e-5)
+    (g_got,) = torch.autograd.grad((got * weights).sum(), v)
+    (g_ref,) = torch.autograd.grad((ref * weights).sum(), v)
+    assert torch.allclose(g_got, g_ref, atol=1e-5)
+    assert torch.allclose(axis_matrix(torch.linspace(-1, 1, 5), 5), torch.eye(5))  # nodes on nodes: the identity
