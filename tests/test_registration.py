@@ -70,14 +70,15 @@ def test_recovers_known_smooth_2d_deformation(slice64):
 def test_identity_stays_identity(slice64):
     """An image registered to itself stays put: what is left is Adam's dither around the optimum, a few hundredths
     of a voxel in the tissue (0.04-0.05 measured at the default rate, 1 fixed voxel per step; 0.02 at a rate of
-    0.3, 1.6x less accurate on the same-subject panel), a quarter of a voxel at most. A loss biased away
+    0.3, 1.6x less accurate on the same-subject panel), about a quarter of a voxel at most. A loss biased away
     from a perfect match (an ``eps`` on each local variance once drifted an image by over a voxel) fails it."""
     image, g = slice64
     tissue = image > 0.1 * image.max()
     for preset in ("default", "fast"):
         res = register(image, g, image, g, settings_from_preset(preset), seed=3)
         u = np.linalg.norm(dense_displacement(res, g), axis=-1) / g.spacing.min()  # voxels
-        assert u[tissue].mean() < 0.06 and u.max() < 0.3, (preset, u[tissue].mean(), u.max())
+        # measured 0.043 / 0.052 in the tissue, 0.28 / 0.22 anywhere (default / fast), the same for every seed
+        assert u[tissue].mean() < 0.08 and u.max() < 0.4, (preset, u[tissue].mean(), u.max())
 
 
 def test_different_voxel_sizes_and_orientations(slice64):
