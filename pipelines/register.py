@@ -11,7 +11,15 @@ import argparse
 
 from medinr.apps import execute
 from medinr.apps.requests import RegisterRequest
-from medinr.registration.settings import AFFINE_MODES, LOSSES, PRESETS, TRANSFORMS, settings_from_preset
+from medinr.registration.settings import (
+    AFFINE_MODES,
+    GRID_RATE,
+    LOSSES,
+    PRESETS,
+    TRANSFORMS,
+    SVFStage,
+    settings_from_preset,
+)
 from medinr.textsafe import terminal_safe
 from pipelines.common import (
     add_common_arguments,
@@ -54,12 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=positive_int, default=None, help="Adam steps of the deformable stage")
     parser.add_argument("--batch", type=positive_int, default=None, help="inr: random points per step")
     parser.add_argument("--lr", type=positive_float, default=None,
-                        help="learning rate (svf grid: fixed voxels per step, default 0.3)")
+                        help=f"learning rate (svf grid: fixed voxels per step, default {GRID_RATE:g}, scaled per "
+                             "level)")
     parser.add_argument("--loss", choices=LOSSES, default=None, help="similarity: lncc (default), ncc or mse")
     parser.add_argument("--diffusion", type=nonnegative_float, default=None,
-                        help="svf: weight of the velocity's |grad v|^2 (default 0.03)")
+                        help=f"svf: weight of the velocity's |grad v|^2 (default {SVFStage.diffusion:g})")
     parser.add_argument("--squarings", type=number(1, 16, integer=True), default=None,
-                        help="svf: scaling-and-squaring steps of exp(v) (default 6)")
+                        help=f"svf: scaling-and-squaring steps of exp(v) (default {SVFStage.squarings})")
     parser.add_argument("--jacobian", type=nonnegative_float, default=None, help="weight of |det J - 1|")
     parser.add_argument("--bending", type=nonnegative_float, default=None, help="weight of the bending energy")
     parser.add_argument("--hyperelastic", type=nonnegative_float, default=None, help="weight of a hyperelastic energy")

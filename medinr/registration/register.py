@@ -23,7 +23,7 @@ from medinr.registration.affine import centre_of_mass, dense_similarity_of, fit_
 from medinr.registration.losses import similarity, soft_dice
 from medinr.registration.pair import Side, check_labels, match_histogram, normalise_intensity
 from medinr.registration.regularizers import regularisation
-from medinr.registration.settings import GRID, INRStage, RegistrationSettings, SVFStage
+from medinr.registration.settings import GRID, GRID_RATE, INRStage, RegistrationSettings, SVFStage
 from medinr.registration.svf import (
     GridVelocity,
     ModelVelocity,
@@ -56,7 +56,8 @@ def _network(stage: SVFStage | INRStage, geometry: Geometry) -> tuple[INR, float
 
 
 def learning_rate(stage: SVFStage | INRStage, geometry: Geometry) -> float:
-    """The Adam rate used: ``lr``, else 1.0 fixed voxels per step (SVF grid) or the family's deformation rate.
+    """The Adam rate used: ``lr``, else :data:`GRID_RATE` fixed voxels per step (SVF grid) or the family's
+    deformation rate.
 
     1.0 with the middle level's velocity nodes 3 voxels apart (was 0.5 and 2), chosen on bench/register.py's
     panels (2 threads, same session), mean field error median / worst: 6 same-subject pairs (3 brains x 2 warps of
@@ -70,7 +71,7 @@ def learning_rate(stage: SVFStage | INRStage, geometry: Geometry) -> float:
     if stage.lr is not None:
         return float(stage.lr)
     if stage.model == GRID:
-        return 1.0
+        return GRID_RATE
     return task_defaults(stage.model, "deformation", tuple(geometry.shape), stage.model_options).lr
 
 

@@ -24,6 +24,9 @@ TRANSFORMS = ("svf", "inr")
 LOSSES = ("ncc", "lncc", "mse")
 #: The SVF stage's velocity as the lattice's own node values (not a zoo family).
 GRID = "grid"
+#: The SVF grid's Adam rate when none is given, fixed voxels per step (chosen in
+#: :func:`medinr.registration.register.learning_rate`).
+GRID_RATE = 1.0
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ class DeformableStage:
     steps : int
         Adam steps over all levels.
     lr : float or None
-        Adam rate; None: 1.0 fixed voxels per step for 'grid', the family's deformation rate otherwise.
+        Adam rate; None: :data:`GRID_RATE` fixed voxels per step for 'grid', the family's deformation rate otherwise.
     loss : {'lncc', 'ncc', 'mse'}
         Similarity (local NCC in ``window``-wide boxes, global NCC, MSE).
     window : int
