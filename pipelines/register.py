@@ -73,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bending", type=nonnegative_float, default=None, help="weight of the bending energy")
     parser.add_argument("--hyperelastic", type=nonnegative_float, default=None, help="weight of a hyperelastic energy")
     parser.add_argument("--fold", type=nonnegative_float, default=None,
-                        help="weight of the folding penalty max(0, 0.2 - det J) (default 3)")
+                        help=f"weight of the folding penalty max(0, 0.2 - det J) (default {SVFStage.fold:g})")
     parser.add_argument("--affine", choices=AFFINE_MODES, default=None,
                         help="affine stage first: auto (default: on unless both images share one grid), on, off")
     parser.add_argument("--affine-steps", type=positive_int, default=None, help="Adam steps of the affine stage")
