@@ -261,8 +261,9 @@ class WorldBox:
             raise MedinrError(f"world box metadata is malformed: {exc}") from None
 
 
-#: Points from which :func:`sample_grid` splits its work over the CPU threads.
-SPLIT_POINTS = 65536
+#: Points from which :func:`sample_grid` splits its work over the CPU threads (from 16k points the split is
+#: faster on 2 cores in 2D and 3D: 46k points of a 1 mm brain, a viewer's cached frame, 0.58 ms instead of 0.94).
+SPLIT_POINTS = 16384
 
 
 def sample_grid(
@@ -306,7 +307,9 @@ def sample_grid(
     pad = -n % parts
     if pad:
         flat = torch.cat([flat, flat[:pad]])
-    grid = flat.reshape((parts, -1) + (1,) * (ndim - 1) + (ndim,))
+    # the points along the sampler's last output axis: its inner loop runs there (15-30 % faster forward and
+    # backward on CPU than the same points along the first axis, the same values)
+    grid = flat.reshape((parts,) + (1,) * (ndim - 1) + (-1, ndim))
     batch = img.unsqueeze(0).expand(parts, *img.shape)
     out = F.grid_sample(batch, grid, mode=mode, padding_mode=padding_mode, align_corners=True)
     out = out.reshape(parts, img.shape[0], -1).transpose(1, 2).reshape(-1, img.shape[0])[:n]

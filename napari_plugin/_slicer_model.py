@@ -80,6 +80,7 @@ class SlicerModel:
         self.cursor_rc: tuple[float, float] | None = None
         self.revision = 0  # counts changes of what the views show (image, lattice, planes, component)
         self._volumes: dict[Any, np.ndarray] = {}
+        self._tiles: tuple[Any, list[Tile]] | None = None  # the last layout and what it was computed from
 
     # -- image ---------------------------------------------------------------------------------------------
     def set_image(self, image: ContinuousImage | None, lattice: CachedLattice | None = None) -> None:
@@ -171,13 +172,20 @@ class SlicerModel:
         """The views on the canvas: the single view, or axial, coronal and sagittal through the crosshair."""
         c = controls or self.controls
         point = self.crosshair if controls is None else crosshair
+        # one change asks for its layout several times (validation, requests, labels, overlays): 0.5 ms each
+        key = (self.image, c, None if point is None else tuple(np.asarray(point, dtype=np.float64).tolist()))
+        if self._tiles is not None and self._tiles[0][0] is key[0] and self._tiles[0][1:] == key[1:]:
+            return list(self._tiles[1])
         if not c.linked or self.image.ndim != 3 or point is None:
-            return [Tile(MAIN, self.base_plane(c))]
-        planes = []
-        for key in LINKED:
-            plane = default_plane(self.image, key, 0.0, (0.0, 0.0), c.convention)
-            planes.append((key, plane.shifted(float((point - plane.centre) @ plane.normal))))
-        return side_by_side(planes)
+            tiles = [Tile(MAIN, self.base_plane(c))]
+        else:
+            planes = []
+            for name in LINKED:
+                plane = default_plane(self.image, name, 0.0, (0.0, 0.0), c.convention)
+                planes.append((name, plane.shifted(float((point - plane.centre) @ plane.normal))))
+            tiles = side_by_side(planes)
+        self._tiles = (key, tiles)
+        return list(tiles)
 
     def tile(self, key: str) -> Tile:
         return next(t for t in self.tiles() if t.key == key)

@@ -62,6 +62,22 @@ def test_cached_frame_equals_the_exact_frame_at_the_lattice_points(siren):
     assert 1e-4 * np.ptp(exact) < err.mean() < 0.05 * np.ptp(exact)
 
 
+
+def test_corner_test_skips_the_mask_only_where_every_pixel_is_inside(siren, monkeypatch):
+    import medinr.render.lattice as lattice_module
+
+    lattice = build_lattice(siren, plan_lattice(siren, seconds=None, finer=1))
+    planes = {"inside": default_plane(siren, "axial", 3.0).zoomed(1.3), "across": default_plane(siren, "1,2,3")}
+    corners, real = [], lattice_module._corners_inside
+    monkeypatch.setattr(lattice_module, "_corners_inside", lambda *args: corners.append(real(*args)) or corners[-1])
+    fast = {name: lattice.render(plane, (31, 27)) for name, plane in planes.items()}
+    assert corners == [True, False]
+    monkeypatch.setattr(lattice_module, "_corners_inside", lambda *args: False)  # the per-pixel mask everywhere
+    for name, plane in planes.items():
+        assert np.array_equal(fast[name], lattice.render(plane, (31, 27))), name
+    assert (fast["inside"] != 0).all() and 0.05 < (fast["across"] == 0).mean() < 0.9
+
+
 def test_lattice_planning_keeps_the_training_grid_unless_a_budget_says_otherwise(siren):
     assert plan_lattice(siren, seconds=None, finer=1) == siren.geometry
     # by default twice as fine as the finest voxel size (1.5 mm) over the same box, within the voxel budget

@@ -127,6 +127,22 @@ def test_linked_views_meet_at_the_crosshair(model):
         assert np.allclose(tile.world((horizontal[0, 0], vertical[0, 1])), model.crosshair)
 
 
+
+def test_the_layout_is_computed_once_per_change_and_follows_image_and_controls(model, image, monkeypatch):
+    import napari_plugin._slicer_model as slicer_model
+
+    calls = []
+    real = slicer_model.default_plane
+    monkeypatch.setattr(slicer_model, "default_plane", lambda *a, **k: calls.append(a[1:]) or real(*a, **k))
+    assert model.update(offset_mm=4.0)
+    first = model.tiles()
+    assert model.tiles() == first and model.tile(MAIN) == first[0] and len(calls) == 1
+    assert model.update(offset_mm=-4.0)
+    assert np.isclose(model.tiles()[0].plane.centre[2] - first[0].plane.centre[2], -8.0) and len(calls) == 2
+    other = ContinuousImage(image.model, Geometry((20, 24, 16), np.diag([2.0, 2.0, 3.0, 1.0])), image.output)
+    model.set_image(other)  # the same controls on another image: its own planes
+    assert model.tiles()[0].plane.centre[2] != first[0].plane.centre[2]
+
 def test_the_readout_follows_the_frame_on_screen(model):
     texts = []
     model.events.cursor.connect(texts.append)

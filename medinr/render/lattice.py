@@ -110,7 +110,7 @@ class CachedLattice:
         source = self.extra["jacobian"][None] if component == "jacobian" else self.values
         sampled = sample_grid(torch.from_numpy(source), grid).numpy()
         out = sampled[..., 0] if component == "jacobian" else to_component(sampled, self.kind, component)
-        if self.margin is not None:
+        if self.margin is not None and not _corners_inside(self.to_network @ pix, h, w, 1.0 + self.margin + 1e-6):
             net = _plane_grid(self.to_network @ pix, h, w).abs_()
             inside = (net <= torch.as_tensor(1.0 + self.margin + 1e-6, dtype=net.dtype)).all(-1).numpy()
             out = np.where(inside, out, np.float32(0.0))
@@ -121,6 +121,14 @@ class CachedLattice:
         if component == "jacobian":
             return self.extra["jacobian"]
         return to_component(np.moveaxis(self.values, 0, -1), self.kind, component)
+
+
+def _corners_inside(matrix: np.ndarray, h: int, w: int, bound: np.ndarray) -> bool:
+    """Whether every pixel of the plane is within ``bound`` in each axis: the test at its four corners suffices
+    (the pixels are an affine image of a rectangle, the box is convex), and spares the per-pixel mask."""
+    rc = np.array([[0, 0, 1], [0, w - 1, 1], [h - 1, 0, 1], [h - 1, w - 1, 1]], dtype=np.float64)
+    corners = rc @ np.asarray(matrix[:-1], dtype=np.float64).T
+    return bool((np.abs(corners) <= np.asarray(bound, dtype=np.float64)).all())
 
 
 def _plane_grid(matrix: np.ndarray, h: int, w: int) -> torch.Tensor:
