@@ -62,7 +62,6 @@ def test_cached_frame_equals_the_exact_frame_at_the_lattice_points(siren):
     assert 1e-4 * np.ptp(exact) < err.mean() < 0.05 * np.ptp(exact)
 
 
-
 def test_corner_test_skips_the_mask_only_where_every_pixel_is_inside(siren, monkeypatch):
     import medinr.render.lattice as lattice_module
 

@@ -127,7 +127,6 @@ def test_linked_views_meet_at_the_crosshair(model):
         assert np.allclose(tile.world((horizontal[0, 0], vertical[0, 1])), model.crosshair)
 
 
-
 def test_the_layout_is_computed_once_per_change_and_follows_image_and_controls(model, image, monkeypatch):
     import napari_plugin._slicer_model as slicer_model
 
@@ -142,6 +141,7 @@ def test_the_layout_is_computed_once_per_change_and_follows_image_and_controls(m
     other = ContinuousImage(image.model, Geometry((20, 24, 16), np.diag([2.0, 2.0, 3.0, 1.0])), image.output)
     model.set_image(other)  # the same controls on another image: its own planes
     assert model.tiles()[0].plane.centre[2] != first[0].plane.centre[2]
+
 
 def test_the_readout_follows_the_frame_on_screen(model):
     texts = []
