@@ -80,12 +80,13 @@ class SlicerModel:
         self.cursor_rc: tuple[float, float] | None = None
         self.revision = 0  # counts changes of what the views show (image, lattice, planes, component)
         self._volumes: dict[Any, np.ndarray] = {}
-        self._tiles: tuple[Any, list[Tile]] | None = None  # the last layout and what it was computed from
+        self._tiles: tuple[Any, list[Tile]] | None = None  # the last layout of this image and its controls
 
     # -- image ---------------------------------------------------------------------------------------------
     def set_image(self, image: ContinuousImage | None, lattice: CachedLattice | None = None) -> None:
         """Slice ``image``: the plane controls are kept (valid for any 3D image), the component is its default."""
         self.image, self.lattice, self.crosshair = image, lattice, None
+        self._tiles = None
         self.revision += 1
         self._volumes.clear()
         self.window.reset()
@@ -173,8 +174,8 @@ class SlicerModel:
         c = controls or self.controls
         point = self.crosshair if controls is None else crosshair
         # one change asks for its layout several times (validation, requests, labels, overlays): 0.5 ms each
-        key = (self.image, c, None if point is None else tuple(np.asarray(point, dtype=np.float64).tolist()))
-        if self._tiles is not None and self._tiles[0][0] is key[0] and self._tiles[0][1:] == key[1:]:
+        key = (c, None if point is None else tuple(np.asarray(point, dtype=np.float64).tolist()))
+        if self._tiles is not None and self._tiles[0] == key:
             return list(self._tiles[1])
         if not c.linked or self.image.ndim != 3 or point is None:
             tiles = [Tile(MAIN, self.base_plane(c))]

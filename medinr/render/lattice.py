@@ -110,11 +110,12 @@ class CachedLattice:
         source = self.extra["jacobian"][None] if component == "jacobian" else self.values
         sampled = sample_grid(torch.from_numpy(source), grid).numpy()
         out = sampled[..., 0] if component == "jacobian" else to_component(sampled, self.kind, component)
-        to_net = self.to_network @ pix
-        if self.margin is not None and not _corners_inside(to_net, h, w, 1.0 + self.margin + 1e-6):
-            net = _plane_grid(to_net, h, w).abs_()
-            inside = (net <= torch.as_tensor(1.0 + self.margin + 1e-6, dtype=net.dtype)).all(-1).numpy()
-            out = np.where(inside, out, np.float32(0.0))
+        if self.margin is not None:
+            to_net, bound = self.to_network @ pix, 1.0 + self.margin + 1e-6
+            if not _corners_inside(to_net, h, w, bound):
+                net = _plane_grid(to_net, h, w).abs_()
+                inside = (net <= torch.as_tensor(bound, dtype=net.dtype)).all(-1).numpy()
+                out = np.where(inside, out, np.float32(0.0))
         return np.ascontiguousarray(out, dtype=np.float32)
 
     def volume(self, component: str | int = "auto") -> np.ndarray:
