@@ -256,3 +256,27 @@ def test_interpolate_axes_equals_sampling_every_lattice_point(grid_shape, sizes)
     lattice = interpolate_axes(grid, axes)
     points = sample_grid(grid, lattice_points(axes))  # (*sizes, F)
     torch.testing.assert_close(lattice, points.movedim(-1, 0), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("grid_shape,ranges,untouched", [
+    ((2, 40, 33, 20), ((-0.5, -0.1), (0.2, 0.9), (-1.0, 1.0)), 9),  # nodes 9..18 of the first axis reached
+    ((3, 64, 1), ((0.6, 1.3), (-0.3, 0.3)), 50),  # nodes 50..63, beyond the border clamped; a one-node axis
+])
+def test_interpolate_axes_on_a_tile_of_the_grid(grid_shape, ranges, untouched) -> None:
+    """A lattice that reaches only a block of the grid (a volume's tile) is interpolated on that block: the same
+    values as sampling every point, and the gradient of the grid the same too (zero outside the block)."""
+    from medinr.geometry import sample_grid
+    from medinr.models.separable import interpolate_axes, lattice_points
+
+    gen = torch.Generator().manual_seed(1)
+    axes = [torch.linspace(lo, hi, 7, dtype=torch.float64) for lo, hi in ranges]
+    weights = torch.randn(grid_shape[0], *[7] * len(axes), generator=gen, dtype=torch.float64)
+    grids = [torch.randn(grid_shape, generator=gen, dtype=torch.float64).requires_grad_() for _ in range(2)]
+    grids[1].data.copy_(grids[0].data)
+    lattice = interpolate_axes(grids[0], axes)
+    points = sample_grid(grids[1], lattice_points(axes)).movedim(-1, 0)
+    torch.testing.assert_close(lattice, points, rtol=1e-10, atol=1e-10)
+    (lattice * weights).sum().backward()
+    (points * weights).sum().backward()
+    torch.testing.assert_close(grids[0].grad, grids[1].grad, rtol=1e-10, atol=1e-10)
+    assert grids[0].grad[:, :untouched].abs().max() == 0 and grids[0].grad[:, untouched].abs().max() > 0

@@ -29,11 +29,18 @@ def level_resolutions(levels: int, base_resolution: int, max_resolution: int) ->
     return [max(2, int(round(base_resolution * growth**level))) for level in range(levels)]
 
 
+#: Finest lattice of an image fit, in nodes per voxel of the largest axis: 2 in 2D (room for the detail a
+#: footprint-mean fit recovers inside a voxel); 1.25 in 3D (2 would hold 8x as many nodes as voxels). On the 3D
+#: zoom panel of bench/models.py (2x zoom) 1.25 gave the 2 mm MNI volume +1.11 dB (34.45 -> 35.56; inside the brain
+#: 29.74 -> 30.64, cubic 30.70) and its 48^3 crop +0.35, the two 4 mm volumes -0.11 and -0.17 (they stop earlier
+#: on their held-out voxels); 1.5 gave the MNI volume +1.15 and the 4 mm volumes -0.16 and -0.30 (1.7x the nodes).
+FINEST_PER_VOXEL = {2: 2.0, 3: 1.25}
+
+
 def finest_resolution(shape: Sequence[int]) -> int:
-    """Finest lattice for an image on grid ``shape``: twice the largest axis in 2D (room for the detail a
-    footprint-mean fit recovers inside a voxel), the largest axis itself in 3D (8x the voxels would hold
-    several times more parameters than there are samples)."""
-    return int(max(shape)) * (2 if len(shape) == 2 else 1)
+    """Finest lattice (nodes per axis) of an image fit on grid ``shape``: :data:`FINEST_PER_VOXEL` times its
+    largest axis."""
+    return int(round(max(shape) * FINEST_PER_VOXEL[len(shape)]))
 
 
 #: Features per vertex and level of an image fit in 3D (4 in 2D). A volume's fit is bound by its steps, not its

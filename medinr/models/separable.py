@@ -56,16 +56,28 @@ def interpolate_axes(grid: torch.Tensor, axes: Sequence[torch.Tensor]) -> torch.
     Equal to :func:`medinr.geometry.sample_grid` (bilinear, border padding) at every point of
     ``meshgrid(*axes)``; differentiable in ``grid`` (a gather's backward is an index-add).
     """
+    cells = []
     out = grid
-    for axis in axis_order(grid.shape[1:], [len(x) for x in axes]):
-        x = axes[axis]
-        dim = axis + 1
-        vertices = out.shape[dim]
-        x = x.to(device=out.device, dtype=out.dtype)
+    for axis, x in enumerate(axes):
+        vertices = grid.shape[axis + 1]
+        x = x.to(device=grid.device, dtype=grid.dtype)
         if vertices == 1:
-            out = out.index_select(dim, torch.zeros(x.numel(), dtype=torch.long, device=out.device))
+            cells.append((torch.zeros(x.numel(), dtype=torch.long, device=grid.device), None))
             continue
         cell, frac = axis_cells(x, vertices)
+        # the nodes this lattice reaches along the axis: a tile of a volume reaches a block of the grid, and the
+        # gathers along the other axes then copy that block instead of whole planes of the grid (same values)
+        first, last = (int(cell.min()), int(cell.max()) + 2) if cell.numel() else (0, vertices)
+        if first > 0 or last < vertices:
+            out = out.narrow(axis + 1, first, last - first)
+            cell = cell - first
+        cells.append((cell, frac))
+    for axis in axis_order(out.shape[1:], [len(x) for x in axes]):
+        dim = axis + 1
+        cell, frac = cells[axis]
+        if frac is None:
+            out = out.index_select(dim, cell)
+            continue
         low, high = out.index_select(dim, cell), out.index_select(dim, cell + 1)
         shape = [1] * out.dim()
         shape[dim] = -1
