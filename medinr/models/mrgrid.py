@@ -45,8 +45,9 @@ def finest_resolution(shape: Sequence[int]) -> int:
 
 #: Features per vertex and level of an image fit in 3D (4 in 2D). A volume's fit is bound by its steps, not its
 #: capacity: at the same steps, 2 features cost 0.75x per step (half the parameters: the 2 mm MNI volume 4.3 M
-#: instead of 8.6 M) and the 3D zoom panel of bench/models.py came out within 0.1 dB on the three smaller volumes
-#: and 0.5 dB under 4 features on the MNI volume, whose steps the saving pays for (see image_fit.TILE_EPOCHS).
+#: instead of 8.6 M, with 1 node per voxel; 7.8 M at :data:`FINEST_PER_VOXEL`) and the 3D zoom panel of
+#: bench/models.py came out within 0.1 dB on the three smaller volumes and 0.5 dB under 4 features on the MNI
+#: volume, whose steps the saving pays for (see image_fit.TILE_EPOCHS).
 VOLUME_FEATURES = 2
 
 
