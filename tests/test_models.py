@@ -271,8 +271,8 @@ def test_interpolate_axes_on_a_tile_of_the_grid(grid_shape, ranges, untouched) -
     gen = torch.Generator().manual_seed(1)
     axes = [torch.linspace(lo, hi, 7, dtype=torch.float64) for lo, hi in ranges]
     weights = torch.randn(grid_shape[0], *[7] * len(axes), generator=gen, dtype=torch.float64)
-    grids = [torch.randn(grid_shape, generator=gen, dtype=torch.float64).requires_grad_() for _ in range(2)]
-    grids[1].data.copy_(grids[0].data)
+    values = torch.randn(grid_shape, generator=gen, dtype=torch.float64)
+    grids = [values.clone().requires_grad_() for _ in range(2)]
     lattice = interpolate_axes(grids[0], axes)
     points = sample_grid(grids[1], lattice_points(axes)).movedim(-1, 0)
     torch.testing.assert_close(lattice, points, rtol=1e-10, atol=1e-10)

@@ -66,10 +66,11 @@ def interpolate_axes(grid: torch.Tensor, axes: Sequence[torch.Tensor]) -> torch.
             continue
         cell, frac = axis_cells(x, vertices)
         # the nodes this lattice reaches along the axis: a tile of a volume reaches a block of the grid, and the
-        # gathers along the other axes then copy that block instead of whole planes of the grid (same values)
-        first, last = (int(cell.min()), int(cell.max()) + 2) if cell.numel() else (0, vertices)
-        if first > 0 or last < vertices:
-            out = out.narrow(axis + 1, first, last - first)
+        # gathers along the other axes then copy that block instead of whole planes of the grid (same values).
+        # first and top: the first and last cells reached (cell i spans nodes i and i + 1), in one host sync
+        first, top = torch.stack(torch.aminmax(cell)).tolist() if cell.numel() else (0, vertices - 2)
+        if first > 0 or top + 2 < vertices:
+            out = out.narrow(axis + 1, first, top + 2 - first)
             cell = cell - first
         cells.append((cell, frac))
     for axis in axis_order(out.shape[1:], [len(x) for x in axes]):
