@@ -36,12 +36,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-from scipy import interpolate, ndimage
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from medinr.runtime import configure_threads  # noqa: E402
+
+configure_threads()  # the commands' process policy (threads, passive OpenMP waiting, allocator) before torch loads
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from scipy import interpolate, ndimage  # noqa: E402
 
 from medinr.geometry import Geometry  # noqa: E402
 from medinr.image_fit import fit_image  # noqa: E402
@@ -377,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kan-speed", action="store_true", help="only the KAN throughput table (layouts, paths)")
     args = parser.parse_args(argv)
     if args.threads:
-        torch.set_num_threads(args.threads)
+        configure_threads(args.threads)  # a chosen count: not followed down under load
     args.options = json.loads(args.options)
     if args.kan_speed:
         print("\n".join(kan_speed()))

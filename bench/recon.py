@@ -40,11 +40,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from medinr.runtime import configure_threads  # noqa: E402
+
+configure_threads()  # the commands' process policy (threads, passive OpenMP waiting, allocator) before torch loads
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from medinr.geometry import Geometry  # noqa: E402
 from medinr.io import load_image, take_slice  # noqa: E402
@@ -270,7 +274,7 @@ def main() -> None:
                         help="torch threads (default 1: CPU seconds comparable with SigPy's single thread)")
     parser.add_argument("--json", default=None, help="also write all numbers to this JSON file")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    configure_threads(args.threads)  # a chosen count: not followed down under load
     if args.quick and args.cs == ",".join(CS):
         args.cs = "l1wavelet"
     cases = [c for c in panel() if (not args.quick or c.name in QUICK)

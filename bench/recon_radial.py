@@ -36,11 +36,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from medinr.runtime import configure_threads  # noqa: E402
+
+configure_threads()  # the commands' process policy (threads, passive OpenMP waiting, allocator) before torch loads
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from medinr.geometry import Geometry  # noqa: E402
 from medinr.io import load_image, take_slice  # noqa: E402
@@ -230,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.size = args.size or (128 if args.quick else SIZE)
     args.cs = args.cs or ("l1wavelet" if args.quick else ",".join(CS))
-    torch.set_num_threads(args.threads)
+    configure_threads(args.threads)  # a chosen count: not followed down under load
     try:
         import numba
 

@@ -40,8 +40,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from medinr.runtime import configure_threads  # noqa: E402
+
+configure_threads()  # the commands' process policy (threads, passive OpenMP waiting, allocator) before torch loads
+
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from medinr.io import array_to_sitk, load_image  # noqa: E402
@@ -417,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write the per-run results here")
     a = p.parse_args(argv)
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(a.threads)  # ANTs and elastix read it
-    torch.set_num_threads(a.threads)
+    configure_threads(a.threads)  # a chosen count: not followed down under load
     import SimpleITK as sitk
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(a.threads)
