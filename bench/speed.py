@@ -35,6 +35,10 @@ sys.path.insert(0, str(ROOT))
 SCANS = ROOT / "sample_scans"
 SAMPLE_INR = ROOT / "napari_plugin" / "data" / "mni152_t1_2mm_v2.inr"
 BUSY = "while True: pass"
+#: The commands' environment, as the user's shell gave it: the anchors run in this process (demons through
+#: bench/register.py, which applies the commands' thread policy), and the variables that policy sets would tell
+#: every later command that its thread count had been chosen for it.
+COMMAND_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 @dataclass
@@ -191,10 +195,9 @@ def run_command(argv: list[str], out: Path, out_file: str | None) -> tuple[float
     """Run one command; (wall seconds, CPU seconds of the child, its metrics.json or {}, its stdout)."""
     target = out / out_file if out_file else out
     cmd = [sys.executable, "-m", "pipelines.cli", *argv, "--out", str(target), "--force"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     before = os.times()
     start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    done = subprocess.run(cmd, cwd=ROOT, env=COMMAND_ENV, capture_output=True, text=True)
     wall = time.perf_counter() - start
     after = os.times()
     if done.returncode != 0:
@@ -251,10 +254,9 @@ def measure(pipe: Pipeline, tmp: Path, loaded: bool) -> dict:
 
 def help_times() -> list[str]:
     lines = ["| command | `--help` wall (s) |", "|---|---:|"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for command in ("fit", "reconstruct", "register", "render", "info"):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "pipelines.cli", command, "--help"], cwd=ROOT, env=env,
+        subprocess.run([sys.executable, "-m", "pipelines.cli", command, "--help"], cwd=ROOT, env=COMMAND_ENV,
                        capture_output=True, check=True)
         lines.append(f"| `medinr {command} --help` | {time.perf_counter() - start:.2f} |")
     return lines

@@ -88,10 +88,13 @@ def test_cgroup_quota(tmp_path: Path) -> None:
     assert cgroup_cpu_limit(v1) == pytest.approx(2.0)
 
 
-def test_small_work_runs_on_one_thread_and_the_count_comes_back() -> None:
+def test_small_work_runs_on_one_thread_and_the_count_comes_back(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
+    from medinr import runtime
     from medinr.runtime import SMALL_WORK, threads_for
+
+    monkeypatch.setattr(runtime, "_LOAD", runtime._LoadFollower())  # not following the load (a chosen count)
 
     before = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -104,5 +107,71 @@ def test_small_work_runs_on_one_thread_and_the_count_comes_back() -> None:
         with pytest.raises(RuntimeError), threads_for(10):
             raise RuntimeError("a failing fit")
         assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+# /proc/stat with two cores of this process (a: busy user ticks, i: idle ticks) and one it may not use
+_STAT = "cpu  {a} 0 0 {i}\ncpu0 {a} 0 0 {i} 0 0 0 0 0 0\ncpu1 {a} 0 0 {i} 0 0 0 0 0 0\ncpu7 999 0 0 0 0 0 0 0\n"
+
+
+def test_cpu_ticks_sum_the_process_cores_only() -> None:
+    from medinr.runtime import cpu_ticks
+
+    text = "cpu  9 9 9 9\ncpu0 10 1 2 30 4 5 6 7 8 9\ncpu1 1 0 0 1\ncpu2 100 0 0 0\nintr 5\n"
+    assert cpu_ticks({0}, text) == (10 + 1 + 2 + 5 + 6 + 7, 10 + 1 + 2 + 30 + 4 + 5 + 6 + 7)
+    assert cpu_ticks({0, 1}, text) == (31 + 1, 65 + 2)
+    assert cpu_ticks({5}, text) is None
+
+
+@pytest.mark.parametrize(("others", "threads"), [(0.0, 2), (0.4, 2), (0.6, 1), (1.0, 1), (2.0, 1)])
+def test_free_threads_are_the_cores_others_leave(others: float, threads: int) -> None:
+    from medinr.runtime import free_threads
+
+    assert free_threads(2, 2, others) == threads
+    assert free_threads(8, 64, others) == 8  # a quota of 8 on a large host: its cores are not the limit
+
+
+def test_threads_follow_the_other_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One other busy process on one of two cores: one thread; the core free again: two; a user's count or an open
+    one-thread block is left alone."""
+    import torch
+
+    from medinr import runtime
+
+    stat, own = tmp_path / "stat", [0.0]
+    monkeypatch.setattr(runtime, "_PROC_STAT", stat)
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(runtime.os, "times", lambda: os.times_result((own[0], 0.0, 0.0, 0.0, 0.0)))
+    monkeypatch.setattr(runtime.os, "sysconf", lambda name: 100)
+    ticks = {"a": 0, "i": 0}
+
+    def tick(busy: int, idle: int, mine: float) -> None:  # per core, over one second of 100 ticks
+        ticks["a"] += busy
+        ticks["i"] += idle
+        own[0] += mine
+        stat.write_text(_STAT.format(**ticks))
+
+    follower = runtime._LoadFollower()
+    monkeypatch.setattr(runtime, "_LOAD", follower)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        tick(0, 0, 0.0)
+        follower.start(2)
+        tick(100, 0, 1.0)  # both cores busy, this process used one of them: another process has the other
+        assert follower.follow(follower._when + 0.5) is None  # not due yet
+        assert follower.follow(follower._when + 1.0) == 1 and torch.get_num_threads() == 1
+        tick(50, 50, 1.0)  # one core busy, all of it this process: the other core is free again
+        assert follower.follow(follower._when + 1.0) == 2 and torch.get_num_threads() == 2
+        tick(100, 0, 1.0)
+        with runtime.threads_for(10):  # a one-thread block: the look is kept for its end
+            assert follower.follow(follower._when + 1.0) is None and torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 1
+        tick(50, 50, 1.0)
+        assert follower.follow(follower._when + 1.0) == 2 and torch.get_num_threads() == 2
+        follower.start(None)  # a count the user chose
+        tick(100, 0, 0.0)
+        assert follower.follow(follower._when + 5.0) is None and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)

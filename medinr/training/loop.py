@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from medinr.errors import MedinrError
+from medinr.runtime import follow_load
 from medinr.training.adam import Adam
 
 SCHEDULES = ("constant", "cosine", "exponential")
@@ -227,6 +228,7 @@ class _Loop:
         step = self.start
         try:
             for step in bar:
+                follow_load()  # threads as many as the cores other processes leave free (about once a second)
                 stopped = self._step(step)
                 if stopped == "patience":
                     break
