@@ -65,6 +65,8 @@ SPIN_COUNT = 10000
 #: Seconds between two looks at how busy the other processes keep this process's cores (:func:`follow_load`).
 LOAD_PERIOD = 1.0
 _PROC_STAT = Path("/proc/stat")
+#: The pool sizes :func:`configure_threads` put in the environment.
+_WRITTEN: dict[str, str] = {}
 
 
 def cgroup_cpu_limit(root: Path = _CGROUP) -> float | None:
@@ -168,10 +170,12 @@ def configure_threads(n: int | None = None) -> int:
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
         os.environ.setdefault("GOMP_SPINCOUNT", str(SPIN_COUNT))
-    chosen = n is not None or any(os.environ.get(v, "").strip() for v in (ENV_THREADS, "OMP_NUM_THREADS"))
+    # an OMP_NUM_THREADS this function wrote (a command run twice in one process) is not the user's choice
+    user_omp = os.environ.get("OMP_NUM_THREADS", "").strip() not in ("", _WRITTEN.get("OMP_NUM_THREADS"))
+    chosen = n is not None or bool(os.environ.get(ENV_THREADS, "").strip()) or user_omp
     _LOAD.start(None if chosen else threads)
     for name in POOL_VARIABLES:
-        os.environ[name] = str(threads)
+        os.environ[name] = _WRITTEN[name] = str(threads)
     torch = sys.modules.get("torch")
     if torch is not None and hasattr(torch, "set_num_threads") and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)

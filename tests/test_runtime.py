@@ -175,3 +175,14 @@ def test_threads_follow_the_other_processes(tmp_path: Path, monkeypatch: pytest.
         assert follower.follow(follower._when + 5.0) is None and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_only_a_count_the_user_chose_stops_the_following() -> None:
+    """A second configure_threads in one process (a command run twice) sees its own OMP_NUM_THREADS, not the
+    user's; the user's own variable turns the following off."""
+    code = ("import os; from medinr import runtime as r; n = r.configure_threads(); r.configure_threads(); "
+            "print(r._LOAD.limit == n, os.environ['OMP_NUM_THREADS'] == str(n)); "
+            "os.environ['OMP_NUM_THREADS'] = '1'; r.configure_threads(); print(r._LOAD.limit)")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MEDINR_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split() == ["True", "True", "None"]
