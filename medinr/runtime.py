@@ -144,7 +144,7 @@ def threads_for(elements: int) -> Iterator[int]:
     used = 1 if elements < SMALL_WORK else before
     if used != before:
         torch.set_num_threads(used)
-        _LOAD.cap = used
+        _LOAD.in_block = True
     try:
         yield used
     finally:
@@ -216,7 +216,7 @@ class _LoadFollower:
         self.cpus: set[int] = set()
         self._last: tuple[int, int, float] | None = None
         self._when = 0.0
-        self.cap: int | None = None  # a block that asked for fewer threads (:func:`threads_for`)
+        self.in_block = False  # a :func:`threads_for` block that asked for one thread is open
         self.decided: int | None = None  # the count of the last look
 
     def start(self, limit: int | None) -> None:
@@ -257,7 +257,7 @@ class _LoadFollower:
         others = max(0.0, (busy - own) * len(self.cpus) / total)
         self.decided = free_threads(self.limit, len(self.cpus), others)
         torch = sys.modules.get("torch")
-        if torch is None or self.cap is not None:
+        if torch is None or self.in_block:
             return None  # a one-thread block: its end applies the decision (:meth:`after_block`)
         if torch.get_num_threads() != self.decided:
             torch.set_num_threads(self.decided)
@@ -266,7 +266,7 @@ class _LoadFollower:
     def after_block(self, before: int) -> int:
         """The count to restore at the end of a :func:`threads_for` block that had ``before``: the latest decision
         if one was made, capped by ``before``."""
-        self.cap = None
+        self.in_block = False
         return min(before, self.decided) if self.limit is not None and self.decided is not None else before
 
 
