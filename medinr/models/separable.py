@@ -15,6 +15,13 @@ from collections.abc import Sequence
 
 import torch
 
+#: A lattice of at most this many vertices along every axis (after the crop to the nodes a tile reaches) is
+#: interpolated by dense per-axis matrices (:func:`interpolate_matrices`) rather than gathers: with two taps in
+#: rows of tens of entries the products cost less than the gathers and their scatter backward (a 256 x 256 fit's
+#: levels onto its 512 x 512 footprint lattice, forward and backward: 32 vertices 2.4 -> 0.8 ms, 81: 2.5 -> 1.7;
+#: 203: 3.3 -> 4.7, so the larger levels keep the gathers).
+MATRIX_VERTICES = 128
+
 
 def axis_cells(x: torch.Tensor, vertices: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Cell index and fractional position of network coordinates ``x (M,)`` on ``vertices`` lattice nodes spread
@@ -73,17 +80,39 @@ def interpolate_axes(grid: torch.Tensor, axes: Sequence[torch.Tensor]) -> torch.
             out = out.narrow(axis + 1, first, top + 2 - first)
             cell = cell - first
         cells.append((cell, frac))
+    if max(out.shape[1:]) <= MATRIX_VERTICES:
+        return interpolate_matrices(out, [_cell_matrix(c, f, n, out.dtype) for (c, f), n in zip(cells, out.shape[1:])])
     for axis in axis_order(out.shape[1:], [len(x) for x in axes]):
         dim = axis + 1
         cell, frac = cells[axis]
         if frac is None:
-            out = out.index_select(dim, cell)
+            out = _take(out, dim, cell)
             continue
-        low, high = out.index_select(dim, cell), out.index_select(dim, cell + 1)
+        low, high = _take(out, dim, cell), _take(out, dim, cell + 1)
         shape = [1] * out.dim()
         shape[dim] = -1
         out = torch.lerp(low, high, frac.reshape(shape))
     return out
+
+
+def _cell_matrix(cell: torch.Tensor, frac: torch.Tensor | None, vertices: int, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`axis_matrix` from cells and fractions already found (``frac`` None: one vertex, weight one)."""
+    if frac is None:
+        return torch.ones(cell.numel(), 1, dtype=dtype, device=cell.device)
+    rows = torch.arange(cell.numel(), device=cell.device)
+    weights = torch.zeros(cell.numel(), vertices, dtype=frac.dtype, device=cell.device)
+    weights.index_put_((rows, cell), 1.0 - frac, accumulate=True)
+    weights.index_put_((rows, cell + 1), frac, accumulate=True)
+    return weights
+
+
+def _take(values: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
+    """``values.index_select(dim, index)``. Along the last (contiguous) dimension it is a ``gather`` of an expanded
+    index instead: ``index_select`` picks single elements there at a tenth of the speed (a 4 x 512 x 512 level onto
+    512 points, forward and backward: 7.8 ms against 1.0 ms)."""
+    if dim != values.dim() - 1 or values.dim() == 1:
+        return values.index_select(dim, index)
+    return torch.gather(values, dim, index.expand(*values.shape[:-1], index.numel()))
 
 
 def axis_order(vertices: Sequence[int], points: Sequence[int]) -> tuple[int, ...]:
