@@ -243,13 +243,21 @@ def test_config_is_recorded_from_the_constructor_once() -> None:
         build_model("siren", 2, 1, hidden_size=3)
 
 
+#: interpolate_axes' two paths: gathers along each axis (lattices of more than MATRIX_VERTICES nodes per axis) and
+#: dense per-axis matrices (smaller ones); each test runs both
+INTERPOLATION_PATHS = pytest.mark.parametrize("matrix_vertices", [0, 1 << 20], ids=["gathers", "matrices"])
+
+
+@INTERPOLATION_PATHS
 @pytest.mark.parametrize("grid_shape,sizes", [((3, 7, 5), (9, 4)), ((2, 4, 6, 3), (5, 3, 7))])
-def test_interpolate_axes_equals_sampling_every_lattice_point(grid_shape, sizes) -> None:
+def test_interpolate_axes_equals_sampling_every_lattice_point(grid_shape, sizes, matrix_vertices, monkeypatch) -> None:
     """The per-axis path (any axis order) is bilinear/trilinear sampling with border padding at every point of
     the separable lattice, including points outside [-1, 1]."""
     from medinr.geometry import sample_grid
+    from medinr.models import separable
     from medinr.models.separable import interpolate_axes, lattice_points
 
+    monkeypatch.setattr(separable, "MATRIX_VERTICES", matrix_vertices)
     gen = torch.Generator().manual_seed(0)
     grid = torch.randn(grid_shape, generator=gen, dtype=torch.float64)
     axes = [torch.rand(n, generator=gen, dtype=torch.float64) * 2.4 - 1.2 for n in sizes]
@@ -258,15 +266,19 @@ def test_interpolate_axes_equals_sampling_every_lattice_point(grid_shape, sizes)
     torch.testing.assert_close(lattice, points.movedim(-1, 0), rtol=1e-10, atol=1e-10)
 
 
+@INTERPOLATION_PATHS
 @pytest.mark.parametrize("grid_shape,ranges,untouched", [
     ((2, 40, 33, 20), ((-0.5, -0.1), (0.2, 0.9), (-1.0, 1.0)), 9),  # nodes 9..18 of the first axis reached
     ((3, 64, 1), ((0.6, 1.3), (-0.3, 0.3)), 50),  # nodes 50..63, beyond the border clamped; a one-node axis
 ])
-def test_interpolate_axes_on_a_tile_of_the_grid(grid_shape, ranges, untouched) -> None:
+def test_interpolate_axes_on_a_tile_of_the_grid(grid_shape, ranges, untouched, matrix_vertices, monkeypatch) -> None:
     """A lattice that reaches only a block of the grid (a volume's tile) is interpolated on that block: the same
     values as sampling every point, and the gradient of the grid the same too (zero outside the block)."""
     from medinr.geometry import sample_grid
+    from medinr.models import separable
     from medinr.models.separable import interpolate_axes, lattice_points
+
+    monkeypatch.setattr(separable, "MATRIX_VERTICES", matrix_vertices)
 
     gen = torch.Generator().manual_seed(1)
     axes = [torch.linspace(lo, hi, 7, dtype=torch.float64) for lo, hi in ranges]
