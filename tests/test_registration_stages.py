@@ -253,6 +253,38 @@ def test_kan_grid_schedule_is_honoured_by_both_deformable_stages(slice64):
     assert seen == [s / 10 for s in range(10)]  # told over all SVF levels' steps, in order
 
 
+def test_a_network_velocity_runs_on_nodes_at_least_three_voxels_apart(slice64):
+    """The grid SVF keeps its levels; a network velocity's nodes are never finer than NETWORK_NODE_FACTOR voxels
+    (the fit runs on those nodes, and metrics.json's resolved settings say so)."""
+    import medinr.registration.svf as svf
+    from medinr.registration.register import svf_levels
+
+    grid = settings_from_preset("default").deformable
+    assert svf_levels(grid) == grid.levels and grid.levels[-1][0] == 2
+    kan = settings_from_preset("default", model="kan").deformable
+    assert [spec[0] for spec in svf_levels(kan)] == [4.0, 3.0, 3.0]
+    assert [spec[1:] for spec in svf_levels(kan)] == [tuple(map(float, spec[1:])) for spec in grid.levels]
+
+    image, g = slice64
+    seen = []
+    original = svf.ModelVelocity.__call__
+
+    def spy(self, nodes):
+        seen.append(tuple(nodes))
+        return original(self, nodes)
+
+    svf.ModelVelocity.__call__ = spy
+    try:
+        options = {"encoding": "none", "widths": [4], "grid": 4}
+        out = register(image, g, np.roll(image, 1, axis=0), g,
+                       settings_from_preset("fast", model="kan", model_options=options, steps=6), seed=0)
+    finally:
+        svf.ModelVelocity.__call__ = original
+    finest = svf.lattice_shape(g.shape, svf.NETWORK_NODE_FACTOR)
+    assert seen and max(n[0] for n in seen) == finest[0] and finest[0] < svf.lattice_shape(g.shape, 2)[0]
+    assert out.extra["settings"]["resolved"]["levels"][-1][0] == svf.NETWORK_NODE_FACTOR
+
+
 def test_the_svf_loop_adds_the_velocity_networks_regulariser(slice64):
     from medinr.models import build_model
     from medinr.registration.settings import PRESETS

@@ -34,6 +34,7 @@ from medinr.registration.svf import (
     integrate,
     inverse_image,
     lattice_shape,
+    network_levels,
 )
 from medinr.training.loop import Together, TrainResult, fit, seed_everything
 
@@ -192,18 +193,25 @@ def _register_svf(s: RegistrationSettings, pair: tuple, matrix, fixed_mask, labe
         onehot = tuple(np.stack([(np.rint(lab) == v).astype(np.float32) for v in values]) for lab in labels)
     problem = SVFProblem(fixed_n, fg, moving_n, mg, matrix, fixed_mask, onehot)
     penalties = Penalties(stage.diffusion, stage.fold, stage.jacobian, stage.hyperelastic, stage.bending)
+    levels = svf_levels(stage)
     if stage.model == GRID:
-        velocity = GridVelocity(lattice_shape(fg.shape, stage.levels[0][0]))
+        velocity = GridVelocity(lattice_shape(fg.shape, levels[0][0]))
     else:
         model, _ = _network(stage, fg)
         velocity = ModelVelocity(model.to(device).train(), scale=float(np.max(fg.shape)) / 10.0)
     options = {"steps": stage.steps, "lr": learning_rate(stage, fg), "loss": stage.loss, "window": stage.window,
                "label_weight": s.labels.weight, "squarings": stage.squarings, "penalties": penalties}
-    v, result = fit_svf(problem, stage.levels, velocity, options, progress=progress)
+    v, result = fit_svf(problem, levels, velocity, options, progress=progress)
     forward = displacement_image(integrate(v, stage.squarings), fg, matrix)
-    inverse = inverse_image(integrate(-v, stage.squarings), fg, mg, matrix, stage.levels[-1][0]) \
+    inverse = inverse_image(integrate(-v, stage.squarings), fg, mg, matrix, levels[-1][0]) \
         if stage.symmetric else None
     return forward, inverse, result
+
+
+def svf_levels(stage: SVFStage) -> tuple[tuple[float, ...], ...]:
+    """The levels an SVF stage runs: its own for the node-value velocity, with nodes at least
+    :data:`~medinr.registration.svf.NETWORK_NODE_FACTOR` voxels apart for a network (``--model``)."""
+    return tuple(stage.levels) if stage.model == GRID else network_levels(stage.levels)
 
 
 def _record(s: RegistrationSettings, forward: ContinuousImage, fg: Geometry, affine_used: bool) -> dict:
@@ -214,6 +222,8 @@ def _record(s: RegistrationSettings, forward: ContinuousImage, fg: Geometry, aff
         else {}
     resolved = {"lr": learning_rate(stage, fg), "scale_mm": forward.output.scale, "affine_used": bool(affine_used),
                 "model_options": options}
+    if isinstance(stage, SVFStage):
+        resolved["levels"] = [list(spec) for spec in svf_levels(stage)]
     return {**s.to_dict(), "resolved": resolved}
 
 

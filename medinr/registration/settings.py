@@ -122,7 +122,9 @@ class SVFStage(DeformableStage):
     levels : sequence of (factor, evaluation factor, sigma, share)
         Coarse to fine: fixed voxels between velocity nodes, between similarity nodes (1: every fixed voxel),
         Gaussian smoothing of both images (voxels), and the share of ``steps``. Each level's rate is scaled
-        by its spacings (:func:`medinr.registration.svf.level_rate`).
+        by its spacings (:func:`medinr.registration.svf.level_rate`). A network velocity (``model`` other than
+        the node values) keeps its nodes at least 3 voxels apart
+        (:data:`medinr.registration.svf.NETWORK_NODE_FACTOR`).
     """
 
     diffusion: float = 0.03
