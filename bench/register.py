@@ -284,11 +284,11 @@ METHODS = {
 }
 #: The KAN deformation model: the model zoo's 'kan' with its own defaults parameterising the SVF's velocity (the
 #: dense grid encoding, 4 levels x 4 features at 32..64 nodes per axis, then a KAN [16, 16, 3], G = 8) at the
-#: family's deformation rate, 3e-3. On both quick panels (one session, 2 threads) it beat the raw-coordinate KAN
-#: ([3, 16, 16, 3], G = 8, rate 1e-2) that this row ran before: Dice GM/WM median between subjects 0.705 against
-#: 0.625 (default SVF 0.734), mean field error within one subject 0.509 against 0.767 mm (default 0.109), at
-#: 11.5-12.2 against 10.4-11.1 CPU s. Screened beside it: hidden [16, 16] 0.702 / 0.556 mm; rate 1e-2 0.714 /
-#: 0.682 mm; two encoding levels (32, 64) 0.695 / 0.685 mm in 9-10 CPU s.
+#: family's deformation rate, 3e-3, on nodes at least 3 voxels apart (svf.NETWORK_NODE_FACTOR). On both quick
+#: panels (one session, 2 threads) the same nodes as the grid SVF gave Dice GM/WM median between subjects 0.705
+#: against 0.625 for the raw-coordinate KAN ([3, 16, 16, 3], G = 8, rate 1e-2) that this row ran before (default
+#: SVF 0.734), mean field error within one subject 0.509 against 0.767 mm (default 0.109); the coarser nodes
+#: then 0.701 and 0.325 mm in two thirds of the time (README, Registration).
 OPTIONAL = {"ants-syn": "ants", "ants-syncc": "ants", "elastix": "itk"}
 _SAME = ["medinr-default", "medinr-fast", "medinr-inr", "medinr-kan", "sitk-demons", "sitk-bspline", "ants-syncc",
          "elastix"]
