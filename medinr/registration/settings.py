@@ -123,7 +123,7 @@ class SVFStage(DeformableStage):
         Coarse to fine: fixed voxels between velocity nodes, between similarity nodes (1: every fixed voxel),
         Gaussian smoothing of both images (voxels), and the share of ``steps``. Each level's rate is scaled
         by its spacings (:func:`medinr.registration.svf.level_rate`). A network velocity (``model`` other than
-        the node values) keeps its nodes at least 3 voxels apart
+        the node values) keeps its nodes at least 3.5 voxels apart
         (:data:`medinr.registration.svf.NETWORK_NODE_FACTOR`).
     """
 

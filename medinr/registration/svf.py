@@ -284,13 +284,14 @@ class GridVelocity:
 
 
 #: A network velocity (:class:`ModelVelocity`) is evaluated on nodes at least this many fixed voxels apart on every
-#: level (:func:`network_levels`). Each node costs the network's layers, and the finer nodes did not help it: the
-#: KAN (model zoo defaults) with the default levels' last nodes 2 voxels apart against 3, on bench/register.py's
-#: panels (one session, 2 threads): same subject, 6 pairs, mean field error median / worst 0.558 / 0.837 mm against
-#: 0.361 / 0.506 (default grid SVF 0.116 / 0.160); between subjects, 4 pairs, Dice GM/WM median 0.724 against
-#: 0.719 (default 0.753); CPU time 12.6-12.8 s against 8.9-9.1 s (default 3.7-4.0 s). Nodes 4 apart on every
-#: level erred less within one subject (0.223 mm on two pairs) but lost 0.02 Dice between subjects.
-NETWORK_NODE_FACTOR = 3.0
+#: level (:func:`network_levels`). Each node costs the network's layers, and the finer nodes did not help it. The
+#: KAN (model zoo defaults) on bench/register.py's full panels (one session, 2 threads; the default levels' nodes
+#: are 4, 3 and 2 voxels apart), last two levels' nodes 2 (as the grid SVF) / 3 / 3.5 / 4 voxels apart: same
+#: subject, 6 pairs, mean field error median 0.558 / 0.361 / 0.268 / 0.238 mm (worst 0.837 / 0.506 / 0.367 /
+#: 0.299; default grid SVF 0.116 / 0.160); between subjects, 4 pairs, Dice GM/WM median 0.724 / 0.719 / 0.711 /
+#: 0.699 (default 0.753); CPU time 12.6-12.8 / 8.9-9.2 / 7.6-8.0 / 6.8-6.9 s (default 3.6-4.2 s). 3.5 keeps the
+#: KAN within 0.05 Dice of the default between subjects at about twice its time.
+NETWORK_NODE_FACTOR = 3.5
 
 
 def network_levels(levels: Sequence[Sequence[float]]) -> tuple[tuple[float, ...], ...]:
