@@ -284,11 +284,11 @@ METHODS = {
 }
 #: The KAN deformation model: the model zoo's 'kan' with its own defaults parameterising the SVF's velocity (the
 #: dense grid encoding, 4 levels x 4 features at 32..64 nodes per axis, then a KAN [16, 16, 3], G = 8) at the
-#: family's deformation rate, 3e-3, on nodes at least 3 voxels apart (svf.NETWORK_NODE_FACTOR). On both quick
+#: family's deformation rate, 3e-3, on nodes at least 3.5 voxels apart (svf.NETWORK_NODE_FACTOR). On both quick
 #: panels (one session, 2 threads) the same nodes as the grid SVF gave Dice GM/WM median between subjects 0.705
 #: against 0.625 for the raw-coordinate KAN ([3, 16, 16, 3], G = 8, rate 1e-2) that this row ran before (default
 #: SVF 0.734), mean field error within one subject 0.509 against 0.767 mm (default 0.109); the coarser nodes
-#: then 0.701 and 0.325 mm in two thirds of the time (README, Registration).
+#: then 0.693 and 0.251 mm in two thirds of the time (README, Registration).
 OPTIONAL = {"ants-syn": "ants", "ants-syncc": "ants", "elastix": "itk"}
 _SAME = ["medinr-default", "medinr-fast", "medinr-inr", "medinr-kan", "sitk-demons", "sitk-bspline", "ants-syncc",
          "elastix"]
