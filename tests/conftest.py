@@ -43,3 +43,18 @@ def coronal_slice() -> np.ndarray:
 def coronal_64(coronal_slice: np.ndarray) -> np.ndarray:
     """The coronal slice area-averaged to 64x64 (4x4 blocks)."""
     return coronal_slice.reshape(64, 4, 64, 4).mean(axis=(1, 3)).astype(np.float32)
+
+
+@pytest.fixture
+def fixed_threads(monkeypatch):
+    """One thread count for every run of a test that compares seeded runs: the count is chosen
+    (``MEDINR_THREADS``), so the thread policy does not follow other processes' load between the runs and change the
+    last digits (README, reproducibility)."""
+    from medinr import runtime
+
+    monkeypatch.setenv(runtime.ENV_THREADS, "2")
+    limit = runtime._LOAD.limit
+    runtime._LOAD.start(None)  # library calls too: no following until the test ends
+    torch.set_num_threads(2)
+    yield
+    runtime._LOAD.start(limit)

@@ -90,7 +90,7 @@ def test_footprint_flag_reaches_the_fit(tmp_path, coronal_64, capsys):
     assert "wall_time_s" not in records["1"]  # no time among the results
 
 
-def test_seeded_fits_compare_equal_on_everything_but_timing(tmp_path, coronal_64):
+def test_seeded_fits_compare_equal_on_everything_but_timing(tmp_path, coronal_64, fixed_threads):
     path = tmp_path / "img.nii.gz"
     save_image(path, coronal_64, Geometry(coronal_64.shape))
     runs = []

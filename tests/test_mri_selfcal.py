@@ -143,7 +143,7 @@ def test_more_noise_means_stronger_regularisation_or_an_earlier_stop(small_image
 
 
 @pytest.mark.slow
-def test_chosen_settings_are_reproducible_with_a_seed(small_image):
+def test_chosen_settings_are_reproducible_with_a_seed(small_image, fixed_threads):
     problem = problem_from_image(small_image, Geometry(small_image.shape), "random", 4, 0.1, 4, "simulated", 30)
     config = preset_config("default", path={"steps": 40}, eval_every=5)
     runs = [inr_reconstruct(problem, config, seed=s, progress=False) for s in (4, 4, 9)]

@@ -267,7 +267,7 @@ def test_cli_final_prior_and_no_whiten_flags_reach_the_fit(tmp_path, image_file,
     assert prior["methods"]["inr"]["psnr"] != base["methods"]["inr"]["psnr"]  # the prior fit moved the start
 
 
-def test_seeded_runs_compare_equal_on_everything_but_timing(tmp_path, image_file):
+def test_seeded_runs_compare_equal_on_everything_but_timing(tmp_path, image_file, fixed_threads):
     first, _ = _recon_cli(tmp_path, image_file, "one")
     second, _ = _recon_cli(tmp_path, image_file, "two")
     assert set(first.pop("timing")) == set(second.pop("timing"))  # times differ from run to run; results must not
