@@ -34,9 +34,13 @@ def axis_cells(x: torch.Tensor, vertices: int) -> tuple[torch.Tensor, torch.Tens
 def axis_matrix(x: torch.Tensor, vertices: int) -> torch.Tensor:
     """``(M, vertices)`` weights of the linear interpolation at network coordinates ``x (M,)`` (as
     :func:`axis_cells`): two non-zeros per row."""
-    cell, frac = axis_cells(x, vertices)
-    rows = torch.arange(x.numel(), device=x.device)
-    weights = torch.zeros(x.numel(), vertices, dtype=x.dtype, device=x.device)
+    return _cell_matrix(*axis_cells(x, vertices), vertices)
+
+
+def _cell_matrix(cell: torch.Tensor, frac: torch.Tensor, vertices: int) -> torch.Tensor:
+    """:func:`axis_matrix` from the cells and fractions of :func:`axis_cells`."""
+    rows = torch.arange(cell.numel(), device=cell.device)
+    weights = torch.zeros(cell.numel(), vertices, dtype=frac.dtype, device=cell.device)
     weights.index_put_((rows, cell), 1.0 - frac, accumulate=True)
     if vertices > 1:
         weights.index_put_((rows, cell + 1), frac, accumulate=True)
@@ -81,7 +85,9 @@ def interpolate_axes(grid: torch.Tensor, axes: Sequence[torch.Tensor]) -> torch.
             cell = cell - first
         cells.append((cell, frac))
     if max(out.shape[1:]) <= MATRIX_VERTICES:
-        return interpolate_matrices(out, [_cell_matrix(c, f, n, out.dtype) for (c, f), n in zip(cells, out.shape[1:])])
+        # a one-vertex axis has no fraction (its gather needs none): weight one on its vertex
+        fracs = [out.new_zeros(c.shape) if f is None else f for c, f in cells]
+        return interpolate_matrices(out, [_cell_matrix(c, f, n) for (c, _), f, n in zip(cells, fracs, out.shape[1:])])
     for axis in axis_order(out.shape[1:], [len(x) for x in axes]):
         dim = axis + 1
         cell, frac = cells[axis]
@@ -93,17 +99,6 @@ def interpolate_axes(grid: torch.Tensor, axes: Sequence[torch.Tensor]) -> torch.
         shape[dim] = -1
         out = torch.lerp(low, high, frac.reshape(shape))
     return out
-
-
-def _cell_matrix(cell: torch.Tensor, frac: torch.Tensor | None, vertices: int, dtype: torch.dtype) -> torch.Tensor:
-    """:func:`axis_matrix` from cells and fractions already found (``frac`` None: one vertex, weight one)."""
-    if frac is None:
-        return torch.ones(cell.numel(), 1, dtype=dtype, device=cell.device)
-    rows = torch.arange(cell.numel(), device=cell.device)
-    weights = torch.zeros(cell.numel(), vertices, dtype=frac.dtype, device=cell.device)
-    weights.index_put_((rows, cell), 1.0 - frac, accumulate=True)
-    weights.index_put_((rows, cell + 1), frac, accumulate=True)
-    return weights
 
 
 def _take(values: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
