@@ -151,6 +151,27 @@ def test_kan_deformation_model_starts_at_zero_with_coordinate_gradients() -> Non
     assert model.layers[-1].spline_coef.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("shape", [(23, 9), (13, 40, 7)])
+def test_grid_encoded_kan_on_a_lattice_equals_the_points(shape: tuple[int, ...]) -> None:
+    """The whole-lattice path (the grid encoding resampled onto the lattice, as a registration velocity runs
+    it) gives the values and every parameter's gradient of the KAN at the lattice points, on lattices coarser
+    and finer than the encoding's levels."""
+    from medinr.models.base import lattice_coords
+
+    seed_everything(0)
+    model = build_model("kan", len(shape), 2, widths=[8],
+                        encoding_options={"levels": 3, "base_resolution": 8, "max_resolution": 32, "init": 0.5})
+    weights = torch.randn(*shape, 2)
+    grads = []
+    for out in (model.forward_lattice(shape), model(lattice_coords(shape))):
+        model.zero_grad()
+        (out * weights).sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+        grads[-1].append(out.detach())
+    for lattice, points in zip(*grads):  # sums over ~4000 points in another order: float32 rounding
+        assert (lattice - points).abs().max() <= 1e-5 * max(1.0, float(points.abs().max()))
+
+
 def test_grid_extension_during_training_keeps_the_function_at_the_switch(coronal_64: np.ndarray) -> None:
     """A scheduled extension (grid 4 -> 8 at half of the steps) refits the splines exactly; training goes on."""
     coords, target = _coords_and_target(coronal_64)

