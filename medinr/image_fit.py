@@ -50,11 +50,13 @@ from medinr.voxels import (
 DEFAULT_MODEL = "mrgrid"
 #: Footprint points per step of a family with a lattice path: a 256 x 256 image (2 x 2 footprint) in one step.
 LATTICE_POINTS = 1 << 18
-#: Footprint points per step of a family without one (random voxels).
+#: Footprint points per step of a family without one (random voxels), unless the family states its own
+#: (:attr:`~medinr.models.config.TaskDefaults.point_batch`).
 POINT_BATCH = 1 << 15
 #: Main-stage steps of whole-image (full-batch) steps; early stopping usually ends sooner.
 FULL_BATCH_STEPS = 300
-#: Otherwise: times each voxel is drawn in the main stage, and the bounds of the steps that follows.
+#: Otherwise: times each voxel is drawn in the main stage, and the bounds of the steps that follows (for random
+#: points: steps of :data:`POINT_BATCH` points, so the bounds hold the points drawn whatever the batch).
 EPOCHS = 12
 STEP_RANGE = (300, 1500)
 #: The same for a volume fitted in lattice tiles (3D, too large for one step). A volume's fit gains for longer
@@ -158,7 +160,8 @@ def fit_image(
     peak = float(data.target[data.all_known()].abs().max())
     smooth = float(defaults.smoothness if smoothness is None else smoothness)
     lattice = net.footprint_lattice
-    batch = int(batch_size) if batch_size is not None else (LATTICE_POINTS if lattice else POINT_BATCH)
+    batch = int(batch_size) if batch_size is not None else \
+        (LATTICE_POINTS if lattice else (defaults.point_batch or POINT_BATCH))
     run = _Run(data, batch, generator, peak, progress, f"fit {net.family}", smooth, defaults.prior, lattice)
     steps = int(steps) if steps is not None else default_steps(run)
     if data.held.numel():
@@ -180,13 +183,17 @@ def fit_image(
 
 def default_steps(run: "_Run") -> int:
     """Main-stage steps when the caller gives none: :data:`FULL_BATCH_STEPS` for whole-image steps; for tiles or
-    random points, enough steps for every voxel to be drawn :data:`EPOCHS` times (within :data:`STEP_RANGE`); a
-    volume in tiles :data:`TILE_EPOCHS` times (within :data:`TILE_STEP_RANGE`)."""
+    random points, enough steps for every voxel to be drawn :data:`EPOCHS` times (within :data:`STEP_RANGE`, for
+    random points scaled to the points drawn); a volume in tiles :data:`TILE_EPOCHS` times (within
+    :data:`TILE_STEP_RANGE`)."""
     if run.full_batch:
         return FULL_BATCH_STEPS
     per_step = math.prod(run.tile) if run.lattice else run.batch
     epochs, (least, most) = (TILE_EPOCHS, TILE_STEP_RANGE) if run.lattice and len(run.tile) == 3 else \
         (EPOCHS, STEP_RANGE)
+    if not run.lattice:  # the bounds count points of POINT_BATCH-point steps: a smaller batch takes more steps
+        drawn = run.batch * run.data.points_per_voxel
+        least, most = (math.ceil(n * POINT_BATCH / drawn) for n in (least, most))
     wanted = math.ceil(epochs * run.data.all_known().numel() / max(1, per_step))
     return int(min(max(wanted, least), most))
 

@@ -170,3 +170,29 @@ def test_a_volume_in_tiles_trains_longer_than_a_slice_in_tiles() -> None:
                                                                                                   1 << 15)))
     assert steps((40, 40, 40)) == 600 and steps((160, 160, 160)) == 1000
     assert steps((600, 600)) == 300 and steps((256, 256)) == image_fit.FULL_BATCH_STEPS
+
+
+def test_random_point_steps_bound_the_points_drawn_and_siren_takes_smaller_batches() -> None:
+    """Without a lattice path a step draws random footprint points: the step range (300-1500 steps of
+    POINT_BATCH points) bounds the points drawn, so a quarter of the batch takes four times the steps; SIREN's
+    image fits draw its own, smaller batch (the family's ``point_batch``), and other families the fit's default."""
+    from medinr import image_fit
+    from medinr.models.tasks import task_defaults
+
+    def steps(shape: tuple[int, ...], batch: int) -> int:
+        data = VoxelData.from_image(np.ones(shape, np.float32), Geometry(shape), footprint=2, holdout=0.1, seed=0)
+        run = _Run(data, batch, torch.Generator().manual_seed(0), 1.0, False, "test")
+        return image_fit.default_steps(run)
+
+    full = image_fit.POINT_BATCH
+    assert steps((64, 64), full) == 300 and steps((64, 64), full // 4) == 1200  # 12 epochs need fewer: the floor
+    assert steps((48, 48, 48), full) == 324 and steps((48, 48, 48), full // 4) == 1296  # 12 epochs of 48^3
+    assert steps((200, 200, 200), full // 4) == 6000  # the ceiling, in points
+    assert task_defaults("siren", "image", (64, 64)).point_batch == 1 << 13
+    assert task_defaults("wire", "image", (64, 64)).point_batch is None
+    assert task_defaults("siren", "deformation", ()).point_batch is None
+
+    image = np.random.default_rng(0).random((24, 24)).astype(np.float32)
+    fitted = fit_image(image, Geometry((24, 24)), model="siren", steps=3, holdout=0.0,
+                       model_options={"hidden": 8, "layers": 1})
+    assert fitted.history.stages["main"]["points_per_step"] < image_fit.POINT_BATCH

