@@ -118,3 +118,28 @@ def test_memory_limit_applies_to_one_command(tmp_path, small_image, capsys, monk
     assert parse_memory_size("none") is None
     with pytest.raises(MedinrError, match="not a size"):
         parse_memory_size("12 parsecs")
+
+
+def test_console_script_keeps_exit_codes_and_output(tmp_path, small_image):
+    """The installed ``medinr`` (``pipelines.cli:console``) exits with :func:`main`'s status and prints what it
+    printed: 0 and the outputs of a fit, 2 and one line for a bad input, 0 for ``--version``."""
+    import subprocess
+    import sys
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    assert tomllib.loads((root / "pyproject.toml").read_text())["project"]["scripts"]["medinr"] == \
+        "pipelines.cli:console"
+
+    def console(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", "from pipelines.cli import console; console()", *args],
+                              cwd=root, capture_output=True, text=True, timeout=300)
+
+    out = tmp_path / "fit"
+    done = console("fit", str(small_image), "--steps", "2", "--out", str(out))
+    assert done.returncode == 0 and str(out) in done.stdout and (out / "metrics.json").is_file()
+    bad = console("render", str(tmp_path / "missing.inr"), "--out", str(tmp_path / "x.png"))
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [bad.stderr.strip()]
+    assert bad.stderr.startswith("medinr: error:") and not (tmp_path / "x.png").exists()
+    assert console("--version").returncode == 0
