@@ -189,6 +189,7 @@ def test_random_point_steps_bound_the_points_drawn_and_siren_takes_smaller_batch
     assert steps((48, 48, 48), full) == 324 and steps((48, 48, 48), full // 4) == 1296  # 12 epochs of 48^3
     assert steps((200, 200, 200), full // 4) == 6000  # the ceiling, in points
     assert task_defaults("siren", "image", (64, 64)).point_batch == 1 << 13
+    assert task_defaults("fourier", "image", (64, 64)).point_batch == 1 << 13
     assert task_defaults("wire", "image", (64, 64)).point_batch is None
     assert task_defaults("siren", "deformation", ()).point_batch is None
 
