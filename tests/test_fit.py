@@ -190,7 +190,8 @@ def test_random_point_steps_bound_the_points_drawn_and_siren_takes_smaller_batch
     assert steps((200, 200, 200), full // 4) == 6000  # the ceiling, in points
     assert task_defaults("siren", "image", (64, 64)).point_batch == 1 << 13
     assert task_defaults("fourier", "image", (64, 64)).point_batch == 1 << 13
-    assert task_defaults("wire", "image", (64, 64)).point_batch is None
+    assert task_defaults("wire", "image", (64, 64)).point_batch == 1 << 13
+    assert task_defaults("mrgrid", "image", (64, 64)).point_batch is None
     assert task_defaults("siren", "deformation", ()).point_batch is None
 
     image = np.random.default_rng(0).random((24, 24)).astype(np.float32)
