@@ -174,8 +174,8 @@ def test_a_volume_in_tiles_trains_longer_than_a_slice_in_tiles() -> None:
 
 def test_random_point_steps_bound_the_points_drawn_and_siren_takes_smaller_batches() -> None:
     """Without a lattice path a step draws random footprint points: the step range (300-1500 steps of
-    POINT_BATCH points) bounds the points drawn, so a quarter of the batch takes four times the steps; SIREN's
-    image fits draw its own, smaller batch (the family's ``point_batch``), and other families the fit's default."""
+    POINT_BATCH points) bounds the points drawn, so a quarter of the batch takes four times the steps; the point
+    families (SIREN, WIRE, Fourier features) draw their own, smaller batch (``point_batch``), others the default."""
     from medinr import image_fit
     from medinr.models.tasks import task_defaults
 

@@ -680,11 +680,13 @@ class KAN(INR):
         one axis at a time, the KAN layers on its (point-major) output."""
         if self.encoding_name not in _TABLES:
             return super().forward_axes(axes)
-        feats = self.encoding.forward_axes(axes)
-        lens = feats.shape[1:]
+        return self._layers_on_lattice(self.encoding.forward_axes(axes))
+
+    def _layers_on_lattice(self, feats: torch.Tensor) -> torch.Tensor:
+        """The KAN layers on channel-first encoded features ``(F, M_0, ...)``: ``(M_0, ..., C)``."""
         inputs, out = self.layer_inputs_encoded(torch.tanh(feats.reshape(feats.shape[0], -1).T))
         self._record_for_regularizer(inputs)
-        return out.reshape(*lens, self.out_features)
+        return out.reshape(*feats.shape[1:], self.out_features)
 
     def forward_lattice(self, shape: Sequence[int], active_levels: int | None = None) -> torch.Tensor:
         """The output on the full lattice ``shape`` (``linspace(-1, 1, n)`` per axis): ``(*shape, C)``.
@@ -696,10 +698,7 @@ class KAN(INR):
         """
         if self.encoding_name != "grid":
             return super().forward_lattice(shape, active_levels)
-        feats = self.encoding.forward_lattice(shape)
-        inputs, out = self.layer_inputs_encoded(torch.tanh(feats.reshape(feats.shape[0], -1).T))
-        self._record_for_regularizer(inputs)
-        return out.reshape(*shape, self.out_features)
+        return self._layers_on_lattice(self.encoding.forward_lattice(shape))
 
     def zero_output_(self) -> None:
         # phi = w_b silu(x) + w_s spline(x): zero w_b and the coefficients (not w_s, whose gradient would vanish)
