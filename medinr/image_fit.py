@@ -21,6 +21,7 @@ from medinr.errors import MedinrError
 from medinr.geometry import Geometry
 from medinr.intensity import IntensityScale
 from medinr.models import INR, build_model
+from medinr.models.compile import CompiledForward
 from medinr.models.tasks import TaskDefaults, task_defaults
 from medinr.training import (
     BestIterate,
@@ -103,6 +104,7 @@ def fit_image(
     known: np.ndarray | None = None,
     smoothness: float | None = None,
     final: FinalStage = REFINE,
+    compile: bool | None = None,
 ) -> ContinuousImage:
     """Fit an INR to a real image sampled on ``geometry``'s grid.
 
@@ -141,6 +143,10 @@ def fit_image(
         off-grid points); default: the family's weight for an image.
     final : FinalStage
         What follows the choice of the best iterate (default :data:`REFINE`).
+    compile : bool, optional
+        Run the training forward of a random-point fit through ``torch.compile`` (a few seconds once, then
+        faster steps; eager if compiling fails; a lattice fit ignores it). Default: the family's choice
+        (:attr:`~medinr.models.config.TaskDefaults.compile_points`).
 
     Returns
     -------
@@ -162,7 +168,8 @@ def fit_image(
     lattice = net.footprint_lattice
     batch = int(batch_size) if batch_size is not None else \
         (LATTICE_POINTS if lattice else (defaults.point_batch or POINT_BATCH))
-    run = _Run(data, batch, generator, peak, progress, f"fit {net.family}", smooth, defaults.prior, lattice)
+    run = _Run(data, batch, generator, peak, progress, f"fit {net.family}", smooth, defaults.prior, lattice,
+               defaults.compile_points if compile is None else bool(compile))
     steps = int(steps) if steps is not None else default_steps(run)
     if data.held.numel():
         net, result, choice = _fit_with_holdout(net, run, steps, lr, time_budget, final)
@@ -173,6 +180,7 @@ def fit_image(
         choice = FitChoice(chosen_step=result.steps, final_steps=result.steps, final_stage="none")
     choice.holdout_fraction, choice.footprint, choice.smoothness = float(holdout), int(footprint), smooth
     choice.prior, choice.batch = defaults.prior, "full" if run.full_batch else ("tiles" if lattice else "points")
+    choice.compiled = run.compiled
     choice.train_psnr = run.psnr(net, data.fit)
     net.eval()
     output = OutputMeaning("intensity", scale=scale.scale, offset=scale.offset)
@@ -238,6 +246,7 @@ class FitChoice:
     holdout_psnr: float | None = None
     prior: str = "curvature"
     batch: str = "points"
+    compiled: bool = False
     holdout_curve: list[tuple[int, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -286,7 +295,8 @@ class _Run:
     """
 
     def __init__(self, data: VoxelData, batch_size: int, generator: torch.Generator, peak: float, progress: bool,
-                 description: str, smoothness: float = 0.0, prior: str = "curvature", lattice: bool = False) -> None:
+                 description: str, smoothness: float = 0.0, prior: str = "curvature", lattice: bool = False,
+                 compile: bool = False) -> None:
         self.data, self.generator, self.peak = data, generator, peak
         self.batch = max(1, int(batch_size) // data.points_per_voxel)
         self.smoothness, self.prior = float(smoothness), prior
@@ -294,6 +304,22 @@ class _Run:
         self.progress, self.description = progress, description
         self.lattice = bool(lattice)
         self.tile = tile_shape(data.shape, self.batch) if self.lattice else None
+        self.compile = bool(compile) and not self.lattice
+        self._forwards: dict[int, tuple[INR, CompiledForward]] = {}
+
+    @property
+    def compiled(self) -> bool:
+        """True when the training forward ran compiled (asked for, and no fallback to eager happened)."""
+        return bool(self._forwards) and all(f.compiled for _, f in self._forwards.values())
+
+    def forward_of(self, model: INR):
+        """The callable a step evaluates ``model`` through: its compiled forward when asked for (one per model:
+        the final stage trains a copy), else the model."""
+        if not self.compile or model.lattice_bound:
+            return model
+        if id(model) not in self._forwards:  # the model is kept with it, so its id is not reused meanwhile
+            self._forwards[id(model)] = (model, CompiledForward(model, dynamic=False))
+        return self._forwards[id(model)][1]
 
     @property
     def points_per_step(self) -> int:
@@ -316,19 +342,19 @@ class _Run:
         if self.lattice:
             return self._lattice_loss(model, self.data.mask(index), steps)
         full = model.lattice_bound or index.numel() <= self.batch
-        data = self.data
+        data, forward = self.data, self.forward_of(model)
 
         def loss(step: int) -> torch.Tensor:
             idx = index
             if not full:
                 pick = torch.randint(0, index.numel(), (self.batch,), generator=self.generator)
                 idx = index[pick.to(index.device)]
-            pred = footprint_mean(model, data.coords[idx], data.offsets)
+            pred = footprint_mean(forward, data.coords[idx], data.offsets)
             value = torch.mean((pred - data.target[idx]) ** 2)
             weight = self.smoothness_at(step, steps)
             if weight > 0:
                 prior = tv_penalty if self.prior == "tv" else smoothness_penalty
-                value = value + weight * prior(model, self.prior_points, data.voxel, self.generator)
+                value = value + weight * prior(forward, self.prior_points, data.voxel, self.generator)
             return value
 
         return loss

@@ -198,3 +198,26 @@ def test_random_point_steps_bound_the_points_drawn_and_siren_takes_smaller_batch
     fitted = fit_image(image, Geometry((24, 24)), model="siren", steps=3, holdout=0.0,
                        model_options={"hidden": 8, "layers": 1})
     assert fitted.history.stages["main"]["points_per_step"] < image_fit.POINT_BATCH
+
+
+def test_a_compiled_point_fit_trains_the_model_as_the_eager_one() -> None:
+    """``compile=True`` runs a random-point fit's training forward through ``torch.compile``: the same seed gives
+    the same fit as eager (to float rounding of the fused kernels), the choice records it, and WIRE (whose Gabor
+    wavelets are many element-wise passes) compiles by default while the lattice and other point families do not."""
+    from medinr.models.tasks import task_defaults
+
+    assert task_defaults("wire", "image", (64, 64)).compile_points
+    assert not task_defaults("siren", "image", (64, 64)).compile_points
+    assert not task_defaults("wire", "deformation", ()).compile_points
+    yy, xx = np.mgrid[:20, :20]
+    image = (np.sin(xx / 3.0) + np.cos(yy / 4.0)).astype(np.float32)
+    kwargs = dict(model="wire", steps=12, holdout=0.2, model_options={"hidden": 16, "layers": 2}, seed=1,
+                  progress=False, batch_size=256)
+    eager = fit_image(image, Geometry((20, 20)), compile=False, **kwargs)
+    compiled = fit_image(image, Geometry((20, 20)), compile=True, **kwargs)
+    assert not eager.extra["fit"]["compiled"] and compiled.extra["fit"]["compiled"]
+    for (name, a), b in zip(eager.model.state_dict().items(), compiled.model.state_dict().values()):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-4), name
+    assert compiled.extra["fit"]["chosen_step"] == eager.extra["fit"]["chosen_step"]
+    lattice = fit_image(image, Geometry((20, 20)), model="mrgrid", steps=3, compile=True, progress=False)
+    assert not lattice.extra["fit"]["compiled"]

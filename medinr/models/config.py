@@ -48,6 +48,9 @@ class TaskDefaults:
     point_batch : int or None
         'image' task, a family without a lattice path: random footprint points per step (None: the fit's own
         default, :data:`medinr.image_fit.POINT_BATCH`).
+    compile_points : bool
+        'image' task, a family without a lattice path: its training forward runs through ``torch.compile``
+        (:class:`medinr.models.compile.CompiledForward`, eager if compiling fails).
     """
 
     options: dict[str, Any]
@@ -55,6 +58,7 @@ class TaskDefaults:
     smoothness: float = 0.0
     prior: str = "curvature"
     point_batch: int | None = None
+    compile_points: bool = False
 
 
 def option(default: Any, low: float | None = None, high: float | None = None, *, doc: str, units: str = "",
@@ -147,6 +151,8 @@ class FamilyConfig:
     PRIOR: ClassVar[str] = "curvature"
     #: Random footprint points per step of an image fit without a lattice path (None: the fit's default).
     POINT_BATCH: ClassVar[int | None] = None
+    #: Whether such a fit compiles its training forward (worth it where the fit outlasts the 5-10 s compile by far).
+    COMPILE_POINTS: ClassVar[bool] = False
 
     @classmethod
     def specs(cls) -> dict[str, OptionSpec]:
@@ -205,7 +211,8 @@ class FamilyConfig:
         image = task == "image"
         return TaskDefaults(options=merged, lr=float(cls.RATES[task]),
                             smoothness=float(cls.SMOOTHNESS) if image else 0.0, prior=cls.PRIOR,
-                            point_batch=cls.POINT_BATCH if image else None)
+                            point_batch=cls.POINT_BATCH if image else None,
+                            compile_points=bool(cls.COMPILE_POINTS) and image)
 
     @classmethod
     def describe(cls) -> list[dict[str, str]]:
