@@ -22,7 +22,8 @@ SHAPE_2D, SHAPE_3D = (64, 64), (98, 116, 94)
 # except the image fits of the lattice families (issue 21: total variation at 1e-2 on the footprint lattice, and the
 # `lattice` family at twice the image grid), changed on the panel of bench/models.py, and the 2D SIREN's first-layer
 # frequency (60 instead of 30, issue 22: the same panel) and the Fourier features' image options (512 frequencies of
-# sigma 6 in 2D, 1024 of sigma 4 in 3D instead of 64 of sigma 4: the same panel)
+# sigma 6 in 2D, 1024 of sigma 4 in 3D instead of 64 of sigma 4) and WIRE's image wavelets (omega / s 5 / 2.5 first
+# and 10 / 5 hidden instead of 20 / 10: the same panel)
 PINNED = {
     "siren": {
         "image": ({"hidden": 128, "omega_0": 60.0}, {"hidden": 256}, 1e-3, 0.1),
@@ -30,7 +31,8 @@ PINNED = {
         "deformation": ({"hidden": 64, "layers": 3, "omega_0": 16.0, "hidden_omega": 30.0},) * 2 + (1e-3, 0.0),
     },
     "wire": {
-        "image": ({"hidden": 128}, {"hidden": 128}, 1e-3, 0.1),
+        "image": ({"hidden": 128, "omega_0": 5.0, "s_0": 2.5, "hidden_omega": 10.0, "hidden_s": 5.0},) * 2
+        + (1e-3, 0.1),
         "reconstruction": ({}, {}, 5e-3, 0.0),
         "deformation": ({}, {}, 5e-3, 0.0),
     },
