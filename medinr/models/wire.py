@@ -81,7 +81,8 @@ class WireConfig(FamilyConfig):
     #: family under-fits its images (training PSNR 22-31 dB).
     POINT_BATCH: ClassVar[int | None] = 1 << 13
     #: The Gabor wavelet's exp, cos and sin over four real GEMMs are many small element-wise passes that
-    #: ``torch.compile`` fuses: a step of 8192 + 3072 points 92 -> 47 ms on 2 cores (5-8 s to compile).
+    #: ``torch.compile`` fuses: a step of 8192 + 3072 points 92 -> 47 ms on 2 cores (5-8 s to compile with a warm
+    #: cache; the first fit on a machine compiles from scratch: the dipy slice 133 s eager, 110 s cold, 98-100 warm).
     COMPILE_POINTS: ClassVar[bool] = True
 
     @classmethod
