@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=positive_int, default=None,
         help="network evaluations per step (default: the whole image when its footprint lattice has at most 262144 "
-        "points, else random tiles of that size; 32768 random points for families without a lattice path)",
+        "points, else random tiles of that size; for families without a lattice path random points: 8192 for "
+        "siren, wire and fourier, 32768 for others)",
     )
     parser.add_argument(
         "--holdout", type=fraction, default=DEFAULT_HOLDOUT,
