@@ -305,21 +305,21 @@ class _Run:
         self.lattice = bool(lattice)
         self.tile = tile_shape(data.shape, self.batch) if self.lattice else None
         self.compile = bool(compile) and not self.lattice
-        self._forwards: dict[int, tuple[INR, CompiledForward]] = {}
+        self._forwards: dict[INR, CompiledForward] = {}  # modules hash by identity
 
     @property
     def compiled(self) -> bool:
         """True when the training forward ran compiled (asked for, and no fallback to eager happened)."""
-        return bool(self._forwards) and all(f.compiled for _, f in self._forwards.values())
+        return bool(self._forwards) and all(f.compiled for f in self._forwards.values())
 
     def forward_of(self, model: INR):
         """The callable a step evaluates ``model`` through: its compiled forward when asked for (one per model:
         the final stage trains a copy), else the model."""
         if not self.compile or model.lattice_bound:
             return model
-        if id(model) not in self._forwards:  # the model is kept with it, so its id is not reused meanwhile
-            self._forwards[id(model)] = (model, CompiledForward(model, dynamic=False))
-        return self._forwards[id(model)][1]
+        if model not in self._forwards:
+            self._forwards[model] = CompiledForward(model, dynamic=False)
+        return self._forwards[model]
 
     @property
     def points_per_step(self) -> int:
