@@ -272,8 +272,8 @@ class FourierConfig(FamilyConfig):
     SMOOTHNESS: ClassVar[float] = 0.1  # as SIREN: an MLP of features is smooth enough to want a firm prior
     #: As SIREN (:attr:`SirenConfig.POINT_BATCH`): 2x zoom (``bench/models.py``'s cases, one session), 32768 ->
     #: 8192 points a step at the same points drawn: dipy coronal 32.50 -> 35.02 dB (cubic 37.14), MNI axial 28.88 ->
-    #: 31.74 (33.28), robex coronal 24.82 -> 25.44 (25.43), the 3D crop 15.15 -> 16.55 (31.75). Still far under
-    #: cubic interpolation except on the small robex slice: the family under-fits its images (training PSNR 15-40 dB).
+    #: 31.74 (33.28), robex coronal 24.82 -> 25.44 (25.43), the 3D crop 15.15 -> 16.55 (31.75), all with the earlier
+    #: 64 frequencies of sigma 4, which under-fitted (training PSNR 15-40 dB; the options now: :meth:`task_options`).
     POINT_BATCH: ClassVar[int | None] = 1 << 13
 
     @classmethod
@@ -289,8 +289,8 @@ class FourierConfig(FamilyConfig):
         of sigma 4 -1.86 at 1.2x the time of the 1024 frequencies."""
         if task != "image":
             return {}
-        return {"n_frequencies": 512 if len(shape) == 2 else 1024, "sigma": 6.0 if len(shape) == 2 else 4.0,
-                "hidden": 128, "layers": 2}
+        frequencies, sigma = (512, 6.0) if len(shape) == 2 else (1024, 4.0)
+        return {"n_frequencies": frequencies, "sigma": sigma, "hidden": 128, "layers": 2}
 
 
 @dataclass(frozen=True)

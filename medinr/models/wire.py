@@ -77,8 +77,8 @@ class WireConfig(FamilyConfig):
     SMOOTHNESS: ClassVar[float] = 0.1
     #: As SIREN (:attr:`~medinr.models.siren.SirenConfig.POINT_BATCH`): 2x zoom (``bench/models.py``'s cases, one
     #: session), 32768 -> 8192 points a step at the same points drawn: dipy coronal 18.50 -> 26.26 dB (cubic 37.14;
-    #: 574 -> 610 CPU s), MNI axial 14.65 -> 21.11 (33.28; 484 -> 453 s). Still far under cubic interpolation: the
-    #: family under-fits its images (training PSNR 22-31 dB).
+    #: 574 -> 610 CPU s), MNI axial 14.65 -> 21.11 (33.28; 484 -> 453 s), both with the paper's wavelets (the
+    #: wavelets now: :meth:`task_options`).
     POINT_BATCH: ClassVar[int | None] = 1 << 13
     #: The Gabor wavelet's exp, cos and sin over four real GEMMs are many small element-wise passes that
     #: ``torch.compile`` fuses: a step of 8192 + 3072 points 92 -> 47 ms on 2 cores (5-8 s to compile with a warm
