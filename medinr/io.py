@@ -31,6 +31,7 @@ from medinr.filecheck import (
     spatial_shape,
 )
 from medinr.geometry import Geometry
+from medinr.gzipfile import write_gzip
 from medinr.outputs import public_path, write_failure
 from medinr.resources import format_bytes
 
@@ -527,7 +528,10 @@ def save_image(path: str | os.PathLike, array: np.ndarray, geometry: Geometry, d
                 img.header.set_intent("vector")
             img.header.set_qform(geometry.affine, code=1)
             img.header.set_sform(geometry.affine, code=1)
-            nib.save(img, str(tmp))
+            if target.name.lower().endswith(".gz"):
+                write_gzip(tmp, img.to_bytes())  # ISA-L: several times nibabel's zlib (medinr.gzipfile)
+            else:
+                nib.save(img, str(tmp))
         else:
             import SimpleITK as sitk
 

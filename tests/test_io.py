@@ -61,6 +61,27 @@ def test_vector_image_round_trip(tmp_path):
     assert g2.shape == g.shape
 
 
+def test_compressed_outputs_hold_the_uncompressed_files_bytes(tmp_path):
+    """medinr.gzipfile writes .nii.gz itself (ISA-L): one plain gzip stream around exactly the bytes of the .nii
+    that nibabel (images) or SimpleITK (the displacement field) writes, and no temporary file is left behind."""
+    import gzip
+
+    from medinr.registration.field import displacement_to_sitk, write_displacement
+
+    g = oblique_geometry((9, 8, 7))
+    data = np.random.default_rng(4).normal(size=g.shape).astype(np.float32)
+    save_image(tmp_path / "a.nii.gz", data, g)
+    save_image(tmp_path / "a.nii", data, g)
+    assert gzip.decompress((tmp_path / "a.nii.gz").read_bytes()) == (tmp_path / "a.nii").read_bytes()
+    field = np.random.default_rng(5).normal(size=g.shape + (3,))
+    write_displacement(tmp_path / "u.nii.gz", field, g)
+    sitk.WriteImage(displacement_to_sitk(field, g), str(tmp_path / "u_itk.nii"))
+    assert gzip.decompress((tmp_path / "u.nii.gz").read_bytes()) == (tmp_path / "u_itk.nii").read_bytes()
+    read = sitk.ReadImage(str(tmp_path / "u.nii.gz"))
+    assert read.GetPixelID() == sitk.sitkVectorFloat64
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii", "a.nii.gz", "u.nii.gz", "u_itk.nii"]
+
+
 def test_slice_keeps_world_position(tmp_path):
     g = oblique_geometry()
     data = np.random.default_rng(3).random(g.shape).astype(np.float32)

@@ -24,17 +24,16 @@ def write_report(
     ``moving_on_fixed`` is the moving image resampled on the fixed grid without deformation, so that
     the 'before' difference compares like with like. The deformed grid shows the in-plane components.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # the figure API without pyplot: no backend to select, no global state (a batch worker may draw in a thread)
+    from matplotlib.figure import Figure
 
     nd = geometry.ndim
     sl = (lambda a: a) if nd == 2 else (lambda a: np.take(a, a.shape[2] // 2, axis=2))
     f, m, w, j = sl(fixed), sl(moving_on_fixed), sl(warped), sl(jacobian)
     u = displacement if nd == 2 else np.take(displacement, displacement.shape[2] // 2, axis=2)
     vmax = float(np.percentile(np.abs(np.concatenate([f.ravel(), m.ravel()])), 99.5)) or 1.0
-    fig, axes = plt.subplots(2, 4, figsize=(14, 7))
+    fig = Figure(figsize=(14, 7))
+    axes = fig.subplots(2, 4)
     show = dict(cmap="gray", vmin=0, vmax=vmax, origin="lower")
     panels = [(f, "fixed"), (m, "moving (on fixed grid)"), (w, "warped moving")]
     for ax, (img, name) in zip(axes[0], panels):
@@ -71,6 +70,6 @@ def write_report(
         ax.set_yticks([])
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    # fixed margins: tight_layout drew the whole figure once more to measure it (60 ms of a 2 mm registration)
+    fig.subplots_adjust(left=0.01, right=0.95, bottom=0.01, top=0.9 if title else 0.95, wspace=0.05, hspace=0.12)
     fig.savefig(str(path), dpi=80)
-    plt.close(fig)
