@@ -327,3 +327,58 @@ def measure(path: str, changes: int = 10, drag: bool = True) -> dict[str, Any]:
     viewer.close()
     run_until(lambda: False, 0.3)
     return result
+
+
+# -- the anchor: napari's own image layer --------------------------------------------------------------------
+def napari_anchor(volume: np.ndarray, changes: int = 10, steps: int = 25, interval_ms: int = 16) -> dict[str, Any]:
+    """The same figures for napari's own image layer of ``volume`` (a 3D array, axial slices by the dims slider)
+    in a fresh viewer with the slicer docked (the same canvas): the floor that napari and the OpenGL driver set.
+
+    - cold: ``viewer.add_image(volume)`` until its first slice is on screen (longest event-loop gap);
+    - per change: a slice step (``dims.set_point``) until the repaint that shows it: main-thread work without the
+      window repaints, and when it is on screen;
+    - drag: ``steps`` slice steps at 60 Hz (longest event-loop gap).
+    """
+    from qtpy.QtCore import QTimer
+
+    probe = PROBE
+    viewer, widget = viewer_with_slicer()
+    out: dict[str, Any] = {"canvas": tuple(int(v) for v in viewer.canvas.size)}
+    t0 = post(lambda: viewer.add_image(volume, name="napari's own"))
+    run_until(lambda: probe.first_paint_after(t0) is not None, 30.0)
+    run_until(lambda: False, 0.3)
+    out["cold"] = probe.max_gap(t0, probe.first_paint_after(t0))
+    axis = 2  # the volume's last axis: axial slices of an RAS array
+    middle = volume.shape[axis] // 2
+    work, first = [], []
+    for i in range(changes):
+        run_until(lambda: False, 0.2)
+        point = middle + (3 if i % 2 == 0 else -3)
+        t = post(lambda p=point: viewer.dims.set_point(axis, p))
+        run_until(lambda t=t: probe.first_paint_after(t) is not None, 10.0)
+        shown = probe.first_paint_after(t)
+        busy, paint = probe.busy_between(t, shown)
+        work.append(busy - paint)
+        first.append(shown - t)
+    out["work"], out["first"] = work, first
+    run_until(lambda: False, 0.3)
+    moves, done = iter(range(1, steps + 1)), []
+
+    def step() -> None:
+        i = next(moves, None)
+        if i is None:
+            done.append(time.perf_counter())
+            timer.stop()
+        else:
+            viewer.dims.set_point(axis, middle - steps // 2 + i)
+
+    timer = QTimer()
+    timer.setInterval(interval_ms)
+    timer.timeout.connect(step)
+    start = post(timer.start)
+    run_until(lambda: bool(done), 30.0)
+    run_until(lambda: False, 0.1)
+    out["drag"] = probe.max_gap(start, done[0])
+    viewer.close()
+    run_until(lambda: False, 0.3)
+    return out
