@@ -203,11 +203,13 @@ def test_random_point_steps_bound_the_points_drawn_and_siren_takes_smaller_batch
 def test_a_compiled_point_fit_trains_the_model_as_the_eager_one() -> None:
     """``compile=True`` runs a random-point fit's training forward through ``torch.compile``: the same seed gives
     the same fit as eager (to float rounding of the fused kernels), the choice records it, and WIRE (whose Gabor
-    wavelets are many element-wise passes) compiles by default while the lattice and other point families do not."""
+    wavelets are many element-wise passes) compiles by default, SIREN in 3D only, the lattice and other point
+    families never."""
     from medinr.models.tasks import task_defaults
 
     assert task_defaults("wire", "image", (64, 64)).compile_points
     assert not task_defaults("siren", "image", (64, 64)).compile_points
+    assert task_defaults("siren", "image", (16, 16, 16)).compile_points  # 3D only: its fits outlast the compile
     assert not task_defaults("wire", "deformation", ()).compile_points
     yy, xx = np.mgrid[:20, :20]
     image = (np.sin(xx / 3.0) + np.cos(yy / 4.0)).astype(np.float32)

