@@ -317,7 +317,7 @@ def _read_sitk(p: Path, allow_vector: bool) -> tuple[np.ndarray, np.ndarray]:
         _check_hdf5_image(p)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(p))
-    with _quiet_native_output():
+    with quiet_native_output():
         reader.ReadImageInformation()
         _check_sitk_header(p, reader, allow_vector, sum(f.stat().st_size for f in detached))
         sitk_img = reader.Execute()
@@ -361,8 +361,9 @@ def _sitk_itemsize(name: str) -> int:
 
 
 @contextmanager
-def _quiet_native_output() -> Iterator[None]:
-    """Send what C++ readers print straight to the process's stdout/stderr (MetaIO does) to /dev/null."""
+def quiet_native_output() -> Iterator[None]:
+    """Send what C++ readers and writers print straight to the process's stdout/stderr (MetaIO, niftilib) to
+    /dev/null."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -395,7 +396,7 @@ def _load_dicom_series(folder: Path) -> tuple[np.ndarray, np.ndarray]:
 
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # GDCM's warnings name a source file and an address
     reader = sitk.ImageSeriesReader()
-    with _quiet_native_output():
+    with quiet_native_output():
         files = reader.GetGDCMSeriesFileNames(str(folder))
     if not files:
         raise MedinrError(f"{folder} is a folder but holds no DICOM series")
@@ -403,7 +404,7 @@ def _load_dicom_series(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     check_declared_size(folder, (*size, len(files)), itemsize, sum(os.path.getsize(f) for f in files),
                         compressed=True, working_bytes_per_voxel=itemsize + 12)
     reader.SetFileNames(files)
-    with _quiet_native_output():
+    with quiet_native_output():
         img = reader.Execute()
     return sitk_to_array(img), sitk_to_affine(img)
 
@@ -418,7 +419,7 @@ def _check_dicom_headers(folder: Path, files: Sequence[str]) -> tuple[tuple[int,
     for name in files:
         reader = sitk.ImageFileReader()
         reader.SetFileName(name)
-        with _quiet_native_output():
+        with quiet_native_output():
             reader.ReadImageInformation()
         text = reader.GetMetaData("0028|0030").strip() if reader.HasMetaDataKey("0028|0030") else ""
         spacing = [_dicom_number(v) for v in text.split("\\") if v.strip()]

@@ -393,3 +393,27 @@ def test_the_writer_threads_write_every_part_or_the_run_publishes_nothing(tmp_pa
         with OutputDir(bad, names) as out:
             writer.publish(_result(), out)
     assert not bad.exists() and not _siblings(bad)
+
+
+def test_a_displacement_field_cut_short_by_a_file_size_limit_is_refused(tmp_path, capfd):
+    """SimpleITK's NIfTI writer reports a failed write only on stderr and returns: a field larger than the file-size
+    limit (the smaller outputs fit) was published truncated, exit 0. Now the write raises the system's own error
+    (one line through :func:`medinr.outputs.write_failure`), niftilib's stderr line is silenced, nothing is left."""
+    import resource
+
+    import numpy as np
+
+    from medinr.geometry import Geometry
+    from medinr.registration.field import write_displacement
+
+    field = np.random.default_rng(0).normal(size=(20, 20, 20, 3))  # 192 kB uncompressed
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, hard))
+    try:
+        with pytest.raises(OSError) as info:
+            write_displacement(tmp_path / "u.nii.gz", field, Geometry((20, 20, 20), np.eye(4)))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert outputs.write_failure(info.value)[0] == "file too large for the file-size limit (ulimit -f)"
+    assert list(tmp_path.iterdir()) == []
+    assert "NWAD" not in capfd.readouterr().err

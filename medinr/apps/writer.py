@@ -2,8 +2,8 @@
 
 Everything goes into the staging folder of :class:`medinr.outputs.OutputDir`, published as one step when the
 whole result is written. ``metrics.json`` comes last: its ``timing`` includes the writing of the rest. Images and
-checkpoints are written by :data:`WRITERS` threads while this thread draws the figures: gzip and SimpleITK's writer
-release the GIL, and a registration's displacement field alone takes 0.5 s to compress.
+checkpoints are written by :data:`WRITERS` threads while this thread draws the figures: the deflate
+(:mod:`medinr.gzipfile`) and SimpleITK's writer release the GIL, and the figures are then the longest part.
 """
 
 from __future__ import annotations

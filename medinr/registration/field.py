@@ -6,6 +6,8 @@ in RAS mm, so the export flips the signs of the x and y components and nothing e
 
 from __future__ import annotations
 
+import errno
+import os
 import tempfile
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import torch
 from medinr.continuous import ContinuousImage
 from medinr.geometry import Geometry
 from medinr.gzipfile import gzip_file
-from medinr.io import array_to_sitk, sitk_to_affine, sitk_to_array
+from medinr.io import array_to_sitk, quiet_native_output, sitk_to_affine, sitk_to_array
 from medinr.registration.jacobian import jacobian_determinant
 from medinr.registration.transform import Warper
 
@@ -98,8 +100,28 @@ def write_displacement(path: str | Path, displacement: np.ndarray, geometry: Geo
         return
     with tempfile.TemporaryDirectory(prefix=".medinr-field-", dir=target.parent) as tmp:
         raw = Path(tmp) / target.name[: -len(".gz")]
-        sitk.WriteImage(image, str(raw))
+        with quiet_native_output():  # niftilib prints a failed write and returns; checked below
+            sitk.WriteImage(image, str(raw))
+        _check_complete(raw, NIFTI1_DATA_OFFSET + displacement.size * 8, target)
         gzip_file(raw, target)
+
+
+#: Where a single-file NIfTI-1's data begin (its 348-byte header and the 4-byte extension flag).
+NIFTI1_DATA_OFFSET = 352
+
+
+def _check_complete(raw: Path, expected: int, target: Path) -> None:
+    """Refuse a file SimpleITK cut short: its NIfTI writer reports a failed write (a full disk, a file-size limit)
+    only on stderr and returns. Writing the missing bytes again raises the system's own error, which names the
+    cause; should it succeed, the file is still not what SimpleITK meant to write."""
+    missing = expected - raw.stat().st_size
+    if missing <= 0:
+        return
+    with open(raw, "ab") as f:
+        f.write(bytes(missing))
+        f.flush()
+        os.fsync(f.fileno())
+    raise OSError(errno.EIO, f"SimpleITK wrote {expected - missing} of {expected} bytes", str(target))
 
 
 def sitk_field_to_ras(image: "sitk.Image") -> tuple[np.ndarray, Geometry]:  # noqa: F821
