@@ -249,7 +249,11 @@ def measure(pipe: Pipeline, tmp: Path, loaded: bool) -> dict:
     if pipe.out_is_file:
         found = re.search(r" in ([0-9.]+) s", stdout)
         timing = {"render": float(found.group(1))} if found else {}
-    return {"wall": wall, "cpu": cpu, "anchor": anchor, "stages": stage_rows(timing)}
+    rows = stage_rows(timing)
+    if isinstance(timing.get("total"), (int, float)):  # what metrics.json cannot see: start-up, imports, exit
+        outside = wall - float(timing["total"]) - float(timing.get("writing", 0.0))
+        rows.append({"stage": "outside the stages (start-up, imports, exit)", "seconds": max(0.0, outside)})
+    return {"wall": wall, "cpu": cpu, "anchor": anchor, "stages": rows}
 
 
 def help_times() -> list[str]:
