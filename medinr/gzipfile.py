@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import BinaryIO
 
 try:
     from isal import igzip as _gzip
@@ -25,13 +26,12 @@ LEVEL = 1
 _PIECE = 1 << 22
 
 
-def write_gzip(path: str | os.PathLike, data: bytes | bytearray | memoryview) -> None:
-    """Write ``data`` to ``path`` as one gzip stream (overwriting it)."""
-    with _gzip.open(Path(path), "wb", compresslevel=LEVEL) as f:
-        f.write(data)
+def open_gzip_writer(path: str | os.PathLike) -> BinaryIO:
+    """A binary file that compresses what is written to it into ``path`` as one gzip stream (overwriting it)."""
+    return _gzip.open(Path(path), "wb", compresslevel=LEVEL)
 
 
 def gzip_file(source: str | os.PathLike, path: str | os.PathLike) -> None:
     """Compress the file ``source`` into the gzip file ``path`` (``source`` is left as it is)."""
-    with open(source, "rb") as raw, _gzip.open(Path(path), "wb", compresslevel=LEVEL) as f:
+    with open(source, "rb") as raw, open_gzip_writer(path) as f:
         shutil.copyfileobj(raw, f, _PIECE)

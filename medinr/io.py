@@ -31,7 +31,7 @@ from medinr.filecheck import (
     spatial_shape,
 )
 from medinr.geometry import Geometry
-from medinr.gzipfile import write_gzip
+from medinr.gzipfile import open_gzip_writer
 from medinr.outputs import public_path, write_failure
 from medinr.resources import format_bytes
 
@@ -530,7 +530,8 @@ def save_image(path: str | os.PathLike, array: np.ndarray, geometry: Geometry, d
             img.header.set_qform(geometry.affine, code=1)
             img.header.set_sform(geometry.affine, code=1)
             if target.name.lower().endswith(".gz"):
-                write_gzip(tmp, img.to_bytes())  # ISA-L: several times nibabel's zlib (medinr.gzipfile)
+                with open_gzip_writer(tmp) as f:  # ISA-L: several times nibabel's zlib (medinr.gzipfile)
+                    img.to_stream(f)
             else:
                 nib.save(img, str(tmp))
         else:
