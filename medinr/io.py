@@ -74,14 +74,17 @@ def affine_to_sitk(image: "sitk.Image", affine: np.ndarray) -> None:  # noqa: F8
     image.SetDirection([float(d) for d in (lin / spacing).ravel()])
 
 
-def array_to_sitk(array: np.ndarray, geometry: Geometry, vector: bool = False) -> "sitk.Image":  # noqa: F821
-    """A SimpleITK image from an ``(i, j[, k])`` array (plus a trailing component axis if ``vector``)."""
+def array_to_sitk(array: np.ndarray, geometry: Geometry, vector: bool = False,
+                  itk_order: bool = False) -> "sitk.Image":  # noqa: F821
+    """A SimpleITK image from an ``(i, j[, k])`` array (plus a trailing component axis if ``vector``);
+    ``itk_order``: the array is in SimpleITK's own axis order already, ``([k,] j, i)`` (then no copy is made here)."""
     import SimpleITK as sitk
 
     nd = geometry.ndim
     arr = np.asarray(array)
-    perm = tuple(range(nd))[::-1] + ((nd,) if vector else ())
-    image = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(perm)), isVector=vector)
+    if not itk_order:
+        arr = np.ascontiguousarray(arr.transpose(tuple(range(nd))[::-1] + ((nd,) if vector else ())))
+    image = sitk.GetImageFromArray(arr, isVector=vector)
     affine_to_sitk(image, _sitk_affine(geometry))
     return image
 

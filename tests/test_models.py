@@ -266,6 +266,33 @@ def test_interpolate_axes_equals_sampling_every_lattice_point(grid_shape, sizes,
     torch.testing.assert_close(lattice, points.movedim(-1, 0), rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("grid_shape,sizes", [((3, 7, 5), (9, 4)), ((2, 4, 6, 3), (5, 3, 7)),
+                                              ((2, 5, 1, 4), (3, 2, 6))])
+def test_interpolate_axes_derivative_is_the_interpolants_slope(grid_shape, sizes) -> None:
+    """``derivative=a`` equals autograd of the sampled field along axis a at every point off the nodes (also
+    beyond the border, where it is 0); on a node it is the next cell's slope, the last cell's at the last node."""
+    from medinr.geometry import sample_grid
+    from medinr.models.separable import interpolate_axes, lattice_points
+
+    gen = torch.Generator().manual_seed(2)
+    grid = torch.randn(grid_shape, generator=gen, dtype=torch.float64)
+    axes = [torch.rand(n, generator=gen, dtype=torch.float64) * 2.4 - 1.2 for n in sizes]
+    points = lattice_points(axes).requires_grad_()
+    values = sample_grid(grid, points)  # (*sizes, F)
+    for a in range(len(sizes)):
+        slope = interpolate_axes(grid, axes, derivative=a)
+        for f in range(grid_shape[0]):
+            (auto,) = torch.autograd.grad(values[..., f].sum(), points, retain_graph=True)
+            torch.testing.assert_close(slope[f], auto[..., a], rtol=1e-10, atol=1e-10)
+    # on the nodes of the first axis (ends included): the one-sided slopes, into the lattice at both ends
+    nodes = torch.linspace(-1.0, 1.0, grid_shape[1], dtype=torch.float64)
+    slope = interpolate_axes(grid, [nodes, *axes[1:]], derivative=0)
+    on_rest = interpolate_axes(grid, [nodes, *axes[1:]])  # node values along the first axis
+    steps = (on_rest[:, 1:] - on_rest[:, :-1]) * (0.5 * (grid_shape[1] - 1))
+    torch.testing.assert_close(slope[:, :-1], steps, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(slope[:, -1], steps[:, -1], rtol=1e-10, atol=1e-10)
+
+
 @INTERPOLATION_PATHS
 @pytest.mark.parametrize("grid_shape,ranges,untouched", [
     ((2, 40, 33, 20), ((-0.5, -0.1), (0.2, 0.9), (-1.0, 1.0)), 9),  # nodes 9..18 of the first axis reached

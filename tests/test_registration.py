@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from medinr.models import INR
 from medinr.registration import register
 from medinr.registration.evaluation import jacobian_stats, read_landmarks
 from medinr.registration.field import dense_displacement, jacobian_map, jacobian_map_fd, warp_image
+from medinr.registration.jacobian import jacobian_determinant
 from medinr.registration.settings import settings_from_preset
 from pipelines.cli import main
 
@@ -300,8 +302,52 @@ def test_the_exact_jacobian_of_a_lattice_field_leaves_its_weights_trainable():
     field = ContinuousImage(model, g, OutputMeaning("displacement", scale=1.0, units="mm"), frame="network")
     det = jacobian_map(field, g)
     expected = 1.0 + 0.2 * float(np.mean(g.shape)) / (g.shape[0] - 1)  # du_x/dx: 0.2 mean(shape) mm per half box
-    # (the end slices sit on the border, where the clamped coordinate has no slope)
-    assert det.shape == g.shape and np.allclose(det[1:-1], expected, atol=1e-4)
+    # the end slices too: on the border the slope into the image (autograd through the clamp gives none there)
+    assert det.shape == g.shape and np.allclose(det, expected, atol=1e-4)
+    auto = jacobian_determinant(field, g.world_grid(dtype=torch.float32), chunk=4096)
+    assert np.allclose(auto[1:-1], expected, atol=1e-4)
     assert all(q.requires_grad for q in model.parameters())
     model(torch.zeros(4, 3)).sum().backward()
     assert all(q.grad is not None for q in model.parameters())
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_the_jacobian_map_on_the_fields_own_grid_equals_autograd_off_the_nodes(ndim):
+    """The closed-form Jacobian of a lattice field on its own grid (an oblique grid, an affine part, an output
+    scale) equals autograd at the voxel centres: off the lattice's nodes to rounding, on its border slices the
+    one-sided slope into the image (finite differences of the field inward)."""
+    from medinr.models.lattice import LatticeField
+
+    shape = (23, 19, 17)[:ndim]
+    lattice = (6, 8, 6)[:ndim]  # n - 1 and m - 1 coprime: no voxel centre but the ends lies on a node
+    rot = np.linalg.qr(np.random.default_rng(0).standard_normal((ndim, ndim)))[0]
+    affine = np.eye(ndim + 1)
+    affine[:ndim, :ndim] = rot @ np.diag([1.5, 2.0, 1.2][:ndim])
+    affine[:ndim, ndim] = [-10.0, 4.0, 7.0][:ndim]
+    g = Geometry(shape, affine)
+    model = LatticeField(ndim, ndim, lattice=list(lattice))
+    model.set_values(0.3 * torch.randn(ndim, *lattice, generator=torch.Generator().manual_seed(3)))
+    m = np.eye(ndim + 1)
+    m[:ndim, :ndim] += 0.05 * np.random.default_rng(1).standard_normal((ndim, ndim))
+    field = ContinuousImage(model, g, OutputMeaning("displacement", scale=2.5, units="mm", affine=m.tolist()),
+                            frame="network")
+    fast = jacobian_map(field, g)
+    auto = jacobian_determinant(field, g.world_grid(dtype=torch.float32), chunk=4096)
+    inner = (slice(1, -1),) * ndim
+    np.testing.assert_allclose(fast[inner], auto[inner], rtol=1e-4, atol=1e-4)
+    # the border: central differences of u at points a hair inside the image, in mm
+    x = g.world_grid(dtype=torch.float64)
+    border = np.zeros(shape, dtype=bool)
+    border[0] = border[-1] = True
+    pts = x[torch.from_numpy(border)]
+    inward = torch.as_tensor(g.voxel_to_world(np.clip(g.world_to_voxel(pts.numpy()), 1e-4, np.array(shape) - 1 - 1e-4)))
+    exact = ContinuousImage(copy.deepcopy(model).double(), g, field.output, frame="network")  # float64 throughout
+    h = 1e-6
+    grads = []
+    with torch.no_grad():
+        for k in range(ndim):
+            e = torch.zeros(ndim, dtype=torch.float64)
+            e[k] = h
+            grads.append((exact(inward + e) - exact(inward - e)) / (2 * h))
+    det = np.linalg.det(np.eye(ndim) + torch.stack(grads, -1).numpy())
+    np.testing.assert_allclose(fast[border], det, rtol=1e-4, atol=1e-4)

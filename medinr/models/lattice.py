@@ -92,6 +92,14 @@ class LatticeField(INR):
 
         return interpolate_axes(self.values, axes).movedim(0, -1)
 
+    def jacobian_axes(self, axes: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """``d output / d coord_j`` on the separable lattice ``axes`` in closed form: one ``(C, M_0, ...)`` tensor
+        per network axis ``j`` (network units; the interpolant's derivative,
+        :func:`medinr.models.separable.interpolate_axes`)."""
+        from medinr.models.separable import interpolate_axes
+
+        return [interpolate_axes(self.values, axes, derivative=a) for a in range(len(axes))]
+
     def zero_output_(self) -> None:
         with torch.no_grad():
             self.values.zero_()

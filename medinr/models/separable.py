@@ -15,6 +15,10 @@ from collections.abc import Sequence
 
 import torch
 
+#: Where the derivative of the interpolant (:func:`interpolate_axes`' ``derivative``) jumps, at a node, a point
+#: within this fraction of a cell below the node counts as on it (float32 grid coordinates round to either side).
+NODE_TIE = 1e-3
+
 #: A lattice of at most this many vertices along every axis (after the crop to the nodes a tile reaches) is
 #: interpolated by dense per-axis matrices (:func:`interpolate_matrices`) rather than gathers: with two taps in
 #: rows of tens of entries the products cost less than the gathers and their scatter backward (a 256 x 256 fit's
@@ -61,21 +65,32 @@ def interpolate_matrices(values: torch.Tensor, matrices: Sequence[torch.Tensor])
     return values
 
 
-def interpolate_axes(grid: torch.Tensor, axes: Sequence[torch.Tensor]) -> torch.Tensor:
+def interpolate_axes(grid: torch.Tensor, axes: Sequence[torch.Tensor], derivative: int | None = None) -> torch.Tensor:
     """Linear interpolation of ``grid (F, r_0, ..., r_{d-1})`` at the separable lattice ``axes``: ``(F, M_0, ...)``.
 
     Equal to :func:`medinr.geometry.sample_grid` (bilinear, border padding) at every point of
     ``meshgrid(*axes)``; differentiable in ``grid`` (a gather's backward is an index-add).
+
+    ``derivative=a``: the interpolant's partial derivative along axis ``a`` in network units instead, in closed
+    form (the difference of the cell's two nodes along ``a``, interpolated along the others; 0 beyond the border,
+    where the padding is constant). Where a point lies on a node (within :data:`NODE_TIE` of a cell) the
+    derivative is the next cell's (the last cell's at the last node): on the border that is the one-sided
+    derivative into the lattice, where autograd through ``grid_sample`` gives 0 (its clamp).
     """
     cells = []
     out = grid
+    slope = None if derivative is None else 0.5 * (grid.shape[derivative + 1] - 1)
     for axis, x in enumerate(axes):
         vertices = grid.shape[axis + 1]
         x = x.to(device=grid.device, dtype=grid.dtype)
         if vertices == 1:
+            if axis == derivative:  # constant along a one-node axis
+                return grid.new_zeros(grid.shape[0], *[len(t) for t in axes])
             cells.append((torch.zeros(x.numel(), dtype=torch.long, device=grid.device), None))
             continue
-        cell, frac = axis_cells(x, vertices)
+        # a derivative's points within NODE_TIE of a cell from a node take the next cell (on the voxel centres of a
+        # grid a node's coordinate rounds to either side of it, and the slope jumps there)
+        cell, frac = axis_cells(x + NODE_TIE * 2.0 / (vertices - 1) if axis == derivative else x, vertices)
         # the nodes this lattice reaches along the axis: a tile of a volume reaches a block of the grid, and the
         # gathers along the other axes then copy that block instead of whole planes of the grid (same values).
         # first and top: the first and last cells reached (cell i spans nodes i and i + 1), in one host sync
@@ -84,7 +99,9 @@ def interpolate_axes(grid: torch.Tensor, axes: Sequence[torch.Tensor]) -> torch.
             out = out.narrow(axis + 1, first, top + 2 - first)
             cell = cell - first
         cells.append((cell, frac))
-    if max(out.shape[1:]) <= MATRIX_VERTICES:
+    # a derivative is evaluated without gradients, where the gathers win at any size (a 1 mm brain's 99 x 117 x 95
+    # velocity nodes onto its voxels: 0.32 against 0.53 s for the three)
+    if derivative is None and max(out.shape[1:]) <= MATRIX_VERTICES:
         # a one-vertex axis has no fraction (its gather needs none): weight one on its vertex
         fracs = [out.new_zeros(c.shape) if f is None else f for c, f in cells]
         return interpolate_matrices(out, [_cell_matrix(c, f, n) for (c, _), f, n in zip(cells, fracs, out.shape[1:])])
@@ -95,6 +112,13 @@ def interpolate_axes(grid: torch.Tensor, axes: Sequence[torch.Tensor]) -> torch.
             out = _take(out, dim, cell)
             continue
         low, high = _take(out, dim, cell), _take(out, dim, cell + 1)
+        if axis == derivative:
+            x = axes[axis].to(device=grid.device, dtype=grid.dtype)
+            inside = ((x >= -1.0) & (x <= 1.0)).to(grid.dtype) * slope
+            shape = [1] * out.dim()
+            shape[dim] = -1
+            out = (high - low).mul_(inside.reshape(shape))
+            continue
         shape = [1] * out.dim()
         shape[dim] = -1
         out = torch.lerp(low, high, frac.reshape(shape))

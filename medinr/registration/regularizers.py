@@ -6,7 +6,7 @@ network's coordinate scaling.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -32,8 +32,12 @@ def deformation_det(grad_u: torch.Tensor) -> torch.Tensor:
         return torch.linalg.det(f)
     # entries by unbind, not by indexing: the backward of 9 indexings writes 9 full-size zero tensors (half the
     # time of an SVF step went there), that of an unbind one stack
-    e = [row.unbind(-1) for row in f.unbind(-2)]
-    if d == 2:
+    return entry_det([row.unbind(-1) for row in f.unbind(-2)])
+
+
+def entry_det(e: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
+    """Determinant of 2 x 2 or 3 x 3 matrices given entry by entry, ``e[i][k]`` (tensors of one shape)."""
+    if len(e) == 2:
         return e[0][0] * e[1][1] - e[0][1] * e[1][0]
     return (e[0][0] * (e[1][1] * e[2][2] - e[1][2] * e[2][1])
             - e[0][1] * (e[1][0] * e[2][2] - e[1][2] * e[2][0])
