@@ -418,7 +418,8 @@ UNFOLD_ROUNDS = 50
 def unfold(v: torch.Tensor, squarings: int) -> tuple[torch.Tensor, int]:
     """Remove the folds a fit left: while a corner of a lattice cell has det J below :data:`UNFOLD_FLOOR`
     (:func:`corner_dets` of ``exp(v)``), move v at that cell's nodes :data:`UNFOLD_BLEND` of the way to its 3^d
-    box mean. Returns ``(v, rounds)``; ``rounds`` is 0 when nothing was folded.
+    box mean (and at the nodes around them, a node further each round in which the folded cells did not become
+    fewer). Returns ``(v, rounds)``; ``rounds`` is 0 when nothing was folded.
 
     The fit's folding penalty is a mean over all cells, so a few folded cells weigh little against the
     similarity: 7-37 voxels per inter-subject pair of the registration panel stayed folded at weight 3 (3-5 at
@@ -431,11 +432,21 @@ def unfold(v: torch.Tensor, squarings: int) -> tuple[torch.Tensor, int]:
     cells = [n - 1 for n in v.shape[1:]]
     max_pool = F.max_pool3d if nd == 3 else F.max_pool2d
     avg_pool = F.avg_pool3d if nd == 3 else F.avg_pool2d
+    # a fold's displacement is integrated along a path through its neighbours: where smoothing the folded cells'
+    # own nodes stops helping (the folded cells did not fall in number), the smoothed region widens by a node
+    # (the 1 mm MNI head of bench/register.py --panel 1mm, seed 1: 5 cells folded deeper each round for all 50
+    # rounds, 15.5 s; widening, none after 7 rounds, 2.9 s)
+    widen, before = 0, None
     for rounds in range(UNFOLD_ROUNDS):
         low = (corner_dets(integrate(v, squarings)) < UNFOLD_FLOOR).any(0).reshape(cells)
-        if not bool(low.any()):
+        count = int(low.sum())
+        if count == 0:
             return v, rounds
-        nodes = max_pool(F.pad(low[None, None].to(v.dtype), [1, 1] * nd), 2, stride=1)[0, 0] > 0
+        if before is not None and count >= before:
+            widen += 1
+        before = count
+        nodes = max_pool(F.pad(low[None, None].to(v.dtype), [1 + widen, 1 + widen] * nd), 2 + 2 * widen,
+                         stride=1)[0, 0] > 0
         box_mean = avg_pool(F.pad(v[None], [1, 1] * nd, mode="replicate"), 3, stride=1)[0]
         v = torch.where(nodes, v + UNFOLD_BLEND * (box_mean - v), v)
     return v, UNFOLD_ROUNDS
