@@ -61,7 +61,8 @@ PINNED = {
     "kan": {
         "image": ({"encoding_options": {"max_resolution": 128}}, {"encoding_options": {"max_resolution": 145}},
                   1e-3, 1e-2),
-        "reconstruction": ({}, {}, 3e-3, 0.0),
+        "reconstruction": ({"encoding_options": {"max_resolution": 64, "base_resolution": 8}},
+                           {"encoding_options": {"max_resolution": 116, "base_resolution": 14}}, 3e-3, 0.0),
         "deformation": ({}, {}, 3e-3, 0.0),
     },
     "conv_inr": {

@@ -172,6 +172,21 @@ def test_grid_encoded_kan_on_a_lattice_equals_the_points(shape: tuple[int, ...])
         assert (lattice - points).abs().max() <= 1e-5 * max(1.0, float(points.abs().max()))
 
 
+def test_grid_encoded_kan_switches_its_levels_on_coarse_to_fine() -> None:
+    """The KAN's capacity levels are its grid encoding's: with the ``k`` coarsest active, the finer levels give
+    zero features, as if their grids were zero (the reconstruction's coarse-to-fine path, as ``mrgrid``)."""
+    seed_everything(0)
+    model = build_model("kan", 2, 2, widths=[8],
+                        encoding_options={"levels": 3, "base_resolution": 8, "max_resolution": 32, "init": 0.5})
+    assert model.capacity_levels == 3
+    coarse = model.forward_lattice((20, 24), active_levels=1)
+    with torch.no_grad():
+        for grid in model.encoding.grids[1:]:
+            grid.zero_()
+    torch.testing.assert_close(coarse, model.forward_lattice((20, 24)))
+    assert build_model("kan", 2, 2, encoding="fourier").capacity_levels == 1
+
+
 def test_grid_extension_during_training_keeps_the_function_at_the_switch(coronal_64: np.ndarray) -> None:
     """A scheduled extension (grid 4 -> 8 at half of the steps) refits the splines exactly; training goes on."""
     coords, target = _coords_and_target(coronal_64)

@@ -24,7 +24,7 @@ from medinr.models.encodings import (
     HashGridEncoding,
     coarse_below_fine,
 )
-from medinr.models.mrgrid import GridEncoding, GridEncodingConfig, finest_resolution
+from medinr.models.mrgrid import GridEncoding, GridEncodingConfig, finest_resolution, lattice_levels
 from medinr.validation import check_options
 
 #: Guards the entropy's logarithm and the normalisation of edge scores against all-zero layers.
@@ -528,9 +528,13 @@ class KANConfig(FamilyConfig):
 
     @classmethod
     def task_options(cls, task: str, shape: tuple[int, ...], options: Mapping[str, Any]) -> dict[str, Any]:
-        """Image: a feature-table encoding's finest level follows the grid (as the grid families). Other tasks:
-        the constructor's defaults."""
+        """Image: a feature-table encoding's finest level follows the grid (as the grid families). Reconstruction:
+        the grid encoding's levels span an eighth of the grid's largest axis to all of it (as ``mrgrid``'s). Other
+        tasks: the constructor's defaults."""
         encoding = options.get("encoding", cls.specs()["encoding"].default)
+        if task == "reconstruction" and encoding == "grid":
+            largest = max(shape)
+            return {"encoding_options": {"max_resolution": largest, "base_resolution": max(4, round(largest / 8))}}
         if task != "image" or encoding not in _TABLES:
             return {}
         finest = finest_resolution(shape) if encoding == "grid" else 2 * max(shape)
@@ -693,12 +697,18 @@ class KAN(INR):
 
         A dense grid encoding is resampled onto the lattice as a whole (:meth:`GridEncoding.forward_lattice`), the
         KAN layers run on its points: equal to :meth:`forward` at the lattice points. A registration's velocity
-        on 23 x 28 x 22 nodes (model zoo defaults): forward and backward 28 -> 22 ms. ``active_levels`` is
-        ignored (the KAN has one capacity level).
+        on 23 x 28 x 22 nodes (model zoo defaults): forward and backward 28 -> 22 ms. Levels of the grid encoding
+        beyond the ``active_levels`` coarsest give zero features (coarse to fine, as ``mrgrid``).
         """
         if self.encoding_name != "grid":
             return super().forward_lattice(shape, active_levels)
-        return self._layers_on_lattice(self.encoding.forward_lattice(shape))
+        feats = lattice_levels(self.encoding.grids, shape, active_levels)
+        return self._layers_on_lattice(torch.cat(feats, dim=0))
+
+    @property
+    def capacity_levels(self) -> int:
+        """The grid encoding's levels (switched on coarsest first by a coarse-to-fine schedule); 1 otherwise."""
+        return len(self.encoding.grids) if self.encoding_name == "grid" else 1
 
     def zero_output_(self) -> None:
         # phi = w_b silu(x) + w_s spline(x): zero w_b and the coefficients (not w_s, whose gradient would vanish)
