@@ -279,10 +279,8 @@ def measure(pipe: Pipeline, tmp: Path, loaded: bool) -> dict:
 def help_times() -> list[str]:
     lines = ["| command | `--help` wall (s) |", "|---|---:|"]
     for command in ("fit", "reconstruct", "register", "render", "info"):
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "pipelines.cli", command, "--help"], cwd=ROOT, env=COMMAND_ENV,
-                       capture_output=True, check=True)
-        lines.append(f"| `medinr {command} --help` | {time.perf_counter() - start:.2f} |")
+        seconds = _command_seconds(["-m", "pipelines.cli", command, "--help"])
+        lines.append(f"| `medinr {command} --help` | {seconds:.2f} |")
     return lines
 
 

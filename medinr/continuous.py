@@ -194,6 +194,12 @@ class ContinuousImage:
         """:meth:`evaluate` as a NumPy array."""
         return self.evaluate(xyz, **options).cpu().numpy()
 
+    def on_own_grid(self, geometry: Geometry) -> bool:
+        """Whether ``geometry``'s voxel centres are the lattice of a network-frame image's training grid (where
+        its family's lattice paths apply)."""
+        return self.frame == "network" and self.geometry is not None and geometry == self.geometry \
+            and tuple(geometry.shape) == tuple(self.geometry.shape)
+
     @torch.no_grad()
     def on_grid(self, geometry: Geometry | None = None, chunk: int = DEFAULT_CHUNK) -> np.ndarray:
         """Values at every voxel centre of ``geometry`` (default: the training grid): ``(*shape, C)`` float32.
@@ -204,7 +210,7 @@ class ContinuousImage:
         geom = geometry if geometry is not None else self.geometry
         if geom is None:
             raise MedinrError("this image has no training grid: give the grid to sample")
-        if self.frame == "network" and geom == self.geometry and geom.shape == self.geometry.shape:
+        if self.on_own_grid(geom):
             was_training = self.model.training
             self.model.eval()
             try:

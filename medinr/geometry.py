@@ -161,17 +161,23 @@ class Geometry:
         axes = [torch.arange(s, dtype=dtype, device=device) for s in self.shape]
         return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
 
-    def network_grid(self, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> torch.Tensor:
-        """Network coordinates of every voxel centre, shape ``(*shape, ndim)``, in [-1, 1] (float32 by default)."""
+    def network_axes(self, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> list[torch.Tensor]:
+        """Network coordinates of the voxel centres along each axis, in [-1, 1] (float32 by default): the
+        separable lattice whose product is :meth:`network_grid`."""
         import torch
 
         dtype = torch.float32 if dtype is None else dtype
-        axes = [
+        return [
             torch.linspace(-1.0, 1.0, s, dtype=dtype, device=device) if s > 1
             else torch.zeros(1, dtype=dtype, device=device)
             for s in self.shape
         ]
-        return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+
+    def network_grid(self, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> torch.Tensor:
+        """Network coordinates of every voxel centre, shape ``(*shape, ndim)``, in [-1, 1] (float32 by default)."""
+        import torch
+
+        return torch.stack(torch.meshgrid(*self.network_axes(dtype, device), indexing="ij"), dim=-1)
 
     def world_grid(self, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> torch.Tensor:
         """World millimetres of every voxel centre, shape ``(*shape, ndim)`` (float32 by default)."""

@@ -24,7 +24,13 @@ from medinr.models.encodings import (
     HashGridEncoding,
     coarse_below_fine,
 )
-from medinr.models.mrgrid import GridEncoding, GridEncodingConfig, finest_resolution, lattice_levels
+from medinr.models.mrgrid import (
+    GridEncoding,
+    GridEncodingConfig,
+    finest_resolution,
+    lattice_levels,
+    reconstruction_levels,
+)
 from medinr.validation import check_options
 
 #: Guards the entropy's logarithm and the normalisation of edge scores against all-zero layers.
@@ -533,8 +539,7 @@ class KANConfig(FamilyConfig):
         tasks: the constructor's defaults."""
         encoding = options.get("encoding", cls.specs()["encoding"].default)
         if task == "reconstruction" and encoding == "grid":
-            largest = max(shape)
-            return {"encoding_options": {"max_resolution": largest, "base_resolution": max(4, round(largest / 8))}}
+            return {"encoding_options": reconstruction_levels(shape)}
         if task != "image" or encoding not in _TABLES:
             return {}
         finest = finest_resolution(shape) if encoding == "grid" else 2 * max(shape)

@@ -37,6 +37,14 @@ def level_resolutions(levels: int, base_resolution: int, max_resolution: int) ->
 FINEST_PER_VOXEL = {2: 2.0, 3: 1.25}
 
 
+def reconstruction_levels(shape: Sequence[int]) -> dict[str, int]:
+    """A dense grid's levels for a reconstruction on grid ``shape``: the finest the grid's largest axis, the
+    coarsest an eighth of it (32 at 256, at least 4), a coarse-to-fine basis on any size (``mrgrid`` and the KAN's
+    grid encoding)."""
+    largest = max(shape)
+    return {"max_resolution": largest, "base_resolution": max(4, int(round(largest / 8)))}
+
+
 def finest_resolution(shape: Sequence[int]) -> int:
     """Finest lattice (nodes per axis) of an image fit on grid ``shape``: :data:`FINEST_PER_VOXEL` times its
     largest axis."""
@@ -126,7 +134,7 @@ class MultiResGridConfig(FamilyConfig):
             volume = {"features_per_level": VOLUME_FEATURES} if len(shape) == 3 else {}
             return {"max_resolution": finest_resolution(shape), **volume}
         if task == "reconstruction":
-            return {"max_resolution": max(shape), "base_resolution": max(4, int(round(max(shape) / 8)))}
+            return reconstruction_levels(shape)
         return {}
 
 

@@ -112,16 +112,13 @@ def interpolate_axes(grid: torch.Tensor, axes: Sequence[torch.Tensor], derivativ
             out = _take(out, dim, cell)
             continue
         low, high = _take(out, dim, cell), _take(out, dim, cell + 1)
-        if axis == derivative:
-            x = axes[axis].to(device=grid.device, dtype=grid.dtype)
-            inside = ((x >= -1.0) & (x <= 1.0)).to(grid.dtype) * slope
-            shape = [1] * out.dim()
-            shape[dim] = -1
-            out = (high - low).mul_(inside.reshape(shape))
-            continue
         shape = [1] * out.dim()
         shape[dim] = -1
-        out = torch.lerp(low, high, frac.reshape(shape))
+        if axis == derivative:
+            x = axes[axis].to(device=grid.device, dtype=grid.dtype)
+            out = (high - low).mul_((((x >= -1.0) & (x <= 1.0)).to(grid.dtype) * slope).reshape(shape))
+        else:
+            out = torch.lerp(low, high, frac.reshape(shape))
     return out
 
 

@@ -66,9 +66,7 @@ def jacobian_determinant_on_grid(field: ContinuousImage, geometry: Geometry, chu
     if field.kind != "displacement":
         raise MedinrError("a Jacobian determinant needs a displacement (registration) image")
     model = field.model
-    own_grid = field.frame == "network" and field.geometry is not None and geometry == field.geometry \
-        and tuple(geometry.shape) == tuple(field.geometry.shape)
-    if not own_grid or not hasattr(model, "jacobian_axes"):
+    if not field.on_own_grid(geometry) or not hasattr(model, "jacobian_axes"):
         return jacobian_determinant(field, geometry.world_grid(dtype=torch.float32), chunk=chunk)
     d = geometry.ndim
     dev = model.device
@@ -81,8 +79,7 @@ def jacobian_determinant_on_grid(field: ContinuousImage, geometry: Geometry, chu
     glob = (glob[1:] - glob[0]).T  # (output i, world k)
     mix = (field.output.scale * to_net).tolist()
     glob_ = glob.tolist()
-    axes = [torch.linspace(-1.0, 1.0, n, device=dev) if n > 1 else torch.zeros(1, device=dev)
-            for n in geometry.shape]
+    axes = geometry.network_axes(device=dev)
     plane = int(np.prod(geometry.shape[1:]))
     step = max(1, SLAB_POINTS // plane)
     out = np.empty(geometry.shape, dtype=np.float32)
