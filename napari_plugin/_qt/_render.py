@@ -138,7 +138,10 @@ class Renderer(QObject):
 
     def _cached_done(self) -> None:
         self._cached_busy = False
-        if self._dirty and not self._closed:
+        # not while hidden (results are dropped; showing draws the newest view again): a viewer closing hides the
+        # widget, and a worker's last signal could arrive after Qt had deleted the pools (a CI run: RuntimeError,
+        # QThreadPool deleted)
+        if self._dirty and not self._closed and not self.paused:
             self._dirty = False
             self._start_cached()
 
