@@ -179,7 +179,7 @@ def fit_image(
         net, result, choice = _fit_with_holdout(net, run, steps, lr, time_budget, final)
     else:
         result = fit(net, run.loss_fn(net, data.fit, steps), steps, lr, progress=progress,
-                     description=run.description, time_budget=time_budget)
+                     description=run.description, time_budget=time_budget, block_updates=run.by_blocks(net))
         result.stages = {"main": {**result.timing(), "points_per_step": run.points_per_step}}
         choice = FitChoice(chosen_step=result.steps, final_steps=result.steps, final_stage="none")
     choice.holdout_fraction, choice.footprint, choice.smoothness = float(holdout), int(footprint), smooth
@@ -339,6 +339,11 @@ class _Run:
         """True when every step sees every voxel (and the held-out ones come with the step's own forward)."""
         return self.tile is not None and tuple(self.tile) == tuple(self.data.shape)
 
+    def by_blocks(self, model: INR) -> bool:
+        """Whether each step trains only the blocks of ``model``'s feature grids that its tile of a larger lattice
+        reaches (:mod:`medinr.training.blocks`): the whole 1 mm MNI head's mrgrid steps took 28 ms instead of 82."""
+        return self.tile is not None and not self.full_batch and model.block_updates
+
     def loss_fn(self, model: INR, index: torch.Tensor, steps: int | None = None):
         """``loss(step)``: mean squared error of footprint means on a batch of ``index``, plus the prior
         (annealed over ``steps``, see :data:`SMOOTH_START`). The model's own penalty is the loop's. A full-batch
@@ -465,7 +470,8 @@ def _fit_with_holdout(model: INR, run: _Run, steps: int, lr: float, time_budget:
         return run.loss_fn(net, index, None if stage == "finetune" and final.restart_schedule else steps)
 
     outcome = fit_with_holdout(model, objective_for, steps, lr, Schedule("cosine"), selection, final,
-                               progress=run.progress, description=run.description, time_budget=time_budget)
+                               progress=run.progress, description=run.description, time_budget=time_budget,
+                               block_updates=run.by_blocks(model))
     curve = [(p["step"], psnr_from_mse(p["validation_error"], run.peak)) for p in selection.points]
     choice = FitChoice(chosen_step=selection.best_step, holdout_psnr=psnr_from_mse(selection.best_error, run.peak),
                        holdout_curve=curve, final_stage=final.kind)

@@ -606,6 +606,7 @@ class KAN(INR):
     """
 
     config_type = KANConfig
+    block_updates = True  # its grid encoding's levels (a hash table is not a block)
 
     @property
     def separable(self) -> bool:  # type: ignore[override]

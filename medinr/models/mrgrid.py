@@ -188,6 +188,7 @@ class MultiResGrid(INR):
 
     config_type = MultiResGridConfig
     separable = True
+    block_updates = True
 
     def __init__(
         self,

@@ -9,7 +9,7 @@ checks it against torch's to the bit).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -47,23 +47,36 @@ class Adam:
             for p in group["params"]:
                 p.grad = None
 
+    def _state(self, p: torch.Tensor, first_moment: bool = True) -> dict:
+        state = self.state.get(p)
+        if state is None:
+            state = self.state[p] = {"step": 0, "exp_avg_sq": torch.zeros_like(p)}
+        if first_moment and "exp_avg" not in state:
+            state["exp_avg"] = torch.zeros_like(p)
+        state["step"] += 1
+        return state
+
     @torch.no_grad()
-    def step(self, factor: float = 1.0) -> None:
+    def step(self, factor: float = 1.0, blocks: Sequence[tuple[torch.Tensor, tuple, torch.Tensor]] = ()) -> None:
+        """One update; ``blocks``: ``(param, box, gradient of p[box])`` of parameters trained by block
+        (:mod:`medinr.training.blocks`): only ``p[box]`` and its moments change."""
+        block_of = {id(p): (box, grad) for p, box, grad in blocks}
         for group in self.param_groups:
             lr = group["lr"] * factor
             batches: dict[tuple, list[torch.Tensor]] = {}
             for p in group["params"]:
+                if id(p) in block_of:
+                    box, grad = block_of[id(p)]
+                    state = self._state(p, first_moment=False)
+                    _block_update(p[box], grad, state["exp_avg_sq"][box], state["step"], lr)
+                    continue
                 if p.grad is None:
                     continue
-                state = self.state.get(p)
-                if state is None:
-                    state = self.state[p] = {"step": 0, "exp_avg": torch.zeros_like(p),
-                                             "exp_avg_sq": torch.zeros_like(p)}
-                state["step"] += 1
+                state = self._state(p)
                 if fusable(p):
                     batches.setdefault((p.device, p.dtype), []).append(p)
                 else:
-                    self._single(p, state, lr)
+                    _update(p, p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"], lr)
             for params in batches.values():
                 self._fused(params, lr)
 
@@ -75,15 +88,30 @@ class Adam:
                            [s["exp_avg_sq"] for s in states], [], steps, lr=lr, beta1=BETAS[0], beta2=BETAS[1],
                            weight_decay=0.0, eps=EPS, amsgrad=False, maximize=False)
 
-    @staticmethod
-    def _single(p: torch.Tensor, state: dict, lr: float) -> None:
-        beta1, beta2 = BETAS
-        step, exp_avg, exp_avg_sq = state["step"], state["exp_avg"], state["exp_avg_sq"]
-        exp_avg.lerp_(p.grad, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-        step_size = lr / (1 - beta1**step)
-        denom = (exp_avg_sq.sqrt() / (1 - beta2**step) ** 0.5).add_(EPS)
-        p.addcdiv_(exp_avg, denom, value=-step_size)
+
+def _update(p: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor, step: int,
+            lr: float) -> None:
+    """Adam's update in place, the arithmetic of torch's single-tensor path."""
+    beta1, beta2 = BETAS
+    exp_avg.lerp_(grad, 1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    step_size = lr / (1 - beta1**step)
+    denom = (exp_avg_sq.sqrt() / (1 - beta2**step) ** 0.5).add_(EPS)
+    p.addcdiv_(exp_avg, denom, value=-step_size)
+
+
+def _block_update(p: torch.Tensor, grad: torch.Tensor, exp_avg_sq: torch.Tensor, step: int, lr: float) -> None:
+    """The update of a block (views of a parameter and its second moment): Adam without the first moment.
+
+    A tile reaches a block about once every 60 steps. Under dense Adam its momentum then kept moving the block for
+    the next ten or so steps, zero gradient or not, by ``grad / sqrt(v)`` in all; a lazy update with momentum moves
+    it by a tenth of that once (a 128^3 volume fitted that way: 31.6 dB instead of 39.9). Without it the block
+    moves by the whole of it at once: 40.0 dB.
+    """
+    beta2 = BETAS[1]
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    denom = (exp_avg_sq.sqrt() / (1 - beta2**step) ** 0.5).add_(EPS)
+    p.addcdiv_(grad, denom, value=-lr)
 
 
 #: Devices whose fused Adam kernel torch has (``torch.optim``'s list, without importing it).

@@ -15,6 +15,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -25,6 +26,7 @@ from tqdm.auto import tqdm
 from medinr.errors import MedinrError
 from medinr.runtime import follow_load
 from medinr.training.adam import Adam
+from medinr.training.blocks import BlockRecorder, recording
 
 SCHEDULES = ("constant", "cosine", "exponential")
 
@@ -194,14 +196,14 @@ class _Loop:
         reg = self.target.regularization()
         return (loss + reg if reg is not None else loss), aux
 
-    def _update(self, step: int, loss: torch.Tensor) -> float:
+    def _update(self, step: int, loss: torch.Tensor, recorder: BlockRecorder | None) -> float:
         value = float(loss.detach())
         if not math.isfinite(value):
             raise MedinrError(
                 f"the fit diverged at step {step} (loss is {value}); try a lower learning rate or another model"
             )
         loss.backward()
-        self.optimiser.step(self.factor(step))
+        self.optimiser.step(self.factor(step), recorder.merged() if recorder is not None else ())
         self.result.losses.append(value)
         return value
 
@@ -212,10 +214,11 @@ class _Loop:
             return "patience"
         self._before(step)
         self.optimiser.zero_grad()
-        loss, aux = self._forward(step)
+        with recording() if self.options.get("block_updates") else nullcontext() as recorder:
+            loss, aux = self._forward(step)
         if sel is not None and sel.uses_forward and sel.due(step) and self._validate(step, aux, float(loss.detach())):
             return "patience"
-        value = self._update(step, loss)
+        value = self._update(step, loss, recorder)
         on_step = self.options.get("on_step")
         if on_step is not None and on_step(step, value):
             return "callback"
@@ -265,6 +268,7 @@ def fit(
     time_budget: float | None = None,
     on_step: Callable[[int, float], bool | None] | None = None,
     before_step: Callable[[int], list[dict] | None] | None = None,
+    block_updates: bool = False,
 ) -> TrainResult:
     """Minimise ``objective`` with Adam: the one training loop.
 
@@ -300,6 +304,9 @@ def fit(
     before_step : callable, optional
         ``before_step(step)`` before each step; parameter groups it returns rebuild the optimiser (Adam state
         kept for the parameters that survive).
+    block_updates : bool
+        Each step trains only the blocks of the feature lattices its forward pass reached (lazy Adam; for fits
+        in tiles of a large volume, :mod:`medinr.training.blocks`).
 
     Returns
     -------
@@ -312,5 +319,5 @@ def fit(
     """
     plan = schedule if isinstance(schedule, Schedule) else Schedule(schedule)
     options = {"progress": progress, "description": description, "time_budget": time_budget, "on_step": on_step,
-               "before_step": before_step}
+               "before_step": before_step, "block_updates": block_updates}
     return _Loop(target, objective, steps, lr, plan, start, progress_span, selection, options).run()
