@@ -66,6 +66,8 @@ class Adam:
             batches: dict[tuple, list[torch.Tensor]] = {}
             for p in group["params"]:
                 if id(p) in block_of:
+                    if p.grad is not None:  # a block's step would drop the dense gradient
+                        raise RuntimeError("a parameter got both a dense gradient and a block's in one step")
                     box, grad = block_of[id(p)]
                     state = self._state(p, first_moment=False)
                     _block_update(p[box], grad, state["exp_avg_sq"][box], state["step"], lr)

@@ -1,7 +1,7 @@
 """Block updates: a step that reaches a block of a feature lattice trains that block alone.
 
 A volume too large for one step trains on tiles (:mod:`medinr.image_fit`). A tile reaches only a block of each
-level of a dense feature lattice (``mrgrid``, the KAN's grid encoding, ``lattice``), yet the narrowing's backward
+level of a dense feature grid (``mrgrid``, the KAN's grid encoding: ``INR.block_updates``), yet the narrowing's backward
 pass made a gradient the size of the whole lattice, zero outside the block, and Adam stepped every node. For the
 whole 1 mm MNI head (55 M parameters) the two took 40 of a step's 80 ms.
 
