@@ -46,25 +46,34 @@ class AffineMap(nn.Module):
         self.linear = nn.Parameter(torch.zeros(n, n))
         self.translation = nn.Parameter(torch.zeros(n))
 
+    def homogeneous(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The map as a homogeneous ``(ndim + 1, ndim + 1)`` world-mm matrix, differentiable in ``t`` and ``D``."""
+        n = self.linear.shape[0]
+        a = torch.eye(n, dtype=dtype, device=self.linear.device) + self.linear.to(dtype)
+        c = self.centre.to(dtype)
+        b = c + self.shift.to(dtype) + self.translation.to(dtype) - a @ c
+        last = torch.zeros(1, n + 1, dtype=dtype, device=a.device)
+        last[0, n] = 1.0
+        return torch.cat([torch.cat([a, b[:, None]], 1), last], 0)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        eye = torch.eye(self.linear.shape[0], dtype=x.dtype, device=x.device)
-        a = eye + self.linear.to(x.dtype)
-        c = self.centre.to(x.dtype)
-        return c + self.shift.to(x.dtype) + self.translation.to(x.dtype) + (x - c) @ a.T
+        return apply_homogeneous(self.homogeneous(x.dtype), x)
 
     def matrix(self) -> np.ndarray:
         """The homogeneous ``(ndim + 1, ndim + 1)`` world-mm matrix of the map (float64)."""
-        n = self.linear.shape[0]
-        a = np.eye(n) + self.linear.detach().double().cpu().numpy()
-        c = self.centre.double().cpu().numpy()
-        b = c + self.shift.double().cpu().numpy() + self.translation.detach().double().cpu().numpy() - a @ c
-        m = np.eye(n + 1)
-        m[:n, :n], m[:n, n] = a, b
-        return m
+        return self.homogeneous(torch.float64).detach().cpu().numpy()
+
+
+def apply_homogeneous(matrix: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """``matrix`` (homogeneous, ``(ndim + 1, ndim + 1)``) applied to ``points (..., ndim)``: one GEMM with the
+    offset added in it."""
+    n = points.shape[-1]
+    flat = torch.addmm(matrix[:n, n], points.reshape(-1, n), matrix[:n, :n].T)
+    return flat.reshape(points.shape)
 
 
 def fit_affine(
-    similarity: Callable[[int, Callable[[torch.Tensor], torch.Tensor]], torch.Tensor],
+    similarity: Callable[[int, AffineMap], torch.Tensor],
     centre: np.ndarray,
     shift: np.ndarray,
     steps: int,
@@ -77,7 +86,7 @@ def fit_affine(
     ----------
     similarity : callable
         Draws its own points and returns the image dissimilarity of the moving image sampled through
-        ``transform`` (world mm to world mm).
+        ``transform`` (an :class:`AffineMap`, world mm to world mm).
     centre, shift : ndarray
         ``c`` and the starting offset ``s`` (mm).
     steps : int
@@ -111,6 +120,10 @@ def dense_similarity_of(fixed: tuple, moving: tuple, factors: Sequence[float], s
     ``fixed`` and ``moving`` are ``(normalised image, geometry)``; steps are split evenly over the levels.
     """
     (f_img, fg), (m_img, mg) = fixed, moving
+    # moving world mm -> moving network coordinates, composed with the affine map once per step: one small GEMM
+    # over the points instead of three (the affine stage of a 2 mm pair: 80360 points, 0.5-0.9 ms each and as
+    # many in the backward pass)
+    to_network = torch.as_tensor(mg.network_affine @ np.linalg.inv(mg.affine_nd), dtype=torch.float32)
     levels = []
     for factor in factors:
         points = lattice_shape(fg.shape, factor)
@@ -122,8 +135,9 @@ def dense_similarity_of(fixed: tuple, moving: tuple, factors: Sequence[float], s
         m = torch.as_tensor(ndimage.gaussian_filter(m_img, sigma), dtype=torch.float32)
         levels.append((world, f.reshape(-1)[keep], m))
 
-    def similarity(step: int, transform: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    def similarity(step: int, transform: AffineMap) -> torch.Tensor:
         world, f, m = levels[min(len(levels) - 1, step * len(levels) // max(steps, 1))]
-        return ncc(f, sample_grid(m, mg.world_to_network(transform(world)), padding_mode="zeros"))
+        coords = apply_homogeneous(to_network @ transform.homogeneous(), world)
+        return ncc(f, sample_grid(m, coords, padding_mode="zeros"))
 
     return similarity
