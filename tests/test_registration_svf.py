@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -146,3 +147,18 @@ def test_interpolation_matrices_equal_the_upsampling_on_a_crop_values_and_gradie
     (g_ref,) = torch.autograd.grad((ref * weights).sum(), v)
     assert torch.allclose(g_got, g_ref, atol=1e-5)
     assert torch.allclose(axis_matrix(torch.linspace(-1, 1, 5), 5), torch.eye(5))  # nodes on nodes: the identity
+
+
+@pytest.mark.parametrize("shape,sigma", [((5, 40, 7), 3.0), ((23, 19, 17), 1.0), ((24, 30), 0.5), ((30, 3), 1.5)])
+def test_smoothing_is_scipys_gaussian_filter(shape, sigma) -> None:
+    """The registration's Gaussian (torch, shifted sums) is scipy.ndimage.gaussian_filter's: its 4-sigma kernel and
+    'reflect' edges, also where the kernel reaches past a short axis more than once."""
+    from scipy import ndimage
+
+    from medinr.registration.svf import smoothed
+
+    image = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    ours = smoothed(image, sigma)
+    assert ours.dtype == np.float32 and ours.shape == image.shape
+    np.testing.assert_allclose(ours, ndimage.gaussian_filter(image, sigma), rtol=0, atol=1e-6)
+    assert smoothed(image, 0.0) is image

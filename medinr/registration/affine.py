@@ -11,14 +11,13 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from scipy import ndimage
 from torch import nn
 
 from medinr.geometry import Geometry, sample_grid
 from medinr.models.base import lattice_coords
 from medinr.models.lattice import resize_lattice
 from medinr.registration.losses import ncc
-from medinr.registration.svf import lattice_shape
+from medinr.registration.svf import lattice_shape, smoothed
 from medinr.training.loop import TrainResult, fit
 
 
@@ -128,11 +127,11 @@ def dense_similarity_of(fixed: tuple, moving: tuple, factors: Sequence[float], s
     for factor in factors:
         points = lattice_shape(fg.shape, factor)
         sigma = float(factor) / 2.0
-        f = resize_lattice(torch.as_tensor(ndimage.gaussian_filter(f_img, sigma))[None], points)[0]
+        f = resize_lattice(torch.as_tensor(smoothed(f_img, sigma))[None], points)[0]
         keep = f.reshape(-1) > -1.0 if mask is None else resize_lattice(
             torch.as_tensor((mask > 0).astype(np.float32))[None], points)[0].reshape(-1) > 0.5
         world = fg.network_to_world(lattice_coords(points).reshape(-1, fg.ndim).double()).float()[keep]
-        m = torch.as_tensor(ndimage.gaussian_filter(m_img, sigma), dtype=torch.float32)
+        m = torch.as_tensor(smoothed(m_img, sigma), dtype=torch.float32)
         levels.append((world, f.reshape(-1)[keep], m))
 
     def similarity(step: int, transform: AffineMap) -> torch.Tensor:

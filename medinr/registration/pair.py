@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from medinr.errors import MedinrError
 from medinr.geometry import Geometry
+from medinr.registration.svf import smoothed
 from medinr.registration.transform import Warper
 
 
@@ -74,7 +74,7 @@ class Side:
     @classmethod
     def build(cls, image: np.ndarray, geometry: Geometry, sigmas, mask=None, labels=None, values=(), device="cpu"):
         """Smooth ``image`` (normalised) once per level (``sigmas`` in its own voxels) and index its mask."""
-        levels = [Warper(ndimage.gaussian_filter(image, s) if s > 0 else image, geometry, device) for s in sigmas]
+        levels = [Warper(smoothed(image, s), geometry, device) for s in sigmas]
         where = mask > 0 if mask is not None else np.ones(image.shape, dtype=bool)
         cand = torch.as_tensor(np.argwhere(where), dtype=torch.float32, device=device)
         onehot = None
