@@ -4,7 +4,8 @@
 the compiler), which costs 1.4-1.5 s of every command on a 2-core machine: a tenth of a registration. The
 loop needs only plain Adam with per-group learning rates, so it keeps that update here, step for step the
 arithmetic of ``torch.optim.Adam(betas=(0.9, 0.999), eps=1e-8)``'s single-tensor path (``tests/test_training``
-checks it against torch's to the bit).
+checks it against torch's to the bit). The one departure: a parameter trained by block (a volume's tile reached
+a block of a feature grid, :mod:`medinr.training.blocks`) steps that block alone, without the first moment.
 """
 
 from __future__ import annotations
