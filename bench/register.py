@@ -154,11 +154,6 @@ def _needs_affine(case: dict) -> bool:
     return not same_grid(case["fixed_geometry"], case["moving_geometry"])
 
 
-def _sitk_affine(f, m, seed: int):
-    """SimpleITK affine (:func:`sitk_demons.affine`)."""
-    return sitk_demons.affine(f, m, seed)
-
-
 def _field_of(transform, f) -> np.ndarray:
     import SimpleITK as sitk
 
@@ -173,7 +168,7 @@ def run_demons(case: dict, seed: int) -> np.ndarray:
     import SimpleITK as sitk
 
     f, m = _sitk_images(case)
-    affine = _sitk_affine(f, m, seed) if _needs_affine(case) else sitk.Transform(3, sitk.sitkIdentity)
+    affine = sitk_demons.affine(f, m, seed) if _needs_affine(case) else sitk.Transform(3, sitk.sitkIdentity)
     return _field_of(sitk_demons.demons(f, m, affine), f)
 
 
@@ -182,7 +177,7 @@ def run_bspline(case: dict, seed: int) -> np.ndarray:
     import SimpleITK as sitk
 
     f, m = _sitk_images(case)
-    affine = _sitk_affine(f, m, seed) if _needs_affine(case) else sitk.Transform(3, sitk.sitkIdentity)
+    affine = sitk_demons.affine(f, m, seed) if _needs_affine(case) else sitk.Transform(3, sitk.sitkIdentity)
     tx = sitk.BSplineTransformInitializer(f, [8, 8, 8])
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsCorrelation()

@@ -128,6 +128,12 @@ class Geometry:
         out[: self.ndim, -1] = np.where(n > 1, -1.0, 0.0)
         return out
 
+    @property
+    def world_to_network_affine(self) -> np.ndarray:
+        """World-mm-to-network matrix (homogeneous): :attr:`network_affine` after the inverse of
+        :attr:`affine_nd`."""
+        return self.network_affine @ np.linalg.inv(self.affine_nd)
+
     # -- conversions --------------------------------------------------------------------------------
     def voxel_to_world(self, ijk: Array) -> Array:
         """Voxel indices ``(..., ndim)`` to world millimetres ``(..., ndim)``."""

@@ -35,7 +35,8 @@ def centre_of_mass(image: np.ndarray, geometry: Geometry, mask: np.ndarray | Non
 
 
 class AffineMap(nn.Module):
-    """``y = c + s + t + (I + D)(x - c)`` on world points ``(..., ndim)`` mm (see the module docstring)."""
+    """The parameters of ``y = c + s + t + (I + D)(x - c)`` on world points mm (see the module docstring), used as
+    its matrix (:meth:`homogeneous`)."""
 
     def __init__(self, centre: np.ndarray, shift: np.ndarray) -> None:
         super().__init__()
@@ -54,9 +55,6 @@ class AffineMap(nn.Module):
         last = torch.zeros(1, n + 1, dtype=dtype, device=a.device)
         last[0, n] = 1.0
         return torch.cat([torch.cat([a, b[:, None]], 1), last], 0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return apply_homogeneous(self.homogeneous(x.dtype), x)
 
     def matrix(self) -> np.ndarray:
         """The homogeneous ``(ndim + 1, ndim + 1)`` world-mm matrix of the map (float64)."""
@@ -122,7 +120,7 @@ def dense_similarity_of(fixed: tuple, moving: tuple, factors: Sequence[float], s
     # moving world mm -> moving network coordinates, composed with the affine map once per step: one small GEMM
     # over the points instead of three (the affine stage of a 2 mm pair: 80360 points, 0.5-0.9 ms each and as
     # many in the backward pass)
-    to_network = torch.as_tensor(mg.network_affine @ np.linalg.inv(mg.affine_nd), dtype=torch.float32)
+    to_network = torch.as_tensor(mg.world_to_network_affine, dtype=torch.float32)
     levels = []
     for factor in factors:
         points = lattice_shape(fg.shape, factor)

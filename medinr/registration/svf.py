@@ -137,8 +137,7 @@ def network_map(fixed: Geometry, moving: Geometry, matrix: np.ndarray | None) ->
     """Homogeneous matrix from fixed network coordinates to moving network coordinates through the world-mm
     affine ``matrix`` (fixed -> moving; None: the identity)."""
     m = np.eye(fixed.ndim + 1) if matrix is None else np.asarray(matrix, dtype=np.float64)
-    return moving.network_affine @ np.linalg.inv(moving.affine_nd) @ m @ fixed.affine_nd @ np.linalg.inv(
-        fixed.network_affine)
+    return moving.world_to_network_affine @ m @ fixed.affine_nd @ np.linalg.inv(fixed.network_affine)
 
 
 #: Reach of the smoothing kernel in standard deviations (``scipy.ndimage.gaussian_filter``'s default).

@@ -105,7 +105,7 @@ class CachedLattice:
             raise MedinrError(f"a {plane.ndim}D plane cannot slice a {self.ndim}D lattice")
         h, w = shape2(shape)
         pix = plane.pixel_matrix((h, w))  # (nd+1, 3): (r, c, 1) -> world
-        to_lattice = self.geometry.network_affine @ np.linalg.inv(self.geometry.affine_nd) @ pix
+        to_lattice = self.geometry.world_to_network_affine @ pix
         grid = _plane_grid(to_lattice, h, w)
         source = self.extra["jacobian"][None] if component == "jacobian" else self.values
         sampled = sample_grid(torch.from_numpy(source), grid).numpy()
