@@ -5,11 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def display_slice(image: np.ndarray, axis: int = 2) -> np.ndarray:
@@ -51,7 +47,12 @@ def panel_figure(
     n = len(all_items)
     ncols = ncols or min(n, 4)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.2 * nrows + (0.4 if title else 0)), squeeze=False)
+    # the figure API without pyplot: no backend to select, no global state, and no matplotlib import until a
+    # figure is drawn (a command may draw it in a :class:`medinr.apps.drawer.Drawer`)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3.2 * ncols, 3.2 * nrows + (0.4 if title else 0)))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     vmax = float(np.percentile(items[0][1], 99.5)) if items else 1.0
     vmin = min(0.0, float(np.percentile(items[0][1], 0.5))) if items else 0.0  # negative images (e.g. CT) too
     emax = max((float(np.percentile(e[1], 99.5)) for e in errors), default=1.0) or 1.0
@@ -66,4 +67,3 @@ def panel_figure(
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

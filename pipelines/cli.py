@@ -264,13 +264,19 @@ def _last_words(line: str, code: int) -> int:
 
 
 def console() -> None:
-    """The ``medinr`` console script: :func:`main`, then exit without the interpreter's last full collection.
+    """The ``medinr`` console script: :func:`main` with rare full collections, then exit without the interpreter's
+    last full collection.
 
     Everything the command made lives until the process ends, so that collection finds nothing to free, yet it
     walks every object torch and the other libraries created: 0.1-0.25 s of each command (after ``import torch``
     a bare process takes 1.45 s to finish, 1.22 s with its objects frozen). Only here, not in :func:`main`,
     which tests and other Python code call repeatedly in one process.
     """
+    # a full collection only every 1000 middle ones (CPython's default: 10): while a command starts, the 10^6
+    # objects that importing torch makes set off three, which walk them all (0.12 s of a 4 s registration); young
+    # cycles are still collected as before
+    threshold0, threshold1, _ = gc.get_threshold()
+    gc.set_threshold(threshold0, threshold1, 1000)
     code = main()
     gc.freeze()
     sys.exit(code)

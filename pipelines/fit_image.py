@@ -62,7 +62,7 @@ def request(args: argparse.Namespace) -> FitRequest:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = execute(request(args), args.out, args.force)
+    result = execute(request(args), args.out, args.force, draw_aside=True)
     if not args.quiet:
         print(f"{result.summary} -> {terminal_safe(str(args.out))}")
     return 0

@@ -167,7 +167,7 @@ def request(args: argparse.Namespace) -> ReconstructRequest:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = execute(request(args), args.out, args.force)
+    result = execute(request(args), args.out, args.force, draw_aside=True)
     if not args.quiet:
         print(terminal_safe(result.summary))
     return 0

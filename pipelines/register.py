@@ -99,7 +99,7 @@ def request(args: argparse.Namespace) -> RegisterRequest:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = execute(request(args), args.out, args.force)
+    result = execute(request(args), args.out, args.force, draw_aside=True)
     if not args.quiet:
         print(f"{result.summary}; outputs in {terminal_safe(str(args.out))}")
     return 0

@@ -10,6 +10,7 @@ torch; :func:`run` loads the app, and torch with it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from typing import Any
 
@@ -21,9 +22,10 @@ def run(request: Any) -> Any:
     return importlib.import_module(request.app).run(request)
 
 
-def publish(result: Any, out: OutputDir) -> None:
-    """Write ``result`` into the staged output folder ``out`` (:func:`medinr.apps.writer.publish`)."""
-    importlib.import_module("medinr.apps.writer").publish(result, out)
+def publish(result: Any, out: OutputDir, drawer: Any = None) -> None:
+    """Write ``result`` into the staged output folder ``out`` (:func:`medinr.apps.writer.publish`), its figures
+    by ``drawer`` (a :class:`medinr.apps.drawer.Drawer`) where given."""
+    importlib.import_module("medinr.apps.writer").publish(result, out, drawer)
 
 
 def publish_file(result: Any, path: Any) -> None:
@@ -31,13 +33,18 @@ def publish_file(result: Any, path: Any) -> None:
     importlib.import_module("medinr.apps.writer").publish_file(result, path)
 
 
-def execute(request: Any, out: str, force: bool = False) -> Any:
+def execute(request: Any, out: str, force: bool = False, draw_aside: bool = False) -> Any:
     """Check the output folder ``out`` (before any work), run ``request``, and publish its result as one step.
 
     The run holds the output's (locked) staging folder while it works, as every command did: an interrupted or
-    terminated run removes it, and nothing is published.
+    terminated run removes it, and nothing is published. ``draw_aside`` starts a
+    :class:`~medinr.apps.drawer.Drawer` before the work, so that matplotlib loads in another process meanwhile
+    (a command line's half second; a batch worker, which loads it once for many cases, draws in its own process).
     """
+    from medinr.apps.drawer import Drawer
+
     with OutputDir(out, request.outputs(), force=force) as folder:
-        result = run(request)
-        publish(result, folder)
+        with Drawer() if draw_aside else contextlib.nullcontext() as drawer:
+            result = run(request)
+            publish(result, folder, drawer)
     return result

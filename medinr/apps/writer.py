@@ -2,8 +2,9 @@
 
 Everything goes into the staging folder of :class:`medinr.outputs.OutputDir`, published as one step when the
 whole result is written. ``metrics.json`` comes last: its ``timing`` includes the writing of the rest. Images and
-checkpoints are written by :data:`WRITERS` threads while this thread draws the figures: the deflate
-(:mod:`medinr.gzipfile`) and SimpleITK's writer release the GIL, and the figures are then the longest part.
+checkpoints are written by :data:`WRITERS` threads while this thread draws the figures (or waits for a
+:class:`~medinr.apps.drawer.Drawer` to draw them): the deflate (:mod:`medinr.gzipfile`) and SimpleITK's writer
+release the GIL, and the figures are then the longest part.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from medinr.apps.drawer import Drawer
 from medinr.apps.result import AppResult
 from medinr.checkpoint import save_checkpoint
 from medinr.io import atomic_path, save_image
@@ -32,15 +34,23 @@ def write_json(path, data: dict) -> None:
         f.write(text + "\n")
 
 
-def publish(result: AppResult, out: OutputDir) -> None:
+def publish(result: AppResult, out: OutputDir, drawer: Drawer | None = None) -> None:
     """Write ``result`` into ``out`` (an entered :class:`~medinr.outputs.OutputDir`); the first error raised by any
-    part is raised once every part has stopped (the staging folder is then discarded whole)."""
+    part is raised once every part has stopped (the staging folder is then discarded whole).
+
+    With a ``drawer`` (:class:`medinr.apps.drawer.Drawer`, started before the work) the figures are drawn in its
+    process; any it did not draw are drawn here.
+    """
     start = time.perf_counter()
+    figures = {figure.name: (figure.draw, {**figure.kwargs, figure.path_arg: out / figure.name})
+               for figure in result.figures}
     with ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="medinr-writer") as pool:
         jobs = [pool.submit(_write_image, out, image) for image in result.images]
         jobs += [pool.submit(save_checkpoint, out / name, c) for name, c in result.checkpoints.items()]
-        for figure in result.figures:
-            figure.draw(**{**figure.kwargs, figure.path_arg: out / figure.name})
+        drawn = drawer.draw([(name, draw, kwargs) for name, (draw, kwargs) in figures.items()]) if drawer else set()
+        for name, (draw, kwargs) in figures.items():
+            if name not in drawn:
+                draw(**kwargs)
         for job in jobs:
             job.result()
     timing = {**result.timing, "writing": time.perf_counter() - start}

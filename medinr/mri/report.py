@@ -81,16 +81,15 @@ def save_report(
     inr_details : the INR's ``extra`` (validation curve and choices), optional: adds the curve column
     trajectory : ndarray ``(readouts, samples, d)`` in 1/FOV units, optional: drawn in place of the mask
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    # the figure API without pyplot: no backend to select, no global state
+    from matplotlib.figure import Figure
 
     columns = (["reference"] if reference is not None else []) + list(images)
     columns += ["trajectory"] if trajectory is not None else ["mask"]
     columns += ["curve"] if inr_details is not None else []
     rows = 2 if reference is not None else 1
-    fig, axes = plt.subplots(rows, len(columns), figsize=(2.6 * len(columns), 2.8 * rows), squeeze=False)
+    fig = Figure(figsize=(2.6 * len(columns), 2.8 * rows))
+    axes = fig.subplots(rows, len(columns), squeeze=False)
     vmax = float(np.percentile(_middle(reference if reference is not None else next(iter(images.values()))), 99.5))
     for c, name in enumerate(columns):
         ax = axes[0, c]
@@ -117,4 +116,3 @@ def save_report(
             ax.axis("off") if not ax.images else None
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
