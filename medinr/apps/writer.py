@@ -80,9 +80,11 @@ def publish_file(result: AppResult, path) -> None:
     """Write a one-image result to the file ``path``: a windowed grey PNG, or NIfTI with the slice's affine."""
     (image,) = result.images
     if image.kind == "png":
-        import matplotlib.image
+        # Pillow, not matplotlib's imsave: an 8-bit grey PNG needs no colour map, and a render command then does
+        # not import matplotlib (0.3 s of its 1.8 s)
+        from PIL import Image
 
         with atomic_path(path) as tmp:
-            matplotlib.image.imsave(tmp, to_uint8(image.array), cmap="gray", vmin=0, vmax=255, format="png")
+            Image.fromarray(to_uint8(image.array)).save(tmp, format="PNG")  # uint8 2D: mode L
     else:
         save_image(path, image.array, image.geometry, dtype=image.dtype)
