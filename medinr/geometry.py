@@ -300,8 +300,8 @@ def sample_grid(
 
     Notes
     -----
-    This is the only place in medinr that reverses the coordinate axis for ``grid_sample``, which expects
-    ``x`` to index the last array axis.
+    This is the only place in medinr that reconciles the ``(i, j[, k])`` order with ``grid_sample``, which
+    expects ``x`` to index the last array axis: it hands the sampler the image with its axes reversed.
     """
     import torch
     import torch.nn.functional as F
@@ -310,7 +310,10 @@ def sample_grid(
     squeeze = image.dim() == ndim
     img = image.unsqueeze(0) if squeeze else image
     lead = coords.shape[:-1]
-    flat = coords.reshape(-1, ndim).flip(-1).to(img.dtype)
+    flat = coords.reshape(-1, ndim).to(img.dtype)
+    # the image's axes reversed (a view; the sampler reads any strides) instead of the coordinates' order: the
+    # same values, without a copy of the points and its backward (2-3 ms of a 2 mm brain's warp, 600k points)
+    img = img.permute(0, *range(ndim, 0, -1))
     n = flat.shape[0]
     # torch's CPU sampler runs one thread per batch item: the points split into one batch item per thread, over
     # the same image (a view), give the same values twice as fast on 2 cores (a registration's warp)
