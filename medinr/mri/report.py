@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from medinr.figures import save_png
+
 
 def _middle(a: np.ndarray) -> np.ndarray:
     """A 2D view: the image itself, or the middle slice of the last axis of a volume."""
@@ -115,4 +117,4 @@ def save_report(
             ax.set_yticks([])
             ax.axis("off") if not ax.images else None
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_png(fig, path, dpi=90)
