@@ -129,3 +129,16 @@ def test_execute_ends_the_child_when_the_run_fails(tmp_path, monkeypatch):
                      draw_aside=True)
     assert len(started) == 1 and started[0].wait(timeout=10) is not None
     assert not (tmp_path / "out").exists()
+
+
+def test_an_interrupt_while_the_child_draws_ends_the_child(tmp_path, monkeypatch):
+    drawer = Drawer()
+    child = drawer._child
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(child, "communicate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        drawer.draw([("one.png", panel_figure, {**_panels(), "path": tmp_path / "one.png"})])
+    assert child.wait(timeout=10) is not None and not (tmp_path / "one.png").exists()

@@ -57,6 +57,9 @@ class Drawer:
         except (OSError, ValueError, pickle.PicklingError, AttributeError, TypeError):
             _end(child)
             return set()
+        except BaseException:  # interrupted or terminated meanwhile: the child must not outlive the command
+            _end(child)
+            raise
 
     def close(self) -> None:
         """End the child if :meth:`draw` did not (it exits when its stdin closes)."""
