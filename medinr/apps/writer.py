@@ -22,8 +22,8 @@ from medinr.outputs import OutputDir
 from medinr.registration.field import write_displacement
 from medinr.textsafe import dumps_strict
 
-#: Threads that write images and checkpoints (the figures are drawn meanwhile on the calling thread, since
-#: matplotlib's pyplot is not thread-safe).
+#: Threads that write images and checkpoints (the figures are drawn meanwhile by the calling thread or a
+#: :class:`~medinr.apps.drawer.Drawer`'s process).
 WRITERS = 2
 
 
