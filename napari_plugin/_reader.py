@@ -138,15 +138,18 @@ def _open_for(slicer: Any, loaded: list[tuple[ContinuousImage, str]]) -> None:
     from napari.layers import Layer
     from napari.qt.threading import thread_worker
 
-    def plan() -> list[tuple[Opened, str]] | MedinrError:
+    def plan() -> list[tuple[Opened, str]] | tuple[MedinrError]:
         try:
             return [(open_loaded(image, path), path) for image, path in loaded]
         except MedinrError as exc:  # our one line, not napari's "View Traceback" of a worker's exception
-            return exc
+            return (exc,)  # in a tuple: a worker that returns an exception raises it
 
-    def handover(opened: list[tuple[Opened, str]] | MedinrError) -> None:
-        if isinstance(opened, MedinrError):
-            _show_one_line(opened)
+    def handover(opened: list[tuple[Opened, str]] | tuple[MedinrError]) -> None:
+        failed = isinstance(opened, tuple)
+        if not slicer.deleted:
+            slicer.opened(failed=failed)
+        if failed:
+            _show_one_line(opened[0])
             return
         if slicer.deleted:  # its viewer closed meanwhile: nothing to show, no full lattice to build
             return
@@ -160,8 +163,7 @@ def _open_for(slicer: Any, loaded: list[tuple[ContinuousImage, str]]) -> None:
 
     worker = thread_worker(plan, start_thread=False)()
     worker.returned.connect(handover)
-    slicer.opening(worker)
-    worker.start()
+    slicer.opening(worker)  # the slicer starts it
 
 
 def _show_one_line(exc: MedinrError) -> None:

@@ -21,6 +21,7 @@ from viewer_helpers import (  # noqa: E402
     intensity_file,
     medinr_plugin,
     needs_display,
+    not_blank,
     notifications,
     registration_file,
     settle,
@@ -253,6 +254,50 @@ def test_with_the_slicer_docked_a_checkpoint_is_planned_off_the_main_thread(
     ours = [m for m in seen if "not a medinr checkpoint" in m]
     assert len(ours) == 1 and "\n" not in ours[0] and not [m for m in seen if "Tried to read" in m]
     assert widget.idle() and widget.model.image.kind == "displacement"
+
+
+def test_a_first_opening_with_the_slicer_docked_sets_up_its_view_in_steps(
+    make_napari_viewer, qtbot, monkeypatch, intensity_file
+):
+    """The view's layer is added before the thread plans the file, without taking napari's selection in that
+    step (its controls get a paint of their own, after the exact frame); a failed first opening leaves no layer."""
+    from medinr.errors import MedinrError
+    from napari_plugin import _reader
+    from napari_plugin._layer_book import SLICE_LAYER
+    from napari_plugin._qt import SliceWidget
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(1100, 800)
+    widget = SliceWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    plan = _reader.open_loaded
+    layers_when_planned: list[list[str]] = []
+
+    def failing(*args, **kwargs):
+        raise MedinrError("the speed probe failed")
+
+    seen = notifications()
+    monkeypatch.setattr(_reader, "open_loaded", failing)
+    viewer.open(str(intensity_file), plugin="medinr")
+    assert widget.canvas._warm_up.isActive() is False  # the warm-up letters are not drawn again meanwhile
+    qtbot.waitUntil(lambda: widget.idle() and any("speed probe" in m for m in seen), timeout=30000)
+    ours = [m for m in seen if "speed probe" in m]  # our one line, not a worker's traceback
+    assert ours == ["medinr: the speed probe failed"] and not [m for m in seen if "Traceback" in m]
+    assert _layer_names(viewer) == [] and widget.model.image is None
+
+    def recording(*args, **kwargs):
+        layers_when_planned.append(_layer_names(viewer))
+        return plan(*args, **kwargs)
+
+    monkeypatch.setattr(_reader, "open_loaded", recording)
+    viewer.open(str(intensity_file), plugin="medinr")
+    assert SLICE_LAYER not in viewer.layers  # not inside napari's reader call: a step of its own
+    qtbot.waitUntil(lambda: SLICE_LAYER in viewer.layers, timeout=30000)
+    assert not viewer.layers.selection
+    wait_exact(qtbot, widget, 1)
+    assert layers_when_planned == [[SLICE_LAYER]] and _layer_names(viewer) == [SLICE_LAYER]
+    qtbot.waitUntil(lambda: viewer.layers.selection.active is viewer.layers[SLICE_LAYER], timeout=10000)
+    assert viewer.layers[SLICE_LAYER].visible and not_blank(viewer)
 
 
 def test_a_nifti_opens_at_its_world_position_without_a_reader_dialog(

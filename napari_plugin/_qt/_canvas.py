@@ -196,6 +196,13 @@ class CanvasView(QObject):
         self._warm_up.timeout.connect(self.update_labels)
         self._warm_up.start(WARM_UP_MS)
 
+    def end_warm_up(self) -> None:
+        """Hide the warm-up letters now (a checkpoint is being opened): drawn while napari sets up the view's
+        layer, they would be drawn again, shaders rebuilt, in that stretch's paint (25-45 ms)."""
+        if self._warm_up.isActive():
+            self._warm_up.stop()
+            self.update_labels()
+
     def update_labels(self) -> None:
         """The patient side each screen edge faces (single 2D view of a 3D image; hidden otherwise)."""
         labels = None

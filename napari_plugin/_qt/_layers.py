@@ -34,6 +34,7 @@ class SliceLayers:
         self.viewer, self.model = viewer, model
         self.parked: list[Any] = []
         self._setting = False  # True while the slicer itself sets a window (not the user)
+        self.to_select = False  # an image layer was added and not selected yet (see select_own)
 
     def layer(self, name: str) -> Any:
         return self.viewer.layers[name] if name in self.viewer.layers else None
@@ -78,17 +79,53 @@ class SliceLayers:
             return
         for name in want.images:
             if self.layer(name) is None:
-                layer = self.viewer.add_image(
-                    np.zeros((2, 2), np.float32), name=name, units=UNITS2, metadata=dict(OWN), visible=False
-                )
-                layer.events.contrast_limits.connect(lambda event, lyr=layer: self._user_window(lyr))
-                self._apply_display(layer)
+                self._add_image(name)
         if want.crosshair and self.layer(book.CROSSHAIR_LAYER) is None:
             self.viewer.add_shapes(
                 name=book.CROSSHAIR_LAYER, units=UNITS2, metadata=dict(OWN), edge_color="#00c8ff", edge_width=0.6
             )
         if want.crosshair and self.layer(book.LABELS_LAYER) is None:
             self._add_labels()
+
+    def prepare(self) -> None:
+        """Add the single view's image layer (hidden) before any checkpoint is shown: a first opening calls this
+        while its file is planned in a thread, so that napari's 50-80 ms of setting up a layer is not added to the
+        handover's own work in one stretch of the main thread."""
+        if self.viewer.dims.ndisplay == 2 and not self.model.controls.linked and self.layer(book.SLICE_LAYER) is None:
+            self._add_image(book.SLICE_LAYER)
+
+    def reveal(self) -> None:
+        """Make the hidden own image layers visible (still their black 2 x 2 placeholder): the first draw of a
+        layer compiles its shaders (30-70 ms with a software OpenGL), a stretch of its own, not the first frame's."""
+        for name, meta in self.present():
+            layer = self.viewer.layers[name]
+            if book.is_own(name, meta) and name.startswith(book.SLICE_LAYER) and layer.data.shape == (2, 2):
+                layer.visible = True
+
+    def select_own(self) -> None:
+        """Select the single view's layer when nothing is selected (its napari controls: window, colour map).
+        Not done when it is added: the controls' first layout and paint (40-60 ms) get a stretch of their own."""
+        self.to_select = False
+        layer = self.layer(book.SLICE_LAYER)
+        if layer is not None and not self.viewer.layers.selection:
+            self.viewer.layers.selection.active = layer
+
+    def _add_image(self, name: str) -> Any:
+        layers = self.viewer.layers
+        activate = getattr(layers, "_activate_on_insert", None)
+        if activate is not None:  # napari makes an added layer the active one: see select_own
+            layers._activate_on_insert = False
+        try:
+            layer = self.viewer.add_image(
+                np.zeros((2, 2), np.float32), name=name, units=UNITS2, metadata=dict(OWN), visible=False
+            )
+        finally:
+            if activate is not None:
+                layers._activate_on_insert = activate
+        layer.events.contrast_limits.connect(lambda event, lyr=layer: self._user_window(lyr))
+        self._apply_display(layer)
+        self.to_select = True
+        return layer
 
     def remove_all(self) -> None:
         for name, meta in self.present():
