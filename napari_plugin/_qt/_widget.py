@@ -55,6 +55,7 @@ class SliceWidget(QWidget):
         self._closed = False
         self._select: Any = None
         self._opening: list[Any] = []
+        self._labels_pending = False  # a new checkpoint's edge letters wait for its first frame
         self._sources_timer = _deferred(self, self._refresh_sources)
         self._mode_timer = _deferred(self, lambda: self._enter_mode(fit=True))
         self._connect()
@@ -113,10 +114,10 @@ class SliceWidget(QWidget):
         """Start ``worker``, which opens a checkpoint for this slicer (the reader's thread): busy until it is done.
 
         A first opening sets up the single view first, one step per event so that each gets its own paint: the
-        view's hidden layer (napari's set-up of a layer, 50-70 ms), then the thread, while the layer's first draw
-        compiles its shaders (30-70 ms with a software OpenGL) before the first frame needs them. The thread
-        starts after the layer: its Python work would otherwise share the interpreter with napari's, and make
-        that step 25-35 ms longer.
+        view's hidden layer (napari's set-up of a layer, 50-70 ms), then its first draw, which compiles its
+        shaders (30-70 ms with a software OpenGL) before the first frame needs them. The thread starts after
+        both: it times the model to plan the lattice (:func:`medinr.render.plan_lattice`), a probe that the
+        main thread's work would slow (a coarser lattice), and its Python work would slow napari's.
         """
         self._opening.append(worker)
         worker.finished.connect(lambda: self._opening.remove(worker) if worker in self._opening else None)
@@ -128,10 +129,16 @@ class SliceWidget(QWidget):
         _soon(self, lambda: self._prepare(worker))
 
     def _prepare(self, worker: Any) -> None:
-        if not self._closed and self.model.image is None:
-            self.layers.prepare()
-            _soon(self, self.layers.reveal)
-        worker.start()
+        if self._closed or self.model.image is not None:
+            worker.start()
+            return
+        self.layers.prepare()
+        _soon(self, lambda: self._reveal(worker))
+
+    def _reveal(self, worker: Any) -> None:
+        if not self._closed:
+            self.layers.reveal()
+        _soon(self, worker.start)  # after that paint: the speed probe is timed on a quiet process
 
     def opened(self, failed: bool) -> None:
         """The reader's thread is done; after a failed first opening the prepared layer goes again."""
@@ -153,7 +160,8 @@ class SliceWidget(QWidget):
         if not _lattices.is_final(image):
             _lattices.listen(image, self._on_lattice)
             _lattices.ensure(image, path)
-        self._enter_mode(fit=True)
+        self._labels_pending = True  # laid out and drawn (20 + 40-60 ms) in a step after the first frame's
+        self._enter_mode(fit=True, labels=False)
 
     # -- sources ---------------------------------------------------------------------------------------------
     def _on_layers_changed(self, event: Any = None) -> None:
@@ -199,13 +207,15 @@ class SliceWidget(QWidget):
         self.canvas.mode = None  # nothing is drawn until the layers are those of the new mode
         self._mode_timer.start()
 
-    def _enter_mode(self, fit: bool) -> None:
+    def _enter_mode(self, fit: bool, labels: bool = True) -> None:
         if self.model.image is None or self._closed:
             return
         nd = self.viewer.dims.ndisplay
         self.layers.ensure(nd)
         self.canvas.mode = nd
-        self.canvas.update_labels()
+        if labels or nd == 3:
+            self._labels_pending = False
+            self.canvas.update_labels()
         if nd == 3:
             if not (self.volume.current() and self.volume.show(None)):  # else only the plane moved
                 self.renderer.prepare_volume()  # another lattice or quantity: computed in a worker, then shown
@@ -234,6 +244,9 @@ class SliceWidget(QWidget):
             return
         if self.model.accept(frame.generation, frame.tier, frame.request, frame.data, frame.seconds):
             self.layers.show_frame(frame.request, frame.data, frame.tier)
+            if self._labels_pending:
+                self._labels_pending = False
+                _soon(self, self.canvas.update_labels)
             if frame.tier == EXACT and self.layers.to_select:
                 _soon(self, self.layers.select_own)
 
