@@ -300,6 +300,27 @@ def test_a_first_opening_with_the_slicer_docked_sets_up_its_view_in_steps(
     assert viewer.layers[SLICE_LAYER].visible and not_blank(viewer)
 
 
+def test_tilts_inside_the_dims_extent_spare_napari_its_dims_update(make_napari_viewer, qtbot, intensity_file):
+    """A tilt changes the frame's shape; napari recomputes the viewer's dims for new data (5-6 ms) only when the
+    view reaches past the extent they span, and they always span the slice layer."""
+    from napari_plugin._layer_book import SLICE_LAYER
+
+    viewer, widget = viewer_with_slicer(make_napari_viewer, intensity_file)
+    wait_exact(qtbot, widget, 1)
+    layer = viewer.layers[SLICE_LAYER]
+    shapes, announced = [layer.data.shape], []
+    layer.events.data.connect(lambda event: announced.append(layer.data.shape))
+    for tilt in (6.0, 0.0, 6.0, 0.0, 3.0):
+        widget.tilt_col.setValue(tilt)
+        wait_exact(qtbot, widget, widget.model.exact_count + 1)
+        shapes.append(layer.data.shape)
+        lo, hi = layer.extent.world  # the displayed (last two) dims
+        ranges = viewer.dims.range[-2:]
+        assert all(r.start <= a + 1e-6 and r.stop >= b - 1e-6 for r, a, b in zip(ranges, lo[-2:], hi[-2:]))
+    changed = sum(a != b for a, b in zip(shapes, shapes[1:]))
+    assert changed >= 3 and len(announced) < changed
+
+
 def test_a_nifti_opens_at_its_world_position_without_a_reader_dialog(
     make_napari_viewer, monkeypatch, tmp_path, intensity_file
 ):
