@@ -366,3 +366,14 @@ def test_plot_activations_writes_png(sparse_fit: dict, tmp_path) -> None:
     plot_activations(sparse_fit["model"], path, coords=sparse_fit["coords"])
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_the_activation_plot_leaves_the_users_matplotlib_backend_alone() -> None:
+    """Importing it in a notebook or under napari's Qt backend must not switch the backend to Agg."""
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; matplotlib.use('svg'); import medinr.models.kan_plot; "
+            "import matplotlib as m; print(m.get_backend())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "svg"

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import os
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.collections import LineCollection  # noqa: E402
-
-from medinr.io import atomic_path  # noqa: E402
-from medinr.models.kan import KAN  # noqa: E402
+from medinr.figures import save_png
+from medinr.io import atomic_path
+from medinr.models.kan import KAN
 
 
 @torch.no_grad()
@@ -57,7 +55,9 @@ def plot_activations(
     xs = torch.linspace(-1.0, 1.0, n_points, device=param.device, dtype=param.dtype)
 
     n_layers = len(model.layers)
-    fig, axes = plt.subplots(1, n_layers, figsize=(4.2 * n_layers, 4.6), squeeze=False)
+    # the figure API, not pyplot: importing this module leaves the user's matplotlib backend as it was
+    fig = Figure(figsize=(4.2 * n_layers, 4.6))
+    axes = fig.subplots(1, n_layers, squeeze=False)
     for index, (layer, score) in enumerate(zip(model.layers, scores)):
         ax = axes[0, index]
         outs = torch.argsort(score.amax(1), descending=True)[:max_nodes].sort().values
@@ -96,8 +96,5 @@ def plot_activations(
         ax.set_ylabel("output node", fontsize=7)
     fig.suptitle(f"KAN activations (grid {model.config['grid']}, faded: |phi|_1 <= {threshold:g})", fontsize=9)
     fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:  # no half-written PNG if drawing fails
-            fig.savefig(tmp, dpi=130, format="png")
-    finally:
-        plt.close(fig)
+    with atomic_path(path) as tmp:  # no half-written PNG if drawing fails
+        save_png(fig, tmp, dpi=130)
