@@ -90,8 +90,8 @@ class SliceLayers:
 
     def prepare(self) -> None:
         """Add the single view's image layer (hidden) before any checkpoint is shown: a first opening calls this
-        while its file is planned in a thread, so that napari's 50-80 ms of setting up a layer is not added to the
-        handover's own work in one stretch of the main thread."""
+        before its file is planned (:meth:`SliceWidget.opening`), so that napari's 50-80 ms of setting up a layer
+        is a stretch of the main thread of its own, not added to the handover's work."""
         if self.viewer.dims.ndisplay == 2 and not self.model.controls.linked and self.layer(book.SLICE_LAYER) is None:
             self._add_image(book.SLICE_LAYER)
 
