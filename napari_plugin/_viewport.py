@@ -65,6 +65,12 @@ class ViewRequest:
     translate: tuple[float, float]
     key: str = MAIN
 
+    @property
+    def rect(self) -> tuple[float, float, float, float]:
+        """``(row0, col0, row1, col1)`` canvas mm that the frame's pixels cover (their outer edges)."""
+        (sr, sc), (tr, tc) = self.scale, self.translate
+        return tr - sr / 2, tc - sc / 2, tr + (self.shape[0] - 0.5) * sr, tc + (self.shape[1] - 0.5) * sc
+
     def pixel_of(self, rc: Sequence[float]) -> tuple[int, int]:
         """Index of the pixel under canvas point ``rc`` (may lie outside the grid)."""
         return (

@@ -191,6 +191,9 @@ def test_visible_request_is_the_tile_on_screen_on_a_grid_anchored_to_its_corner(
     step = whole.scale[0]
     assert whole.shape == (int(np.ceil(plane.fov_mm[0] / step - 1e-9)), int(np.ceil(plane.fov_mm[1] / step - 1e-9)))
     assert np.allclose(whole.translate, (r0 + step / 2, c0 + step / 2))
+    # the frame's pixels cover the tile from its corner, to within one pixel past its far edges
+    lo_r, lo_c, hi_r, hi_c = whole.rect
+    assert np.allclose((lo_r, lo_c), (r0, c0)) and r1 <= hi_r < r1 + step and c1 <= hi_c < c1 + step
     # zoomed in and panned: only the visible part, whole pixels of the same grid, placed where the tile is
     part = visible_request(tile, (r0 + 20.3, c0 + 17.1), 8.0, (100, 120))
     assert all(0 <= n - m <= 1 for n, m in zip(part.shape, (100, 120)))  # partly visible pixels at the edges

@@ -96,12 +96,11 @@ class SliceLayers:
             self._add_image(book.SLICE_LAYER)
 
     def reveal(self) -> None:
-        """Make the hidden own image layers visible (still their black 2 x 2 placeholder): the first draw of a
+        """Make the single view's hidden layer visible (still its black 2 x 2 placeholder): the first draw of a
         layer compiles its shaders (30-70 ms with a software OpenGL), a stretch of its own, not the first frame's."""
-        for name, meta in self.present():
-            layer = self.viewer.layers[name]
-            if book.is_own(name, meta) and name.startswith(book.SLICE_LAYER) and layer.data.shape == (2, 2):
-                layer.visible = True
+        layer = self.layer(book.SLICE_LAYER)  # the one layer prepare adds
+        if layer is not None and layer.data.shape == (2, 2):
+            layer.visible = True
 
     def select_own(self) -> None:
         """Select the single view's layer when nothing is selected (its napari controls: window, colour map).
@@ -125,6 +124,7 @@ class SliceLayers:
                 layers._activate_on_insert = activate
         layer.events.contrast_limits.connect(lambda event, lyr=layer: self._user_window(lyr))
         self._apply_display(layer)
+        self._announced.pop(name, None)  # a layer of that name removed earlier (3D, linked views) spanned another
         self.to_select = True
         return layer
 
@@ -151,7 +151,7 @@ class SliceLayers:
                 layer.data[...] = frame  # same pixels, new values: one refresh, no new extent
                 layer.refresh(thumbnail=tier == EXACT, highlight=False, extent=False)
             else:
-                reach = _reach(request, frame.shape)
+                reach = request.rect  # a frame has its request's pixels
                 known = self._announced.get(layer.name)
                 if not moved and known is not None and _within(reach, known):
                     # a tilt's frame shape, inside the extent napari's dims already span: they need not be
@@ -238,12 +238,6 @@ class SliceLayers:
     def _user_window(self, layer: Any) -> None:
         if not self._setting and self.model.window.display is not None:
             self.model.set_window(tuple(layer.contrast_limits))
-
-
-def _reach(request: ViewRequest, shape: tuple[int, ...]) -> tuple[float, float, float, float]:
-    """``(row0, col0, row1, col1)`` canvas mm that a frame of ``shape`` placed by ``request`` covers."""
-    (sr, sc), (tr, tc) = request.scale, request.translate
-    return tr - sr / 2, tc - sc / 2, tr + (shape[0] - 0.5) * sr, tc + (shape[1] - 0.5) * sc
 
 
 def _within(inner: tuple[float, ...], outer: tuple[float, ...]) -> bool:
