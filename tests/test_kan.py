@@ -15,7 +15,15 @@ from medinr.geometry import Geometry
 from medinr.image_fit import fit_image
 from medinr.metrics import psnr
 from medinr.models import build_model
-from medinr.models.kan import KAN, KANLayer, bspline_basis, cubic_basis_uniform, uniform_knots
+from medinr.models import kan as kan_module
+from medinr.models.kan import (
+    KAN,
+    KANLayer,
+    bspline_basis,
+    cubic_basis_cardinal,
+    cubic_basis_uniform,
+    uniform_knots,
+)
 from medinr.models.kan_plot import plot_activations
 from medinr.training import fit, seed_everything
 
@@ -72,6 +80,25 @@ def test_closed_form_cubic_equals_cox_de_boor(grid: int, lo: float, hi: float) -
     (cubic_basis_uniform(xa, grid, (lo, hi)) @ w).sum().backward()
     (bspline_basis(xb, uniform_knots(grid, 3, (lo, hi), dtype=torch.float64), 3) @ w).sum().backward()
     torch.testing.assert_close(xa.grad, xb.grad, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("grid,lo,hi", [(8, -1.0, 1.0), (5, -2.0, 0.5)])
+def test_the_element_wise_cubic_basis_equals_the_closed_form_of_the_clamped_input(grid: int, lo: float,
+                                                                                 hi: float) -> None:
+    """The compiled pass's basis (cardinal B-splines, no scatter) is the layer's: the basis of the input clamped
+    to the range, with its slope inside the range and none outside, knots and ends included."""
+    h = (hi - lo) / grid
+    x = torch.cat([torch.linspace(lo - 2 * h, hi + 2 * h, 2001, dtype=torch.float64),
+                   uniform_knots(grid, 3, (lo, hi), dtype=torch.float64)])
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    cardinal = cubic_basis_cardinal(xa, grid, (lo, hi))
+    closed = cubic_basis_uniform(xb.clamp(lo, hi), grid, (lo, hi))
+    torch.testing.assert_close(cardinal, closed, rtol=0, atol=1e-12)
+    w = torch.randn(grid + 3, dtype=torch.float64)
+    (cardinal @ w).sum().backward()
+    (closed @ w).sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=0, atol=1e-9)
+    assert float(xa.grad[(x < lo) | (x > hi)].abs().max()) == 0.0
 
 
 def test_layer_gemm_path_equals_sum_of_edge_activations() -> None:
@@ -170,6 +197,41 @@ def test_grid_encoded_kan_on_a_lattice_equals_the_points(shape: tuple[int, ...])
         grads[-1].append(out.detach())
     for lattice, points in zip(*grads):  # sums over ~4000 points in another order: float32 rounding
         assert (lattice - points).abs().max() <= 1e-5 * max(1.0, float(points.abs().max()))
+
+
+def test_a_training_pass_over_a_large_lattice_runs_compiled_and_equals_the_eager_one(monkeypatch) -> None:
+    """A lattice pass with gradients over many points runs in chunks through the compiled ``kan_points`` (its
+    short last chunk eagerly): the same values and parameter gradients as the eager layers. Without gradients
+    (rendering), with a regulariser to record, or switched off, the eager layers run."""
+    monkeypatch.setattr(kan_module, "LATTICE_CHUNK", 512)
+    monkeypatch.setattr(kan_module, "COMPILED_LATTICE_MIN", 1024)
+    seed_everything(0)
+    model = build_model("kan", 2, 2, widths=[8], grid=6,
+                        encoding_options={"levels": 3, "base_resolution": 8, "max_resolution": 32, "init": 0.5})
+    shape = (45, 37)  # 1665 points: three chunks of 512 and 129 eager ones
+    weights = torch.randn(*shape, 2)
+    calls = []
+    real = kan_module.kan_points
+    monkeypatch.setattr(kan_module, "kan_points", lambda *a: calls.append(a[0].shape) or real(*a))
+    monkeypatch.setattr(kan_module, "_POINTS_PASS", None)
+    results = {}
+    for compiled in (False, True):
+        model.compile_lattice = compiled
+        model.zero_grad()
+        out = model.forward_lattice(shape)
+        (out * weights).sum().backward()
+        results[compiled] = [out.detach(), *(p.grad.clone() for p in model.parameters())]
+    assert calls and all(c == (512, 12) for c in calls)  # traced on the chunk's shape only
+    assert kan_module._compiled_points().compiled
+    for eager, compiled in zip(results[False], results[True]):
+        assert (eager - compiled).abs().max() <= 1e-5 * max(1.0, float(eager.abs().max()))
+    calls.clear()
+    with torch.no_grad():
+        model.forward_lattice(shape)
+    model.compile_lattice, model.config["reg_lambda"] = True, 1.0
+    model.train()
+    model.forward_lattice(shape)
+    assert not calls and model.regularization() is not None
 
 
 def test_grid_encoded_kan_switches_its_levels_on_coarse_to_fine() -> None:

@@ -127,6 +127,21 @@ def cubic_basis_uniform(x: torch.Tensor, grid: int, grid_range: Sequence[float] 
     return out.scatter_add_(-1, index.clamp(0, n_basis - 1), w)
 
 
+def cubic_basis_cardinal(x: torch.Tensor, grid: int, grid_range: Sequence[float] = (-1.0, 1.0)) -> torch.Tensor:
+    """The dense cubic basis of ``x`` clamped to ``grid_range``, element by element: ``(..., grid + 3)``.
+
+    Basis ``m`` is the cardinal cubic B-spline ``N(u - m + 1)``, ``N(d) = ((2 - |d|)_+^3 - 4 (1 - |d|)_+^3) / 6``,
+    at the clamped position ``u`` in knot intervals: equal to :func:`cubic_basis_uniform` of the clamped input
+    (to rounding), with no scatter, so that ``torch.compile`` makes it one loop (:func:`kan_points`).
+    """
+    lo, hi = float(grid_range[0]), float(grid_range[1])
+    u = ((x - lo) * (grid / (hi - lo))).clamp(0.0, float(grid))
+    d = (u.unsqueeze(-1) - (torch.arange(grid + 3, dtype=x.dtype, device=x.device) - 1.0)).abs()
+    a = (2.0 - d).clamp(min=0.0)
+    b = (1.0 - d).clamp(min=0.0)
+    return (a * a * a - 4.0 * b * b * b) * (1.0 / 6.0)
+
+
 def cubic_weights(t: torch.Tensor) -> torch.Tensor:
     """The four non-zero uniform cubic B-spline values at fractional position ``t`` in [0, 1]: ``(..., 4)``.
 
@@ -418,6 +433,52 @@ class KANLayer(nn.Module):
         return error
 
 
+# --------------------------------------------------------------------------------------------------------------
+# A compiled training pass over many points
+# --------------------------------------------------------------------------------------------------------------
+
+#: Points per call of the compiled pass (:func:`kan_points`): a chunk's dense basis (8192 points x 16 inputs x 11
+#: bases, 5.8 MB) stays in cache. Forward and backward of the reconstruction's KAN ([16, 16, 2] behind its grid
+#: encoding) on a 256 x 256 lattice, one thread, allocator as the commands set it: 115-118 ms in chunks of 8192,
+#: 113 in 4096, 128 in 16384, 152 in one call; 169-172 eager (the fused layers), against 16 ms for ``mrgrid``.
+LATTICE_CHUNK = 8192
+#: Training passes over at least this many lattice points take the compiled path; on fewer, its first call (2 s
+#: with a warm inductor cache, 17 s cold) would not pay for itself.
+COMPILED_LATTICE_MIN = 4 * LATTICE_CHUNK
+
+
+def kan_points(feats: torch.Tensor, params: Sequence[torch.Tensor], grids: tuple[int, ...],
+               ranges: tuple[tuple[float, float], ...]) -> torch.Tensor:
+    """The KAN's layers on a feature table's raw output ``feats (N, n_encoded)`` in plain tensor operations, for
+    ``torch.compile``: ``tanh`` first (as :meth:`KAN.kan_input`), then each cubic layer as :meth:`KANLayer.forward`
+    with the element-wise basis (:func:`cubic_basis_cardinal`) and ``tanh`` between layers.
+
+    ``params`` holds every layer's ``base_weight, spline_coef, spline_scale`` in turn; ``grids`` and ``ranges``
+    their spline intervals and ranges.
+    """
+    x = torch.tanh(feats)
+    for k, grid in enumerate(grids):
+        base, coef, scale = params[3 * k: 3 * k + 3]
+        basis = cubic_basis_cardinal(x, grid, ranges[k]).flatten(-2)
+        x = F.linear(F.silu(x), base) + basis @ (coef * scale.unsqueeze(-1)).flatten(1).T
+        if k < len(grids) - 1:
+            x = torch.tanh(x)
+    return x
+
+
+_POINTS_PASS: Any = None
+
+
+def _compiled_points() -> Any:
+    """:func:`kan_points` through ``torch.compile`` (one per process; eager if compiling fails)."""
+    global _POINTS_PASS
+    if _POINTS_PASS is None:
+        from medinr.models.compile import CompiledForward
+
+        _POINTS_PASS = CompiledForward(kan_points, dynamic=False)
+    return _POINTS_PASS
+
+
 def layer_regularization(l1: torch.Tensor, mu_1: float, mu_2: float) -> torch.Tensor:
     """``mu_1 |Phi|_1 + mu_2 S(Phi)`` of one layer from its edge L1 norms ``(n_out, n_in)``.
 
@@ -562,6 +623,11 @@ class KAN(INR):
     ``tanh``. So each phi is a function on [-1, 1], which is what the plots show and what grid extension
     refits. No normalisation layer is used (a LayerNorm over 2-3 raw coordinates would destroy them).
 
+    A training pass over a large lattice (a reconstruction's image, an image fit's footprint lattice: at least
+    :data:`COMPILED_LATTICE_MIN` points, gradients on) runs the layers through ``torch.compile`` in chunks
+    (:func:`kan_points`, 1.4-1.5x faster than the eager layers on a CPU; eager if compiling fails, or with
+    :attr:`compile_lattice` False). Rendering, smaller lattices and points run the eager layers.
+
     Parameters
     ----------
     in_features, out_features : int
@@ -607,6 +673,8 @@ class KAN(INR):
 
     config_type = KANConfig
     block_updates = True  # its grid encoding's levels (a hash table is not a block)
+    #: Training passes over large lattices run through ``torch.compile`` (:meth:`_compiles`); False: always eager.
+    compile_lattice = True
 
     @property
     def separable(self) -> bool:  # type: ignore[override]
@@ -694,9 +762,35 @@ class KAN(INR):
 
     def _layers_on_lattice(self, feats: torch.Tensor) -> torch.Tensor:
         """The KAN layers on channel-first encoded features ``(F, M_0, ...)``: ``(M_0, ..., C)``."""
-        inputs, out = self.layer_inputs_encoded(torch.tanh(feats.reshape(feats.shape[0], -1).T))
-        self._record_for_regularizer(inputs)
+        flat = feats.reshape(feats.shape[0], -1).T
+        if self._compiles(flat.shape[0]):
+            out = self._compiled_lattice(flat)
+        else:
+            inputs, out = self.layer_inputs_encoded(torch.tanh(flat))
+            self._record_for_regularizer(inputs)
         return out.reshape(*feats.shape[1:], self.out_features)
+
+    def _compiles(self, points: int) -> bool:
+        """Whether a pass over ``points`` lattice points takes the compiled path: a training pass (gradients on,
+        no regulariser record wanted) over :data:`COMPILED_LATTICE_MIN` points or more, through cubic layers of
+        the default method."""
+        return (self.compile_lattice and points >= COMPILED_LATTICE_MIN and torch.is_grad_enabled()
+                and all(layer.cubic and layer.method == "fused" for layer in self.layers)
+                and not (self.training and self.config["reg_lambda"] > 0))
+
+    def _compiled_lattice(self, flat: torch.Tensor) -> torch.Tensor:
+        """The KAN layers on raw features ``flat (N, n_encoded)`` in chunks of :data:`LATTICE_CHUNK`
+        through the compiled :func:`kan_points`; the short last chunk runs eagerly (its shape would compile
+        again)."""
+        run = _compiled_points()
+        params = [p for layer in self.layers for p in (layer.base_weight, layer.spline_coef, layer.spline_scale)]
+        grids = tuple(layer.grid for layer in self.layers)
+        ranges = tuple(layer.grid_range for layer in self.layers)
+        whole = flat.shape[0] - flat.shape[0] % LATTICE_CHUNK
+        parts = [run(flat[s: s + LATTICE_CHUNK], params, grids, ranges) for s in range(0, whole, LATTICE_CHUNK)]
+        if whole < flat.shape[0]:
+            parts.append(self.layer_inputs_encoded(torch.tanh(flat[whole:]))[1])
+        return torch.cat(parts)
 
     def forward_lattice(self, shape: Sequence[int], active_levels: int | None = None) -> torch.Tensor:
         """The output on the full lattice ``shape`` (``linspace(-1, 1, n)`` per axis): ``(*shape, C)``.
