@@ -221,7 +221,7 @@ def test_a_training_pass_over_a_large_lattice_runs_compiled_and_equals_the_eager
         out = model.forward_lattice(shape)
         (out * weights).sum().backward()
         results[compiled] = [out.detach(), *(p.grad.clone() for p in model.parameters())]
-    assert calls and all(c == (512, 12) for c in calls)  # traced on the chunk's shape only
+    assert calls and all(c == (12, 512) for c in calls)  # traced on the chunk's shape only (channel first)
     assert kan_module._compiled_points().compiled
     for eager, compiled in zip(results[False], results[True]):
         assert (eager - compiled).abs().max() <= 1e-5 * max(1.0, float(eager.abs().max()))

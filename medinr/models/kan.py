@@ -127,8 +127,10 @@ def cubic_basis_uniform(x: torch.Tensor, grid: int, grid_range: Sequence[float] 
     return out.scatter_add_(-1, index.clamp(0, n_basis - 1), w)
 
 
-def cubic_basis_cardinal(x: torch.Tensor, grid: int, grid_range: Sequence[float] = (-1.0, 1.0)) -> torch.Tensor:
-    """The dense cubic basis of ``x`` clamped to ``grid_range``, element by element: ``(..., grid + 3)``.
+def cubic_basis_cardinal(x: torch.Tensor, grid: int, grid_range: Sequence[float] = (-1.0, 1.0),
+                         points_last: bool = False) -> torch.Tensor:
+    """The dense cubic basis of ``x`` clamped to ``grid_range``, element by element: ``(..., grid + 3)``, or
+    ``(..., grid + 3, N)`` for ``x (..., N)`` with ``points_last``.
 
     Basis ``m`` is the cardinal cubic B-spline ``N(u - m + 1)``, ``N(d) = ((2 - |d|)_+^3 - 4 (1 - |d|)_+^3) / 6``,
     at the clamped position ``u`` in knot intervals: equal to :func:`cubic_basis_uniform` of the clamped input
@@ -136,7 +138,8 @@ def cubic_basis_cardinal(x: torch.Tensor, grid: int, grid_range: Sequence[float]
     """
     lo, hi = float(grid_range[0]), float(grid_range[1])
     u = ((x - lo) * (grid / (hi - lo))).clamp(0.0, float(grid))
-    d = (u.unsqueeze(-1) - (torch.arange(grid + 3, dtype=x.dtype, device=x.device) - 1.0)).abs()
+    centres = torch.arange(grid + 3, dtype=x.dtype, device=x.device) - 1.0
+    d = (u.unsqueeze(-2) - centres[:, None] if points_last else u.unsqueeze(-1) - centres).abs()
     a = (2.0 - d).clamp(min=0.0)
     b = (1.0 - d).clamp(min=0.0)
     return (a * a * a - 4.0 * b * b * b) * (1.0 / 6.0)
@@ -437,30 +440,32 @@ class KANLayer(nn.Module):
 # A compiled training pass over many points
 # --------------------------------------------------------------------------------------------------------------
 
-#: Points per call of the compiled pass (:func:`kan_points`): a chunk's dense basis (8192 points x 16 inputs x 11
-#: bases, 5.8 MB) stays in cache. Forward and backward of the reconstruction's KAN ([16, 16, 2] behind its grid
-#: encoding) on a 256 x 256 lattice, one thread, allocator as the commands set it: 115-118 ms in chunks of 8192,
-#: 113 in 4096, 128 in 16384, 152 in one call; 169-172 eager (the fused layers), against 16 ms for ``mrgrid``.
+#: Points per call of the compiled pass (:func:`kan_points`): a chunk's dense basis (16 inputs x 11 bases x 8192
+#: points, 5.8 MB) stays in cache. Forward and backward of the reconstruction's KAN ([16, 16, 2] behind its grid
+#: encoding) on a 256 x 256 lattice, one thread, allocator as the commands set it: 96-108 ms in chunks of 8192
+#: (113 in 4096, 105 in 16384; 115 with the points as rows), 170-190 eager (the fused layers); ``mrgrid`` 16 ms.
 LATTICE_CHUNK = 8192
-#: Training passes over at least this many lattice points take the compiled path; on fewer, its first call (2 s
-#: with a warm inductor cache, 17 s cold) would not pay for itself.
-COMPILED_LATTICE_MIN = 4 * LATTICE_CHUNK
+#: Training passes over at least this many lattice points take the compiled path (a 128 x 128 image: 41-48 ms
+#: eager, 23-26 compiled; 160 x 160: 65-73 and 42-48). On fewer, its first call in a process (2-4 s, 17 s with a
+#: cold inductor cache) would hardly pay for itself.
+COMPILED_LATTICE_MIN = 2 * LATTICE_CHUNK
 
 
 def kan_points(feats: torch.Tensor, params: Sequence[torch.Tensor], grids: tuple[int, ...],
                ranges: tuple[tuple[float, float], ...]) -> torch.Tensor:
-    """The KAN's layers on a feature table's raw output ``feats (N, n_encoded)`` in plain tensor operations, for
-    ``torch.compile``: ``tanh`` first (as :meth:`KAN.kan_input`), then each cubic layer as :meth:`KANLayer.forward`
-    with the element-wise basis (:func:`cubic_basis_cardinal`) and ``tanh`` between layers.
+    """The KAN's layers on a feature table's raw output, channel first: ``feats (n_encoded, N)`` -> ``(C, N)``.
 
+    Plain tensor operations, for ``torch.compile``: ``tanh`` first (as :meth:`KAN.kan_input`), then each cubic
+    layer as :meth:`KANLayer.forward` with the element-wise basis (:func:`cubic_basis_cardinal`) and ``tanh``
+    between layers. Channel first, every element-wise pass runs along the points, contiguous in memory.
     ``params`` holds every layer's ``base_weight, spline_coef, spline_scale`` in turn; ``grids`` and ``ranges``
     their spline intervals and ranges.
     """
     x = torch.tanh(feats)
     for k, grid in enumerate(grids):
         base, coef, scale = params[3 * k: 3 * k + 3]
-        basis = cubic_basis_cardinal(x, grid, ranges[k]).flatten(-2)
-        x = F.linear(F.silu(x), base) + basis @ (coef * scale.unsqueeze(-1)).flatten(1).T
+        basis = cubic_basis_cardinal(x, grid, ranges[k], points_last=True).flatten(0, 1)
+        x = base @ F.silu(x) + (coef * scale.unsqueeze(-1)).flatten(1) @ basis
         if k < len(grids) - 1:
             x = torch.tanh(x)
     return x
@@ -625,7 +630,7 @@ class KAN(INR):
 
     A training pass over a large lattice (a reconstruction's image, an image fit's footprint lattice: at least
     :data:`COMPILED_LATTICE_MIN` points, gradients on) runs the layers through ``torch.compile`` in chunks
-    (:func:`kan_points`, 1.4-1.5x faster than the eager layers on a CPU; eager if compiling fails, or with
+    (:func:`kan_points`, 1.5-1.8x faster than the eager layers on a CPU; eager if compiling fails, or with
     :attr:`compile_lattice` False). Rendering, smaller lattices and points run the eager layers.
 
     Parameters
@@ -787,7 +792,9 @@ class KAN(INR):
         grids = tuple(layer.grid for layer in self.layers)
         ranges = tuple(layer.grid_range for layer in self.layers)
         whole = flat.shape[0] - flat.shape[0] % LATTICE_CHUNK
-        parts = [run(flat[s: s + LATTICE_CHUNK], params, grids, ranges) for s in range(0, whole, LATTICE_CHUNK)]
+        # contiguous chunks: a view's strides follow the lattice's size, and each new stride would compile again
+        parts = [run(flat.T[:, s: s + LATTICE_CHUNK].contiguous(), params, grids, ranges).T
+                 for s in range(0, whole, LATTICE_CHUNK)]
         if whole < flat.shape[0]:
             parts.append(self.layer_inputs_encoded(torch.tanh(flat[whole:]))[1])
         return torch.cat(parts)
