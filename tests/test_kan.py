@@ -232,6 +232,15 @@ def test_a_training_pass_over_a_large_lattice_runs_compiled_and_equals_the_eager
     model.train()
     model.forward_lattice(shape)
     assert not calls and model.regularization() is not None
+    # where compiling fails (no compiler, no triton), the failing call runs eagerly and the eager layers after it
+    model.config["reg_lambda"] = 0.0
+    monkeypatch.setattr(kan_module, "_POINTS_PASS", None)
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: (lambda *a: (_ for _ in ()).throw(RuntimeError("no cc"))))
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        failed = model.forward_lattice(shape)
+    assert not kan_module._compiled_points().compiled and len(calls) == 3  # the three chunks, eagerly
+    assert not model._compiles(10**6)
+    torch.testing.assert_close(failed, model.forward_lattice(shape))
 
 
 def test_grid_encoded_kan_switches_its_levels_on_coarse_to_fine() -> None:

@@ -778,10 +778,11 @@ class KAN(INR):
     def _compiles(self, points: int) -> bool:
         """Whether a pass over ``points`` lattice points takes the compiled path: a training pass (gradients on,
         no regulariser record wanted) over :data:`COMPILED_LATTICE_MIN` points or more, through cubic layers of
-        the default method."""
+        the default method, while compiling has not failed in this process (then the eager layers, faster than
+        :func:`kan_points` run eagerly)."""
         return (self.compile_lattice and points >= COMPILED_LATTICE_MIN and torch.is_grad_enabled()
                 and all(layer.cubic and layer.method == "fused" for layer in self.layers)
-                and not (self.training and self.config["reg_lambda"] > 0))
+                and not (self.training and self.config["reg_lambda"] > 0) and _compiled_points().compiled)
 
     def _compiled_lattice(self, flat: torch.Tensor) -> torch.Tensor:
         """The KAN layers on raw features ``flat (N, n_encoded)`` in chunks of :data:`LATTICE_CHUNK`
