@@ -16,6 +16,7 @@ from torch import nn
 
 from medinr.errors import MedinrError
 from medinr.models.base import INR, register_model
+from medinr.models.compile import CompiledForward
 from medinr.models.config import FamilyConfig, option
 from medinr.models.encodings import (
     FourierEncoding,
@@ -471,15 +472,13 @@ def kan_points(feats: torch.Tensor, params: Sequence[torch.Tensor], grids: tuple
     return x
 
 
-_POINTS_PASS: Any = None
+_POINTS_PASS: CompiledForward | None = None
 
 
-def _compiled_points() -> Any:
+def _compiled_points() -> CompiledForward:
     """:func:`kan_points` through ``torch.compile`` (one per process; eager if compiling fails)."""
     global _POINTS_PASS
     if _POINTS_PASS is None:
-        from medinr.models.compile import CompiledForward
-
         _POINTS_PASS = CompiledForward(kan_points, dynamic=False)
     return _POINTS_PASS
 
@@ -767,11 +766,11 @@ class KAN(INR):
 
     def _layers_on_lattice(self, feats: torch.Tensor) -> torch.Tensor:
         """The KAN layers on channel-first encoded features ``(F, M_0, ...)``: ``(M_0, ..., C)``."""
-        flat = feats.reshape(feats.shape[0], -1).T
-        if self._compiles(flat.shape[0]):
-            out = self._compiled_lattice(flat)
+        channels = feats.reshape(feats.shape[0], -1)
+        if self._compiles(channels.shape[1]):
+            out = self._compiled_lattice(channels)
         else:
-            inputs, out = self.layer_inputs_encoded(torch.tanh(flat))
+            inputs, out = self.layer_inputs_encoded(torch.tanh(channels.T))
             self._record_for_regularizer(inputs)
         return out.reshape(*feats.shape[1:], self.out_features)
 
@@ -784,20 +783,21 @@ class KAN(INR):
                 and all(layer.cubic and layer.method == "fused" for layer in self.layers)
                 and not (self.training and self.config["reg_lambda"] > 0) and _compiled_points().compiled)
 
-    def _compiled_lattice(self, flat: torch.Tensor) -> torch.Tensor:
-        """The KAN layers on raw features ``flat (N, n_encoded)`` in chunks of :data:`LATTICE_CHUNK`
-        through the compiled :func:`kan_points`; the short last chunk runs eagerly (its shape would compile
-        again)."""
+    def _compiled_lattice(self, channels: torch.Tensor) -> torch.Tensor:
+        """The KAN layers on raw channel-first features ``(n_encoded, N)``: ``(N, C)``, in chunks of
+        :data:`LATTICE_CHUNK` points through the compiled :func:`kan_points`; the short last chunk runs eagerly
+        (its shape would compile again)."""
         run = _compiled_points()
         params = [p for layer in self.layers for p in (layer.base_weight, layer.spline_coef, layer.spline_scale)]
         grids = tuple(layer.grid for layer in self.layers)
         ranges = tuple(layer.grid_range for layer in self.layers)
-        whole = flat.shape[0] - flat.shape[0] % LATTICE_CHUNK
+        points = channels.shape[1]
+        whole = points - points % LATTICE_CHUNK
         # contiguous chunks: a view's strides follow the lattice's size, and each new stride would compile again
-        parts = [run(flat.T[:, s: s + LATTICE_CHUNK].contiguous(), params, grids, ranges).T
+        parts = [run(channels[:, s: s + LATTICE_CHUNK].contiguous(), params, grids, ranges).T
                  for s in range(0, whole, LATTICE_CHUNK)]
-        if whole < flat.shape[0]:
-            parts.append(self.layer_inputs_encoded(torch.tanh(flat[whole:]))[1])
+        if whole < points:
+            parts.append(self.layer_inputs_encoded(torch.tanh(channels[:, whole:].T))[1])
         return torch.cat(parts)
 
     def forward_lattice(self, shape: Sequence[int], active_levels: int | None = None) -> torch.Tensor:
