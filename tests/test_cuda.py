@@ -75,3 +75,25 @@ def test_register_on_cuda(tmp_path, volume_path):
                  "--quiet"]) == 0
     assert '"cuda' in json.dumps(_metrics(out))
     assert (out / "displacement.nii.gz").exists()
+
+
+def test_the_kans_compiled_lattice_pass_on_cuda(monkeypatch):
+    """The KAN's compiled training pass over a lattice (inductor's GPU code, or the eager layers where it cannot
+    compile) gives the eager layers' values and gradients on the GPU."""
+    from medinr.models import build_model
+    from medinr.models import kan as kan_module
+
+    monkeypatch.setattr(kan_module, "_POINTS_PASS", None)
+    torch.manual_seed(0)
+    model = build_model("kan", 2, 2).cuda()
+    shape = (160, 160)  # three chunks and an eager remainder
+    weights = torch.randn(*shape, 2, device="cuda")
+    results = []
+    for compiled in (False, True):
+        model.compile_lattice = compiled
+        model.zero_grad()
+        out = model.forward_lattice(shape)
+        (out * weights).sum().backward()
+        results.append([out.detach(), *(p.grad.clone() for p in model.parameters())])
+    for eager, fast in zip(*results):
+        assert float((eager - fast).abs().max()) <= 1e-4 * max(1.0, float(eager.abs().max()))
