@@ -234,6 +234,34 @@ def kan_speed() -> list[str]:
     return lines
 
 
+def kan_lattice_speed(size: int = 256) -> list[str]:
+    """Forward+backward of a reconstruction's network over its whole ``size`` x ``size`` image: ``mrgrid`` (the
+    anchor) and the KAN, eager and compiled (:func:`medinr.models.kan.kan_points`), ms per pass and Mcoord/s."""
+    from medinr.models import build_model
+    from medinr.models.tasks import task_defaults
+
+    shape = (size, size)
+    lines = [f"| reconstruction network, {size} x {size} image | lattice pass | first call (s) | fwd+bwd (ms) "
+             "| Mcoord/s |", "|---|---|---:|---:|---:|"]
+    for family, compiled in (("mrgrid", None), ("kan", False), ("kan", True)):
+        torch.manual_seed(0)
+        model = build_model(family, 2, 2, **task_defaults(family, "reconstruction", shape).options)
+        if compiled is not None:
+            model.compile_lattice = compiled
+
+        def forward_backward(model=model) -> None:
+            model.zero_grad(set_to_none=True)
+            model.forward_lattice(shape).square().mean().backward()
+
+        start = time.perf_counter()
+        forward_backward()  # the first call compiles
+        first = time.perf_counter() - start
+        seconds = timed(forward_backward)
+        path = "eager" if compiled is None else ("compiled" if compiled else "eager (fused layers)")
+        lines.append(f"| {family} | {path} | {first:.2f} | {seconds * 1e3:.1f} | {size * size / seconds / 1e6:.2f} |")
+    return lines
+
+
 def _fit(image, geometry, family: str, args, known=None):
     options = dict(args.options.get(family, {}))
     kwargs = {"steps": args.steps} if args.steps else {}
@@ -378,13 +406,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
-    parser.add_argument("--kan-speed", action="store_true", help="only the KAN throughput table (layouts, paths)")
+    parser.add_argument("--kan-speed", action="store_true",
+                        help="only the KAN throughput tables (layouts, paths; lattice passes against mrgrid)")
     args = parser.parse_args(argv)
     if args.threads:
         configure_threads(args.threads)  # a chosen count: not followed down under load
     args.options = json.loads(args.options)
     if args.kan_speed:
         print("\n".join(kan_speed()))
+        print()
+        print("\n".join(kan_lattice_speed()))
         return 0
     families = args.families.split(",") if args.families else sorted(
         n for n, c in MODEL_REGISTRY.items() if c.__module__.startswith("medinr."))
