@@ -243,6 +243,38 @@ def test_a_training_pass_over_a_large_lattice_runs_compiled_and_equals_the_eager
     torch.testing.assert_close(failed, model.forward_lattice(shape))
 
 
+def test_by_default_a_fit_compiles_once_it_has_shown_that_it_is_long(monkeypatch) -> None:
+    """``compile_lattice='auto'``: a model's training passes over large lattices run eagerly until they add up to
+    ``COMPILE_AFTER_WORK`` points (a short fit, as a registration's finest level, never pays for the compile),
+    then compiled; a model of the same layers compiles from its first pass once one has (the refit after a
+    reconstruction's walk), one of other layers waits again. Passes without gradients do not count."""
+    monkeypatch.setattr(kan_module, "LATTICE_CHUNK", 512)
+    monkeypatch.setattr(kan_module, "COMPILED_LATTICE_MIN", 1024)
+    monkeypatch.setattr(kan_module, "COMPILE_AFTER_WORK", 3000)
+    monkeypatch.setattr(kan_module, "_COMPILED_SIGNATURES", set())
+    compiled = []
+    real = KAN._compiled_lattice
+    monkeypatch.setattr(KAN, "_compiled_lattice", lambda self, c: compiled.append(self) or real(self, c))
+    options = {"encoding_options": {"levels": 3, "base_resolution": 8, "max_resolution": 32}}
+    first, again, other = (build_model("kan", 2, 1, widths=w, grid=6, **options) for w in ([8], [8], [4]))
+    assert first.compile_lattice == "auto"
+    shape = (45, 37)  # 1665 points a pass
+
+    def passes(model: KAN, n: int) -> list[bool]:
+        done = []
+        for _ in range(n):
+            before = len(compiled)
+            model.forward_lattice(shape).sum().backward()
+            done.append(len(compiled) > before)
+        return done
+
+    with torch.no_grad():
+        first.forward_lattice(shape)
+    assert passes(first, 3) == [False, False, True]  # 1665, 3330 >= 3000
+    assert passes(again, 1) == [True]
+    assert passes(other, 2) == [False, False]
+
+
 def test_grid_encoded_kan_switches_its_levels_on_coarse_to_fine() -> None:
     """The KAN's capacity levels are its grid encoding's: with the ``k`` coarsest active, the finer levels give
     zero features, as if their grids were zero (the reconstruction's coarse-to-fine path, as ``mrgrid``)."""

@@ -446,10 +446,17 @@ class KANLayer(nn.Module):
 #: encoding) on a 256 x 256 lattice, one thread, allocator as the commands set it: 96-108 ms in chunks of 8192
 #: (113 in 4096, 105 in 16384; 115 with the points as rows), 170-190 eager (the fused layers); ``mrgrid`` 16 ms.
 LATTICE_CHUNK = 8192
-#: Training passes over at least this many lattice points take the compiled path (a 128 x 128 image: 41-48 ms
-#: eager, 23-26 compiled; 160 x 160: 65-73 and 42-48). On fewer, its first call in a process (2-4 s, 17 s with a
-#: cold inductor cache) would hardly pay for itself.
+#: Training passes over at least this many lattice points may take the compiled path (a 128 x 128 image: 41-48 ms
+#: eager, 23-26 compiled; 160 x 160: 65-73 and 42-48).
 COMPILED_LATTICE_MIN = 2 * LATTICE_CHUNK
+#: Eager work (lattice points x passes, over such lattices) after which a model's passes compile, unless a model
+#: of the same layers already compiled in this process. The first compiled call costs 2-4 s (17 s with a cold
+#: inductor cache) and saves about 1.1 us per point and pass on one thread, so a fit must show that it is long
+#: first: a registration's KAN velocity made 47 passes over 20-30k nodes (compiling made its command 4.5 -> 8.6 s),
+#: a 256 x 256 reconstruction makes about a thousand passes of 65536 points (it compiles after 46).
+COMPILE_AFTER_WORK = 3_000_000
+#: Layer signatures (inputs, outputs, grid, range of every layer; device) compiled in this process.
+_COMPILED_SIGNATURES: set[tuple] = set()
 
 
 def kan_points(feats: torch.Tensor, params: Sequence[torch.Tensor], grids: tuple[int, ...],
@@ -627,10 +634,11 @@ class KAN(INR):
     ``tanh``. So each phi is a function on [-1, 1], which is what the plots show and what grid extension
     refits. No normalisation layer is used (a LayerNorm over 2-3 raw coordinates would destroy them).
 
-    A training pass over a large lattice (a reconstruction's image, an image fit's footprint lattice: at least
-    :data:`COMPILED_LATTICE_MIN` points, gradients on) runs the layers through ``torch.compile`` in chunks
-    (:func:`kan_points`, 1.5-1.8x faster than the eager layers on a CPU; eager if compiling fails, or with
-    :attr:`compile_lattice` False). Rendering, smaller lattices and points run the eager layers.
+    A long fit's training passes over a large lattice (a reconstruction's image, an image fit's footprint lattice:
+    at least :data:`COMPILED_LATTICE_MIN` points, gradients on, after :data:`COMPILE_AFTER_WORK` of eager work)
+    run the layers through ``torch.compile`` in chunks (:func:`kan_points`, 1.5-1.8x faster than the eager layers
+    on a CPU; eager if compiling fails; see :attr:`compile_lattice`). Rendering, smaller lattices and points run
+    the eager layers.
 
     Parameters
     ----------
@@ -677,8 +685,9 @@ class KAN(INR):
 
     config_type = KANConfig
     block_updates = True  # its grid encoding's levels (a hash table is not a block)
-    #: Training passes over large lattices run through ``torch.compile`` (:meth:`_compiles`); False: always eager.
-    compile_lattice = True
+    #: Training passes over large lattices: ``'auto'`` compiles them after :data:`COMPILE_AFTER_WORK` of eager
+    #: work (:meth:`_compiles`), True from the first, False never.
+    compile_lattice: bool | str = "auto"
 
     @property
     def separable(self) -> bool:  # type: ignore[override]
@@ -722,6 +731,7 @@ class KAN(INR):
             for a, b in zip(sizes[:-1], sizes[1:])
         )
         self._reg_inputs: list[torch.Tensor] | None = None
+        self._eager_work = 0  # lattice points x passes run eagerly that could have compiled (see _compiles)
 
     # ---- forward ----------------------------------------------------------------------------------------------
 
@@ -767,21 +777,34 @@ class KAN(INR):
     def _layers_on_lattice(self, feats: torch.Tensor) -> torch.Tensor:
         """The KAN layers on channel-first encoded features ``(F, M_0, ...)``: ``(M_0, ..., C)``."""
         channels = feats.reshape(feats.shape[0], -1)
-        if self._compiles(channels.shape[1]):
+        if self._compiles(channels.shape[1], count=True):
             out = self._compiled_lattice(channels)
         else:
             inputs, out = self.layer_inputs_encoded(torch.tanh(channels.T))
             self._record_for_regularizer(inputs)
         return out.reshape(*feats.shape[1:], self.out_features)
 
-    def _compiles(self, points: int) -> bool:
+    def _compiles(self, points: int, count: bool = False) -> bool:
         """Whether a pass over ``points`` lattice points takes the compiled path: a training pass (gradients on,
         no regulariser record wanted) over :data:`COMPILED_LATTICE_MIN` points or more, through cubic layers of
         the default method, while compiling has not failed in this process (then the eager layers, faster than
-        :func:`kan_points` run eagerly)."""
-        return (self.compile_lattice and points >= COMPILED_LATTICE_MIN and torch.is_grad_enabled()
+        :func:`kan_points` run eagerly); with ``'auto'``, once this model has done :data:`COMPILE_AFTER_WORK` of
+        such passes eagerly or its layers compiled before. ``count``: an eager pass counts towards that work."""
+        failed = _POINTS_PASS is not None and not _POINTS_PASS.compiled  # (creating it imports dynamo: 2-3 s)
+        if not (self.compile_lattice and points >= COMPILED_LATTICE_MIN and torch.is_grad_enabled()
                 and all(layer.cubic and layer.method == "fused" for layer in self.layers)
-                and not (self.training and self.config["reg_lambda"] > 0) and _compiled_points().compiled)
+                and not (self.training and self.config["reg_lambda"] > 0) and not failed):
+            return False
+        if self.compile_lattice is True or self._signature() in _COMPILED_SIGNATURES:
+            return True
+        if self._eager_work >= COMPILE_AFTER_WORK:
+            return True
+        self._eager_work += points if count else 0
+        return False
+
+    def _signature(self) -> tuple:
+        return (*((layer.n_in, layer.n_out, layer.grid, layer.grid_range) for layer in self.layers),
+                str(self.layers[0].base_weight.device))
 
     def _compiled_lattice(self, channels: torch.Tensor) -> torch.Tensor:
         """The KAN layers on raw channel-first features ``(n_encoded, N)``: ``(N, C)``, in chunks of
@@ -798,6 +821,8 @@ class KAN(INR):
                  for s in range(0, whole, LATTICE_CHUNK)]
         if whole < points:
             parts.append(self.layer_inputs_encoded(torch.tanh(channels[:, whole:].T))[1])
+        if run.compiled:
+            _COMPILED_SIGNATURES.add(self._signature())
         return torch.cat(parts)
 
     def forward_lattice(self, shape: Sequence[int], active_levels: int | None = None) -> torch.Tensor:
