@@ -453,7 +453,7 @@ COMPILED_LATTICE_MIN = 2 * LATTICE_CHUNK
 #: of the same layers already compiled in this process. The first compiled call costs 2-4 s (17 s with a cold
 #: inductor cache) and saves about 1.1 us per point and pass on one thread, so a fit must show that it is long
 #: first: a registration's KAN velocity made 47 passes over 20-30k nodes (compiling made its command 4.5 -> 8.6 s),
-#: a 256 x 256 reconstruction makes about a thousand passes of 65536 points (it compiles after 46).
+#: a 256 x 256 reconstruction makes hundreds of passes of 65536 points (it compiles after 46).
 COMPILE_AFTER_WORK = 3_000_000
 #: Layer signatures (inputs, outputs, grid, range of every layer; device) compiled in this process.
 _COMPILED_SIGNATURES: set[tuple] = set()
