@@ -91,7 +91,7 @@ def test_the_element_wise_cubic_basis_equals_the_closed_form_of_the_clamped_inpu
     x = torch.cat([torch.linspace(lo - 2 * h, hi + 2 * h, 2001, dtype=torch.float64),
                    uniform_knots(grid, 3, (lo, hi), dtype=torch.float64)])
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-    cardinal = cubic_basis_cardinal(xa, grid, (lo, hi))
+    cardinal = cubic_basis_cardinal(xa, grid, (lo, hi)).T  # points last
     closed = cubic_basis_uniform(xb.clamp(lo, hi), grid, (lo, hi))
     torch.testing.assert_close(cardinal, closed, rtol=0, atol=1e-12)
     w = torch.randn(grid + 3, dtype=torch.float64)

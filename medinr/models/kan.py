@@ -128,19 +128,18 @@ def cubic_basis_uniform(x: torch.Tensor, grid: int, grid_range: Sequence[float] 
     return out.scatter_add_(-1, index.clamp(0, n_basis - 1), w)
 
 
-def cubic_basis_cardinal(x: torch.Tensor, grid: int, grid_range: Sequence[float] = (-1.0, 1.0),
-                         points_last: bool = False) -> torch.Tensor:
-    """The dense cubic basis of ``x`` clamped to ``grid_range``, element by element: ``(..., grid + 3)``, or
-    ``(..., grid + 3, N)`` for ``x (..., N)`` with ``points_last``.
+def cubic_basis_cardinal(x: torch.Tensor, grid: int, grid_range: Sequence[float] = (-1.0, 1.0)) -> torch.Tensor:
+    """The dense cubic basis of ``x (..., N)`` clamped to ``grid_range``, element by element, points last:
+    ``(..., grid + 3, N)`` (the channel-first layout of :func:`kan_points`).
 
     Basis ``m`` is the cardinal cubic B-spline ``N(u - m + 1)``, ``N(d) = ((2 - |d|)_+^3 - 4 (1 - |d|)_+^3) / 6``,
     at the clamped position ``u`` in knot intervals: equal to :func:`cubic_basis_uniform` of the clamped input
-    (to rounding), with no scatter, so that ``torch.compile`` makes it one loop (:func:`kan_points`).
+    (to rounding, with the basis axis moved), with no scatter, so that ``torch.compile`` makes it one loop.
     """
     lo, hi = float(grid_range[0]), float(grid_range[1])
     u = ((x - lo) * (grid / (hi - lo))).clamp(0.0, float(grid))
     centres = torch.arange(grid + 3, dtype=x.dtype, device=x.device) - 1.0
-    d = (u.unsqueeze(-2) - centres[:, None] if points_last else u.unsqueeze(-1) - centres).abs()
+    d = (u.unsqueeze(-2) - centres[:, None]).abs()
     a = (2.0 - d).clamp(min=0.0)
     b = (1.0 - d).clamp(min=0.0)
     return (a * a * a - 4.0 * b * b * b) * (1.0 / 6.0)
@@ -472,7 +471,7 @@ def kan_points(feats: torch.Tensor, params: Sequence[torch.Tensor], grids: tuple
     x = torch.tanh(feats)
     for k, grid in enumerate(grids):
         base, coef, scale = params[3 * k: 3 * k + 3]
-        basis = cubic_basis_cardinal(x, grid, ranges[k], points_last=True).flatten(0, 1)
+        basis = cubic_basis_cardinal(x, grid, ranges[k]).flatten(0, 1)
         x = base @ F.silu(x) + (coef * scale.unsqueeze(-1)).flatten(1) @ basis
         if k < len(grids) - 1:
             x = torch.tanh(x)
