@@ -93,8 +93,41 @@ def test_inr_and_cs_are_chosen_on_the_same_held_out_samples(small_image, monkeyp
     assert np.array_equal(held, readout_holdout(problem.mask.mask, config.holdout_fraction, 3)[1])
     inr = comparison.results["inr"].details
     points = inr["validation_curve"]
-    best = min(points, key=lambda p: p["validation_error"])
-    assert inr["chosen"] == best  # the chosen point is the minimum of the recorded curve, not the last step
+    lowest = min(p["validation_error"] for p in points)
+    rule = inr["held_out_rule"]
+    assert rule["tolerance"] in (0.0, config.tolerance) and rule["held_out_energy"] > 0
+    band = [p for p in points if p["validation_error"] <= lowest + rule["tolerance"]]
+    assert inr["chosen"] == band[-1]  # the latest point of the recorded curve within the band over its minimum
+
+
+def test_the_band_and_the_longer_warm_up_apply_where_the_held_out_samples_are_noise_dominated():
+    """Unit-variance noise alone on the held-out samples: the band and the longer warm-up; a signal 100 noise
+    variances strong on them (radial spokes through the centre of k-space): the lowest error after the usual
+    warm-up."""
+    from medinr.mri.inr_recon import held_out_rule
+
+    g = torch.Generator().manual_seed(0)
+    noise = torch.complex(torch.randn(4, 32, 32, generator=g), torch.randn(4, 32, 32, generator=g)) / 2 ** 0.5
+    held = torch.zeros(32, 32, dtype=torch.bool)
+    held[:, [3, 11, 27]] = True
+
+    class Data:
+        maps = torch.ones(4, 32, 32, dtype=torch.complex64)
+        grid = (32, 32)
+
+        def __init__(self, data):
+            self.data = data
+
+        def residual(self, x):
+            return x - self.data
+
+    config = preset_config("default")
+    quiet = held_out_rule(Data(noise), held, config)
+    assert quiet["held_out_energy"] == pytest.approx(1.0, abs=0.1) and quiet["tolerance"] == config.tolerance > 0
+    assert quiet["warmup_fraction"] == config.noise_dominated_warmup > config.warmup_fraction
+    loud = held_out_rule(Data(noise + 10.0), held, config)
+    assert loud["held_out_energy"] == pytest.approx(101.0, rel=0.05) and loud["tolerance"] == 0.0
+    assert loud["warmup_fraction"] == config.warmup_fraction
 
 
 @pytest.mark.slow

@@ -266,6 +266,25 @@ def test_patience_after_the_first_gain_waits_out_the_starting_plateau() -> None:
     assert stops == [False] * 9 + [True] and waiting.best_step == 6
 
 
+def test_tolerance_keeps_the_latest_state_within_the_band_and_walks_on_inside_it() -> None:
+    """With a band of 0.01 over the lowest error, a flat held-out curve keeps its latest state, the patience
+    counts only evaluations outside the band, and a new lowest error moves the band down; the band does not
+    grow with the error."""
+    model = torch.nn.Linear(1, 1)
+    flat = [1.000, 1.004, 1.008, 1.009, 1.02, 1.03, 1.04]
+    rule = BestIterate(_Listed(flat), patience=3, tolerance=0.01)
+    assert [rule.observe(s, model) for s in range(len(flat))] == [False] * 6 + [True]
+    assert rule.best_step == 3 and rule.lowest == 1.0 and rule.best_error == 1.009
+    without = BestIterate(_Listed(flat), patience=3)  # the plain rule: the lowest, stopped three evaluations on
+    assert [without.observe(s, model) for s in range(4)] == [False, False, False, True] and without.best_step == 0
+    narrowing = BestIterate(_Listed([1.0, 0.90, 0.905, 0.95, 0.96, 0.97]), patience=3, tolerance=0.01)
+    assert [narrowing.observe(s, model) for s in range(6)] == [False] * 5 + [True]
+    assert narrowing.best_step == 2 and narrowing.lowest == 0.90  # 0.905 is within 0.01 of 0.90, 0.95 is not
+    large = BestIterate(_Listed([50.0, 50.2, 50.4, 50.6]), patience=3, tolerance=0.01)  # 0.4 % above: outside
+    assert [large.observe(s, model) for s in range(4)] == [False, False, False, True] and large.best_step == 0
+
+
+
 def test_warm_up_cadence_and_the_last_state_is_a_candidate() -> None:
     rule = BestIterate(_Listed([9.0, 8.0, 7.0, 1.0], every=5, warmup=10), patience=10)
     assert [s for s in range(26) if rule.due(s)] == [10, 15, 20, 25]

@@ -1,7 +1,8 @@
 """Choosing by held-out data: THE best-iterate rule, and the final stage that follows the choice.
 
-A fit validated on a split (:mod:`medinr.training.validators`) keeps the state with the lowest held-out error
-(:class:`BestIterate`) and stops when the error has not improved for ``patience`` evaluations. What follows is
+A fit validated on a split (:mod:`medinr.training.validators`) keeps the state with the lowest held-out error,
+or the latest within a band above it (:class:`BestIterate`), and stops when the error has not improved (or left
+the band) for ``patience`` evaluations. What follows is
 a :class:`FinalStage`: refit from the start on every sample up to the chosen step, fine-tune the chosen state on
 every sample, or keep the split's model. :func:`fit_with_holdout` runs the whole sequence through the one loop.
 """
@@ -38,6 +39,14 @@ class BestIterate:
         Count the patience only once an error has gained on the first one: a fit still on the plateau of its
         starting state is not stopped there (a 3D tile fit's held-out PSNR stays at its initial 10 dB for about
         35 steps; with 100 steps and a patience of 20 it stopped at step 25 and kept the state of step 7).
+    tolerance : float
+        A band above the lowest error, in the validator's units (0: none). The chosen state is the latest one
+        whose error is at most ``lowest + tolerance``, and an evaluation inside the band resets the patience.
+        For a walk along a regularisation path from strong to weak weights: where the held-out error is flat
+        within the band, the held-out data cannot tell the states apart, and the later (less smoothed) one is
+        kept. The band is absolute, in the validator's units (a whitened k-space error: noise variances); a
+        reconstruction uses it only where its held-out samples are noise-dominated
+        (:func:`medinr.mri.inr_recon.held_out_rule`).
     """
 
     validator: Validator
@@ -45,10 +54,12 @@ class BestIterate:
     min_gain: float = 0.0
     describe: Callable[[int], dict] | None = None
     after_first_gain: bool = False
+    tolerance: float = 0.0
     points: list[dict[str, Any]] = field(default_factory=list)
     best: int = -1
     best_model: Any = None
     since_gain: int = 0
+    lowest: float = math.inf
 
     @property
     def uses_forward(self) -> bool:
@@ -63,11 +74,14 @@ class BestIterate:
         if loss is not None:
             point["fit_loss"] = float(loss)
         self.points.append(point)
-        best = self.best_error
-        if self.best >= 0 and not error < best:
+        before = self.lowest
+        self.lowest = min(before, float(error))
+        lower = self.best < 0 or error < before
+        in_band = self.tolerance > 0 and error <= self.lowest + self.tolerance
+        if not (lower or in_band):
             self.since_gain += 1
             return False
-        gain = self.best < 0 or error < best * (1 - self.min_gain)
+        gain = self.best < 0 or error < before * (1 - self.min_gain) or in_band
         self.since_gain = 0 if gain else self.since_gain + 1
         self.best, self.best_model = len(self.points) - 1, copy.deepcopy(model)
         return True
@@ -81,7 +95,7 @@ class BestIterate:
         """True when the last ``patience`` evaluations brought no gain on the best."""
         if self.best < 0 or self.since_gain < self.patience:
             return False
-        return not self.after_first_gain or self.best_error < self.points[0]["validation_error"] * (1 - self.min_gain)
+        return not self.after_first_gain or self.lowest < self.points[0]["validation_error"] * (1 - self.min_gain)
 
     def finish(self, step: int, model: Any) -> None:
         """Score the state a fit ended in, unless that was just done: the last state is a candidate too."""
