@@ -240,3 +240,12 @@ def test_the_kan_grid_schedule_runs_in_a_reconstruction(small_image):
     config = preset_config("default", model="kan", model_options=options, path={"steps": 20}, holdout_fraction=0.0)
     recon = inr_reconstruct(problem, config, progress=False)
     assert recon.model.config["grid"] == 8 and recon.history.steps == 20
+
+
+def test_a_negative_held_out_band_is_refused_with_its_own_message():
+    from medinr.errors import MedinrError
+
+    with pytest.raises(MedinrError, match="held-out rule's tolerance"):
+        preset_config("default", tolerance=-0.01)
+    with pytest.raises(MedinrError, match="held-out rule's tolerance"):
+        preset_config("default", noise_dominated=float("nan"))

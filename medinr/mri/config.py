@@ -183,10 +183,13 @@ class InrReconConfig:
             raise MedinrError(f"the held-out fraction must lie in [0, 1), got {self.holdout_fraction}")
         if min(p.steps, self.eval_every, self.patience) < 1 or self.prior_steps < 0 or not p.extend >= 1:
             raise MedinrError("path steps, eval_every and patience must be at least 1, extend at least 1")
-        weights = (p.tv_start, p.tv_end, p.wavelet_start, p.wavelet_end, p.unlock_fraction, self.warmup_fraction,
-                   self.tolerance, self.noise_dominated, self.noise_dominated_warmup)
+        weights = (p.tv_start, p.tv_end, p.wavelet_start, p.wavelet_end, p.unlock_fraction, self.warmup_fraction)
         if not all(math.isfinite(w) and w >= 0 for w in weights) or (self.lr is not None and not self.lr > 0):
             raise MedinrError("regularisation weights must be finite and non-negative, the learning rate positive")
+        rule = (self.tolerance, self.noise_dominated, self.noise_dominated_warmup)
+        if not all(math.isfinite(w) and w >= 0 for w in rule):
+            raise MedinrError("the held-out rule's tolerance, noise_dominated and noise_dominated_warmup must be "
+                              f"finite and non-negative, got {rule}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -2,9 +2,9 @@
 
 A fit validated on a split (:mod:`medinr.training.validators`) keeps the state with the lowest held-out error,
 or the latest within a band above it (:class:`BestIterate`), and stops when the error has not improved (or left
-the band) for ``patience`` evaluations. What follows is
-a :class:`FinalStage`: refit from the start on every sample up to the chosen step, fine-tune the chosen state on
-every sample, or keep the split's model. :func:`fit_with_holdout` runs the whole sequence through the one loop.
+the band) for ``patience`` evaluations. What follows is a :class:`FinalStage`: refit from the start on every
+sample up to the chosen step, fine-tune the chosen state on every sample, or keep the split's model.
+:func:`fit_with_holdout` runs the whole sequence through the one loop.
 """
 
 from __future__ import annotations
