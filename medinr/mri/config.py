@@ -48,7 +48,7 @@ class RegularisationPath:
     tv_start, tv_end : float
         Total-variation weight at the first and the nominal last step (geometric; equal: constant).
     wavelet_start, wavelet_end : float
-        The same for the L1 Haar-wavelet weight.
+        The same for the weight of the L1 undecimated Haar-wavelet prior (:func:`medinr.mri.priors.wavelet_l1`).
     unlock_fraction : float
         All levels are active after this fraction of the path; level ``l`` unlocks at
         ``l / (levels - 1) * unlock_fraction`` of it (0: every level from the start).
