@@ -66,8 +66,8 @@ class _HaarL1(torch.autograd.Function):
     """Sum over levels of ``weight * sum sqrt(|detail|^2 + eps)`` of the undecimated Haar transform of ``a (C,
     *grid)`` (C = 2: real and imaginary parts), with its gradient written out: the normalised details ``d / |d|``
     are kept in place of the details, and the backward is the transform's adjoint. Autograd through the same
-    slices cost 11-15 ms per 256 x 256 step on one thread (most of it the moduli's strided complex arithmetic and
-    the zero-filled gradients of every slice); this 3-4 ms."""
+    slices cost 11-17 ms per 256 x 256 step on one thread (most of it the moduli's strided complex arithmetic and
+    the zero-filled gradients of every slice); this 4-8 ms, about what the decimated transform cost (4-6)."""
 
     @staticmethod
     def forward(ctx, a: torch.Tensor, levels: int, eps: float) -> torch.Tensor:
