@@ -29,21 +29,21 @@ def _split(a: torch.Tensor, step: int) -> torch.Tensor:
     of ``b`` is set (band 0 is the approximation)."""
     nd = a.dim() - 1
     bands = [a]
-    for axis in range(1, nd + 1):
+    for axis in range(1, nd):
         n = a.shape[axis] - step
-        last = axis == nd
-        out = torch.empty((2 * len(bands), *bands[0].shape[:axis], n, *bands[0].shape[axis + 1:]), dtype=a.dtype,
-                          device=a.device) if last else None
         split = []
-        for k, band in enumerate(bands):
+        for band in bands:
             ahead, here = band.narrow(axis, step, n), band.narrow(axis, 0, n)
-            if last:  # the final axis writes each band into its place in one tensor
-                torch.add(ahead, here, out=out[2 * k])
-                torch.sub(ahead, here, out=out[2 * k + 1])
-            else:
-                split += [ahead + here, ahead - here]
-        bands = split if not last else [out]
-    return bands[0]
+            split += [ahead + here, ahead - here]
+        bands = split
+    # the last axis writes each band into its place in one tensor (no stacking copy)
+    n = a.shape[nd] - step
+    out = torch.empty((2 * len(bands), *bands[0].shape[:nd], n), dtype=a.dtype, device=a.device)
+    for k, band in enumerate(bands):
+        ahead, here = band.narrow(nd, step, n), band.narrow(nd, 0, n)
+        torch.add(ahead, here, out=out[2 * k])
+        torch.sub(ahead, here, out=out[2 * k + 1])
+    return out
 
 
 def _split_adjoint(g: torch.Tensor, step: int) -> torch.Tensor:
