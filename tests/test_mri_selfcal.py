@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from medinr.errors import MedinrError
 from medinr.geometry import Geometry
 from medinr.metrics import psnr, tissue_mask
 from medinr.models.tasks import task_defaults
@@ -249,3 +250,27 @@ def test_a_negative_held_out_band_is_refused_with_its_own_message():
         preset_config("default", tolerance=-0.01)
     with pytest.raises(MedinrError, match="held-out rule's tolerance"):
         preset_config("default", noise_dominated=float("nan"))
+
+
+def test_baselines_beside_the_inr_give_the_same_images_and_raise_their_errors(small_image):
+    """``overlap``: the baselines in a second thread while the INR trains give the images of the one-after-another
+    run, each baseline's CPU seconds are its thread's, and a baseline's error reaches the caller."""
+    problem = problem_from_image(small_image, Geometry(small_image.shape), "random", 4, 0.1, 4, "simulated", 30)
+    config = preset_config("default", **SMALL)
+    config.path.steps, config.path.extend = 40, 1.0
+    methods = ("zero_filled", "l1wavelet", "inr")
+    alone = run_methods(problem, config, methods, seed=3)
+    beside = run_methods(problem, config, methods, seed=3, overlap=True)
+    assert list(beside.results) == list(methods)
+    for name in ("zero_filled", "inr"):
+        assert np.array_equal(beside.results[name].image, alone.results[name].image)
+    # SigPy's run differs by ~2e-5 between two runs one after another in one process too
+    assert beside.results["l1wavelet"].details["lambda"] == alone.results["l1wavelet"].details["lambda"]
+    np.testing.assert_allclose(beside.results["l1wavelet"].image, alone.results["l1wavelet"].image, rtol=0, atol=1e-4)
+    assert beside.results["inr"].details["baselines_beside"] and "baselines_beside" not in alone.results["inr"].details
+    assert all(beside.results[n].cpu_seconds >= 0 for n in methods)
+    assert beside.results["l1wavelet"].cpu_seconds <= beside.results["l1wavelet"].seconds * 1.5 + 0.05
+    no_reference = problem_from_image(small_image, Geometry(small_image.shape), "random", 4, 0.1, 4, "simulated", 30)
+    no_reference.reference = None
+    with pytest.raises(MedinrError, match="oracle lambda needs a reference"):
+        run_methods(no_reference, config, ("l1wavelet_oracle", "inr"), seed=3, overlap=True)

@@ -25,7 +25,7 @@ from medinr.devices import resolve_device
 from medinr.errors import MedinrError
 from medinr.io import load_image, take_slice
 from medinr.models.tasks import task_defaults
-from medinr.mri.compare import Comparison, run_methods
+from medinr.mri.compare import Comparison, overlap_baselines, run_methods
 from medinr.mri.fft import ifftc
 from medinr.mri.kspace_io import MeasuredKspace, is_kspace_file, load_kspace
 from medinr.mri.noncart_compare import run_noncart_methods
@@ -135,8 +135,9 @@ def _compare(request: ReconstructRequest, problem: ReconProblem | NonCartesianPr
             raise MedinrError("--data-consistency needs Cartesian k-space (non-Cartesian samples have no grid to "
                               "be put back on)")
         return run_noncart_methods(problem, request.inr, request.methods, request.seed, device, prior,
-                                   request.progress)
-    return run_methods(problem, request.inr, request.methods, request.seed, device, prior, request.progress)
+                                   request.progress, overlap=overlap_baselines(device))
+    return run_methods(problem, request.inr, request.methods, request.seed, device, prior, request.progress,
+                       overlap=overlap_baselines(device))
 
 
 def run(request: ReconstructRequest) -> AppResult:

@@ -17,7 +17,7 @@ import torch
 
 from medinr.errors import MedinrError
 from medinr.metrics import psnr, tissue_mask
-from medinr.mri.compare import Comparison, MethodResult, _timed
+from medinr.mri.compare import Comparison, MethodResult, _timed, run_beside_inr
 from medinr.mri.config import CS_METHODS, InrReconConfig
 from medinr.mri.gridding import calibration_width
 from medinr.mri.noncart_baselines import cs_sweep_holdout_noncart, cs_sweep_noncart
@@ -114,25 +114,33 @@ def run_noncart_methods(
     prior: np.ndarray | None = None,
     progress: bool = False,
     cs_iterations: int = 100,
+    overlap: bool = False,
 ) -> NonCartesianComparison:
     """Run ``methods`` (:data:`NONCART_METHODS`, '<cs>_oracle' for a ground-truth lambda; 'zero_filled' is
     taken as 'gridding') on ``problem``, with one split of whole readouts (``config.holdout_fraction``, 10 %
-    for the CS lambdas when self-calibration is off)."""
+    for the CS lambdas when self-calibration is off). ``overlap``: the other methods beside the INR, as
+    :func:`medinr.mri.compare.run_methods`."""
     device = torch.device(device)
+    methods = tuple("gridding" if name == "zero_filled" else name for name in methods)
+    unknown = [n for n in methods if n not in ("gridding", "inr") and n.removesuffix("_oracle") not in CS_METHODS]
+    if unknown:
+        raise MedinrError(f"unknown method '{unknown[0]}' ({', '.join(NONCART_METHODS)}, or <cs method>_oracle)")
     problem = problem.prepared(config.holdout_fraction if config.holdout_fraction > 0 else 0.1, seed)
     validation = problem.validation()
-    comparison = NonCartesianComparison(problem, {})
-    for name in methods:
-        name = "gridding" if name == "zero_filled" else name
+
+    def baseline(name: str) -> MethodResult:
         if name == "gridding":
             image, wall, cpu = _timed(problem.gridding)
-            comparison.results[name] = MethodResult(image, wall, cpu, {})
-        elif name.removesuffix("_oracle") in CS_METHODS:
-            oracle = name.endswith("_oracle")
-            comparison.results[name] = run_cs_noncart(problem, name.removesuffix("_oracle"), validation, oracle,
-                                                      cs_iterations)
-        elif name == "inr":
-            comparison.results[name], comparison.inr = run_inr_noncart(problem, config, seed, device, prior, progress)
-        else:
-            raise MedinrError(f"unknown method '{name}' ({', '.join(NONCART_METHODS)}, or <cs method>_oracle)")
+            return MethodResult(image, wall, cpu, {})
+        return run_cs_noncart(problem, name.removesuffix("_oracle"), validation, name.endswith("_oracle"),
+                              cs_iterations)
+
+    comparison = NonCartesianComparison(problem, {})
+    if "inr" not in methods:
+        comparison.results = {name: baseline(name) for name in methods}
+        return comparison
+    results, comparison.inr = run_beside_inr(
+        [n for n in methods if n != "inr"], baseline,
+        lambda: run_inr_noncart(problem, config, seed, device, prior, progress), overlap)
+    comparison.results = {name: results[name] for name in methods}
     return comparison
