@@ -110,13 +110,14 @@ def run_beside_inr(names: list[str], baseline: Callable[[str], MethodResult],
     """Every baseline of ``names`` (in order) and the INR; with ``overlap`` the baselines run one after another in
     a second thread while the INR trains in this one.
 
-    Why: SigPy's CS runs on one core and its lambda sweep took 12-14 s of a 256 x 256, 8-coil, 4x command
-    whose INR took 14 s on two threads. Side by side on the two cores the whole stretch took 22 s instead of
-    27.5 s; the INR itself took longer (22 s instead of 14 s: it shares a core while CS runs), the results are
-    the same. Each baseline's CPU seconds are its thread's (SigPy runs on that one thread); the INR's are the
-    process's over its run less what the baselines' thread used meanwhile. A baseline's error is raised after
+    Why: SigPy's CS runs on one core. On bench/recon.py's MNI axial slice at 4x (256 x 256, 8 coils) its
+    lambda sweep took 13.5 s and the INR 14 s on two threads; side by side on the two cores both were done in
+    22 s instead of 27.5 s (the INR took 22 s: it shares a core while CS runs), with the same images. The INR
+    on one thread beside CS took 27.5 s, so torch keeps its threads. Each baseline's CPU seconds are its
+    thread's (SigPy runs on that one thread); the INR's are the process's over its run less what the baselines'
+    thread used meanwhile. A baseline's error is raised after
     the INR ends (the thread does not stop the INR); the thread is a daemon, so an interrupted command does not
-    wait for it.
+    wait for it (an INR that fails leaves it to finish its sweep unobserved).
     """
     results: dict[str, MethodResult] = {}
     if not overlap or not names:
