@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from scipy.special import gammainc, gammaincinv  # not scipy.stats: 0.3 s more to import, for two values
 
 from medinr.errors import MedinrError
 
@@ -87,9 +87,9 @@ def trimmed_covariance(samples: np.ndarray, keep: float = 0.9, iterations: int =
     """
     c = samples.shape[0]
     cov = samples @ samples.conj().T / samples.shape[1]
-    cut = stats.gamma.ppf(keep, c)
-    # E[q | q < cut] / E[q] for q ~ Gamma(c, 1): the shrinkage that trimming causes
-    shrink = stats.gamma.cdf(cut, c + 1) / stats.gamma.cdf(cut, c)
+    cut = gammaincinv(c, keep)  # the keep quantile of Gamma(c, 1)
+    # E[q | q < cut] / E[q] for q ~ Gamma(c, 1): the shrinkage that trimming causes (regularised lower gamma)
+    shrink = gammainc(c + 1, cut) / gammainc(c, cut)
     for _ in range(iterations):
         chol = np.linalg.cholesky(cov + 1e-12 * np.real(np.trace(cov)) * np.eye(c))
         power = np.sum(np.abs(np.linalg.solve(chol, samples)) ** 2, axis=0)
