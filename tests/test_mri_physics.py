@@ -318,3 +318,30 @@ def test_cs_warm_start_is_used_and_converges_to_the_same_solution():
     cold = cs_reconstruct(kspace, maps, mask, "l1wavelet", 1e-3, 30)
     np.testing.assert_array_equal(start, near)
     assert np.linalg.norm(warm - long) < np.linalg.norm(cold - long)
+
+
+def test_the_numpy_soft_threshold_is_sigpys_and_is_put_back_after_a_run():
+    """SigPy's CS runs with :func:`soft_threshold` in place of its Numba ufunc (compiled anew in every process):
+    the same values and result type, zero at zero, finite on subnormal magnitudes (where dividing by |x| in
+    float32 overflows), and SigPy's own function is back after the run."""
+    from sigpy import thresh
+
+    from medinr.mri.baselines import cs_reconstruct, soft_threshold
+
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((32, 32)) + 1j * rng.standard_normal((32, 32))).astype(np.complex64)
+    x[0, :4] = 0
+    x[1, :4] = np.complex64(2e-39 + 1e-39j)  # subnormal in float32
+    for lamda in (0.0, 0.3, 1.7):
+        ours, sigpys = soft_threshold(lamda, x), thresh._soft_thresh(lamda, x)
+        assert ours.dtype == sigpys.dtype == np.complex128 and np.isfinite(ours).all()
+        np.testing.assert_allclose(ours, sigpys, rtol=0, atol=1e-6)
+        assert (ours[0, :4] == 0).all() and (lamda == 0 or (ours[1, :4] == 0).all())
+    original = thresh._soft_thresh
+    maps = np.ones((2, 16, 16), np.complex64) / np.sqrt(2)
+    mask = np.zeros((16, 16), bool)
+    mask[:, ::2] = True
+    k = (rng.standard_normal((2, 16, 16)) + 1j * rng.standard_normal((2, 16, 16))).astype(np.complex64) * mask
+    for method in ("l1wavelet", "tv"):
+        assert np.isfinite(cs_reconstruct(k, maps, mask, method, 1e-2, 10)).all()
+    assert thresh._soft_thresh is original
