@@ -3,9 +3,10 @@ baselines on it, scored.
 
 The problem is built once (simulated from an image or read from k-space), with its noise estimate and its
 held-out split (:meth:`medinr.mri.problem.ReconProblem.prepared`); every method runs on it
-(:func:`medinr.mri.compare.run_methods`). Non-Cartesian acquisitions (a ``--trajectory`` simulated from an
-image or fully sampled Cartesian k-space, or ISMRMRD / ``.npz`` samples with their own trajectory) become a
-:class:`medinr.mri.noncart_problem.NonCartesianProblem` and run through
+(:func:`medinr.mri.compare.run_methods`), the baselines beside the INR in a second thread where torch has two
+threads or a GPU (:func:`medinr.mri.compare.overlap_baselines`). Non-Cartesian acquisitions (a ``--trajectory``
+simulated from an image or fully sampled Cartesian k-space, or ISMRMRD / ``.npz`` samples with their own
+trajectory) become a :class:`medinr.mri.noncart_problem.NonCartesianProblem` and run through
 :func:`medinr.mri.noncart_compare.run_noncart_methods`: gridding in place of zero filling, the trajectory drawn
 in place of the mask. The INR's loop is :func:`medinr.training.fit`, its validation the
 held-out readouts (:class:`medinr.training.HeldOutSamples`), its defaults :func:`medinr.models.tasks.
