@@ -237,6 +237,8 @@ def stage_rows(timing: dict, prefix: str = "") -> list[dict]:
         elif isinstance(value, dict):
             if "seconds" in value:
                 row = {"stage": label, "seconds": float(value["seconds"])}
+                if value.get("baselines_beside"):  # its wall time is not its time alone
+                    row["beside"] = True
                 steps = value.get("steps")
                 if steps:
                     row["steps"] = int(steps)
@@ -296,7 +298,8 @@ def table(results: list[tuple[Pipeline, dict, dict | None]]) -> list[str]:
         for row in quiet["stages"]:
             other = loaded_stages.get(row["stage"], {}).get("seconds")
             ratio = other / row["seconds"] if other is not None and row["seconds"] > 0 else None
-            lines.append(f"| {pipe.name} | {row['stage']} | {row['seconds']:.2f} | {_fmt(row.get('steps'), 'd')} "
+            shown = row["stage"] + (" (the baselines ran beside it)" if row.get("beside") else "")
+            lines.append(f"| {pipe.name} | {shown} | {row['seconds']:.2f} | {_fmt(row.get('steps'), 'd')} "
                          f"| {_fmt(row.get('per_step'), '.3f')} | {_fmt(row.get('coords_per_s'), '.3g')} "
                          f"| {_fmt(other, '.2f')} | {_fmt(ratio, '.2f')} |")
         lw = loaded["wall"] if loaded else None
