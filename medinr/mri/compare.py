@@ -109,27 +109,40 @@ def _thread_cpu(ident: int | None) -> float | None:
         return None
 
 
-def run_beside_inr(names: list[str], baseline: Callable[[str], MethodResult],
+def check_methods(methods: tuple[str, ...], plain: str, known: tuple[str, ...]) -> None:
+    """One clear error for a method that is neither ``plain`` (zero-filled or gridding), 'inr', nor a CS method
+    (or its '_oracle'), before any method runs; ``known`` is the list the error offers."""
+    unknown = [n for n in methods if n not in (plain, "inr") and n.removesuffix("_oracle") not in CS_METHODS]
+    if unknown:
+        raise MedinrError(f"unknown method '{unknown[0]}' ({', '.join(known)}, or <cs method>_oracle)")
+
+
+def run_beside_inr(methods: tuple[str, ...], baseline: Callable[[str], MethodResult],
                    inr: Callable[[], tuple[MethodResult, Any]], overlap: bool
                    ) -> tuple[dict[str, MethodResult], Any]:
-    """Every baseline of ``names`` (in order) and the INR; with ``overlap`` the baselines run one after another in
-    a second thread while the INR trains in this one.
+    """Every method of ``methods``: each name but 'inr' by ``baseline(name)``, in order, and 'inr' (if named) by
+    ``inr()``; returns the results in the order of ``methods`` and what ``inr`` returned beside its result (None
+    without it). With ``overlap`` the baselines run one after another in a second thread while the INR trains in
+    this one.
 
     Why: SigPy's CS runs on one core. On bench/recon.py's MNI axial slice at 4x (256 x 256, 8 coils) its
     lambda sweep took 13.5 s and the INR 14 s on two threads; side by side on the two cores both were done in
     22 s instead of 27.5 s (the INR took 22 s: it shares a core while CS runs), with the same images. The INR
     on one thread beside CS took 27.5 s, so torch keeps its threads. Each baseline's CPU seconds are its
     thread's (SigPy runs on that one thread); the INR's are the process's over its run less what the baselines'
-    thread used meanwhile. A baseline's error is raised after
-    the INR ends (the thread does not stop the INR); the thread is a daemon, so an interrupted command does not
-    wait for it (an INR that fails leaves it to finish its sweep unobserved).
+    thread used meanwhile. A baseline's error is raised after the INR ends (the thread does not stop the INR); the
+    thread is a daemon, so an interrupted command does not wait for it (an INR that fails leaves it to finish its
+    sweep unobserved).
     """
+    names = [n for n in methods if n != "inr"]
     results: dict[str, MethodResult] = {}
+    if "inr" not in methods:
+        return {name: baseline(name) for name in methods}, None
     if not overlap or not names:
         for name in names:
             results[name] = baseline(name)
-        result, extra = inr()
-        return {**results, "inr": result}, extra
+        results["inr"], extra = inr()
+        return {name: results[name] for name in methods}, extra
     failure: list[BaseException] = []
     worker_cpu = [0.0]
 
@@ -157,7 +170,8 @@ def run_beside_inr(names: list[str], baseline: Callable[[str], MethodResult],
     beside = after - before if before is not None and after is not None else worker_cpu[0]
     result.cpu_seconds = max(0.0, result.cpu_seconds - beside)
     result.beside = True
-    return {**results, "inr": result}, extra
+    results["inr"] = result
+    return {name: results[name] for name in methods}, extra
 
 
 def _timed(fn: Any) -> tuple[Any, float, float]:
@@ -217,9 +231,7 @@ def run_methods(
     ``medinr reconstruct`` does on two cores or a GPU); the benchmarks run them one after another, each timed alone.
     """
     device = torch.device(device)
-    unknown = [n for n in methods if n not in ("zero_filled", "inr") and n.removesuffix("_oracle") not in CS_METHODS]
-    if unknown:
-        raise MedinrError(f"unknown method '{unknown[0]}' ({', '.join(METHODS)}, or <cs method>_oracle)")
+    check_methods(methods, "zero_filled", METHODS)
     problem = problem.prepared(config.holdout_fraction if config.holdout_fraction > 0 else 0.1, seed)
     validation = HeldOutError(problem.kspace, problem.maps, problem.split.held, problem.noise.whitening())
 
@@ -229,11 +241,6 @@ def run_methods(
             return MethodResult(image, wall, cpu, {})
         return run_cs(problem, name.removesuffix("_oracle"), validation, name.endswith("_oracle"), cs_iterations)
 
-    comparison = Comparison(problem, {})
-    if "inr" not in methods:
-        comparison.results = {name: baseline(name) for name in methods}
-        return comparison
-    results, comparison.inr = run_beside_inr([n for n in methods if n != "inr"], baseline,
-                                             lambda: run_inr(problem, config, seed, device, prior, progress), overlap)
-    comparison.results = {name: results[name] for name in methods}
-    return comparison
+    results, inr = run_beside_inr(methods, baseline, lambda: run_inr(problem, config, seed, device, prior, progress),
+                                  overlap)
+    return Comparison(problem, results, inr)

@@ -17,7 +17,7 @@ import torch
 
 from medinr.errors import MedinrError
 from medinr.metrics import psnr, tissue_mask
-from medinr.mri.compare import Comparison, MethodResult, _timed, run_beside_inr
+from medinr.mri.compare import Comparison, MethodResult, _timed, check_methods, run_beside_inr
 from medinr.mri.config import CS_METHODS, InrReconConfig
 from medinr.mri.gridding import calibration_width
 from medinr.mri.noncart_baselines import cs_sweep_holdout_noncart, cs_sweep_noncart
@@ -122,9 +122,7 @@ def run_noncart_methods(
     :func:`medinr.mri.compare.run_methods`."""
     device = torch.device(device)
     methods = tuple("gridding" if name == "zero_filled" else name for name in methods)
-    unknown = [n for n in methods if n not in ("gridding", "inr") and n.removesuffix("_oracle") not in CS_METHODS]
-    if unknown:
-        raise MedinrError(f"unknown method '{unknown[0]}' ({', '.join(NONCART_METHODS)}, or <cs method>_oracle)")
+    check_methods(methods, "gridding", NONCART_METHODS)
     problem = problem.prepared(config.holdout_fraction if config.holdout_fraction > 0 else 0.1, seed)
     validation = problem.validation()
 
@@ -135,12 +133,6 @@ def run_noncart_methods(
         return run_cs_noncart(problem, name.removesuffix("_oracle"), validation, name.endswith("_oracle"),
                               cs_iterations)
 
-    comparison = NonCartesianComparison(problem, {})
-    if "inr" not in methods:
-        comparison.results = {name: baseline(name) for name in methods}
-        return comparison
-    results, comparison.inr = run_beside_inr(
-        [n for n in methods if n != "inr"], baseline,
-        lambda: run_inr_noncart(problem, config, seed, device, prior, progress), overlap)
-    comparison.results = {name: results[name] for name in methods}
-    return comparison
+    results, inr = run_beside_inr(methods, baseline,
+                                  lambda: run_inr_noncart(problem, config, seed, device, prior, progress), overlap)
+    return NonCartesianComparison(problem, results, inr)
