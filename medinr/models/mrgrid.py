@@ -235,7 +235,7 @@ class MultiResGrid(INR):
         feats = lattice_levels(self.grids, shape, active_levels)
         h = torch.cat(feats, dim=0).reshape(len(feats) * feats[0].shape[0], -1)  # (features, voxels)
         for layer in self.mlp:
-            h = torch.relu(h) if isinstance(layer, nn.ReLU) else layer.weight @ h + layer.bias[:, None]
+            h = h.relu_() if isinstance(layer, nn.ReLU) else layer.weight @ h + layer.bias[:, None]
         return h.reshape(self.out_features, *shape).movedim(0, -1)  # channel-last view of channel-first memory
 
     def zero_output_(self) -> None:

@@ -164,5 +164,5 @@ def channel_first_mlp(mlp: torch.nn.Sequential, features: torch.Tensor) -> torch
     """
     h = features
     for layer in mlp:
-        h = torch.relu(h) if isinstance(layer, torch.nn.ReLU) else torch.addmm(layer.bias[:, None], layer.weight, h)
+        h = h.relu_() if isinstance(layer, torch.nn.ReLU) else torch.addmm(layer.bias[:, None], layer.weight, h)
     return h
