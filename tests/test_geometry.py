@@ -124,3 +124,28 @@ def test_sample_grid_split_over_threads_gives_the_same_values_and_gradients(monk
         assert learnt.grad is not None and learnt.grad.shape == image.shape
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("channels", [None, 3])
+def test_points_on_a_voxel_plane_sample_as_the_3d_interpolation(channels):
+    """Without gradients, points sharing one coordinate (an axial, coronal or sagittal plane) are sampled from the
+    blend of the two slices either side (bilinear): the trilinear values to rounding, on any axis, at the border
+    and beyond it (clamped), on a single slice, with and without a channel axis."""
+    gen = torch.Generator().manual_seed(3)
+    for shape in [(9, 12, 7), (1, 6, 5), (6, 1, 2)]:
+        image = torch.rand(*(([channels] if channels else []) + list(shape)), generator=gen)
+        for axis in range(3):
+            for value in (-1.0, -0.37, 0.0, 0.61, 1.0, 1.2, -3.0):
+                coords = 2.4 * torch.rand(5, 40, 3, generator=gen) - 1.2
+                coords[..., axis] = value
+                with torch.no_grad():
+                    planar = sample_grid(image, coords)
+                with torch.enable_grad():  # the 3D sampler (the plane's shortcut is for rendering only)
+                    full = sample_grid(image, coords)
+                assert planar.shape == full.shape == (5, 40, *([channels] if channels else []))
+                torch.testing.assert_close(planar, full, rtol=0, atol=2e-6)
+    # an oblique set of points takes the 3D sampler: the same values as with gradients on
+    coords = 2 * torch.rand(100, 3, generator=gen) - 1
+    with torch.no_grad():
+        oblique = sample_grid(image, coords)
+    assert torch.equal(oblique, sample_grid(image, coords))
