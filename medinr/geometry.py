@@ -308,7 +308,8 @@ def sample_grid(
 
     ndim = coords.shape[-1]
     squeeze = image.dim() == ndim
-    if ndim == 3 and mode == "bilinear" and padding_mode == "border" and not torch.is_grad_enabled():
+    if (ndim == 3 and mode == "bilinear" and padding_mode == "border" and image.device.type == "cpu"
+            and not torch.is_grad_enabled()):
         slab = _slab_of_plane(image, coords)
         if slab is not None:
             return slab
@@ -344,8 +345,8 @@ def _slab_of_plane(image: torch.Tensor, coords: torch.Tensor) -> torch.Tensor | 
     Trilinear interpolation is linear along each axis, so this is the same interpolation to float rounding; the
     2D sampler is vectorised where the 3D one is not: 16384 points of a 64^3 x 4 feature grid, 2 threads, 0.79 ->
     0.39 ms; an exact 910 x 606 frame of the viewer's sample (``mrgrid``) on its axial, coronal and sagittal
-    planes 242, 274, 322 -> 201, 227, 257 ms (interleaved medians). With gradients (fits, registration) the 3D
-    sampler always runs.
+    planes 242, 274, 322 -> 201, 227, 257 ms (interleaved medians). With gradients (fits, registration) or on a
+    GPU (whose 3D sampler is fast) the 3D sampler runs.
     """
     import torch
 
@@ -371,4 +372,3 @@ def _slab_of_plane(image: torch.Tensor, coords: torch.Tensor) -> torch.Tensor | 
         slab = torch.lerp(slab, image.select(lead + axis, k0 + 1), fraction)
     rest = [a for a in range(3) if a != axis]
     return sample_grid(slab, coords[..., rest])
-
