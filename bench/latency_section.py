@@ -20,6 +20,8 @@ TARGETS = {
     "paint": (None, "window repaints per plane change (main thread)"),
     "first": (50, "first frame on screen after a plane change"),
     "exact": (300, "exact frame on screen after a plane change"),
+    "exact_preset": (300, "of which on a preset's plane (offset steps, no tilt)"),
+    "exact_tilted": (300, "of which on a tilted plane"),
     "exact_compute": (300, "exact frame computed (worker)"),
     "drag": (50, "longest event-loop gap, 25-step Shift-drag"),
     "cold": (100, "longest event-loop gap, cold open (no cache) until the exact frame of the full lattice"),

@@ -191,7 +191,8 @@ def settle(widget: Any, timeout: float = 60.0) -> None:
 # -- measurements --------------------------------------------------------------------------------------------
 def plane_changes(probe: Probe, widget: Any, count: int = 10) -> dict[str, list[float]]:
     """``count`` plane changes (see :func:`_change`), each one left to finish: per change, seconds."""
-    out: dict[str, list[float]] = {k: [] for k in ("work", "paint", "first", "exact", "exact_compute", "repaints")}
+    out: dict[str, list[float]] = {k: [] for k in ("work", "paint", "first", "exact", "exact_compute", "repaints",
+                                                   "exact_preset", "exact_tilted")}
     for i in range(count):
         settle(widget)
         exact0 = frames(widget)[1]
@@ -205,6 +206,8 @@ def plane_changes(probe: Probe, widget: Any, count: int = 10) -> dict[str, list[
         out["paint"].append(paint)
         out["first"].append(t_first - t0)
         out["exact"].append(t_exact - t0)
+        if widget.model.image.ndim == 3:  # a preset's plane (no tilt: scrolling through slices) or a tilted one
+            out["exact_tilted" if any(widget.model.controls.tilt_deg) else "exact_preset"].append(t_exact - t0)
         out["exact_compute"].append(widget.model.shown.seconds)
         out["repaints"].append(probe.paints_between(t0, t_exact))
     return out
