@@ -59,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     acq.add_argument("--no-phase", action="store_true", help="simulate without a smooth background phase")
     acq.add_argument("--slice", type=number(integer=True), default=None, help="slice index of a 3D input")
     acq.add_argument("--axis", type=axis_index, default=2, help="axis of --slice (default 2)")
+    acq.add_argument("--keep-oversampling", action="store_true",
+                     help="keep the readout oversampling that an ISMRMRD or fastMRI header declares (default: the "
+                     "image is cropped to the header's reconstructed field of view, as the scanner's reconstruction "
+                     "does)")
     _add_noncartesian_arguments(parser)
     _add_inr_arguments(parser)
     default = ",".join(("zf", *DEFAULT_BASELINES))
@@ -160,7 +164,7 @@ def request(args: argparse.Namespace) -> ReconstructRequest:
     centre = args.center_fraction if args.center_fraction is not None else 0.08
     acquisition = Acquisition(accel, args.mask, centre, args.coils, args.maps, args.snr, not args.no_phase,
                               args.slice, args.axis, args.trajectory, args.readouts, args.density, args.matrix,
-                              args.fov)
+                              args.fov, args.keep_oversampling)
     return ReconstructRequest(seed=args.seed, device=args.device, progress=not args.quiet, input=args.input,
                               acquisition=acquisition, inr=_inr(args), preset=args.preset,
                               baselines=baselines(args.baselines), prior=args.prior)

@@ -15,7 +15,8 @@ import numpy as np
 
 
 def header_xml(matrix: tuple[int, int, int], fov_mm: tuple[float, float, float], trajectory: str, coils: int,
-               center: tuple[int, int] | None = None, recon_matrix: tuple[int, int, int] | None = None) -> str:
+               center: tuple[int, int] | None = None, recon_matrix: tuple[int, int, int] | None = None,
+               recon_fov_mm: tuple[float, float, float] | None = None) -> str:
     """The XML header of one encoding: encoded (and recon) space, limits with their centres, the coil count."""
     def space(m, f):
         return xsd.encodingSpaceType(matrixSize=xsd.matrixSizeType(x=m[0], y=m[1], z=m[2]),
@@ -26,7 +27,8 @@ def header_xml(matrix: tuple[int, int, int], fov_mm: tuple[float, float, float],
         kspace_encoding_step_1=xsd.limitType(minimum=0, maximum=matrix[1] - 1, center=c1),
         kspace_encoding_step_2=xsd.limitType(minimum=0, maximum=max(matrix[2] - 1, 0), center=c2),
     )
-    encoding = xsd.encodingType(encodedSpace=space(matrix, fov_mm), reconSpace=space(recon_matrix or matrix, fov_mm),
+    encoding = xsd.encodingType(encodedSpace=space(matrix, fov_mm),
+                                reconSpace=space(recon_matrix or matrix, recon_fov_mm or fov_mm),
                                 encodingLimits=limits, trajectory=xsd.trajectoryType(trajectory))
     header = xsd.ismrmrdHeader(
         experimentalConditions=xsd.experimentalConditionsType(H1resonanceFrequency_Hz=63_500_000),

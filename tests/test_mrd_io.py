@@ -300,3 +300,106 @@ def test_cli_reconstructs_a_cartesian_mrd_file_on_its_encoded_grid(tmp_path, cap
     affine = nib.load(out / "recon.nii.gz").affine
     np.testing.assert_allclose(np.diag(affine)[:2], [220 / 64, 200 / 64], rtol=1e-5)
     assert json.loads((out / "metrics.json").read_text())["reference"] == "fully_sampled_rss"
+
+
+# -- readout oversampling -----------------------------------------------------------------------------------------
+def _oversampled_kspace() -> np.ndarray:
+    """4 coils on a 128 x 64 encoded grid (readout first) whose object lies inside the central 64 x 64."""
+    image = np.zeros((128, 64), np.float32)
+    image[32:96] = _phantom()
+    coil_images = birdcage_maps((128, 64), COILS) * image
+    return fftc(torch.from_numpy(coil_images.astype(np.complex64))).numpy()
+
+
+def _central_half(kspace: np.ndarray) -> np.ndarray:
+    from medinr.mri.fft import ifftc
+
+    return ifftc(torch.from_numpy(kspace)).numpy()[:, 32:96]
+
+
+def test_fastmri_header_removes_the_readout_oversampling_and_gives_the_voxels(tmp_path):
+    """fastMRI's `ismrmrd_header` encodes 2x the field of view along x: the image is the central half (as
+    fastMRI's own reference images), on the header's voxels, each kept voxel where it was."""
+    import h5py
+
+    from medinr.mri.fft import ifftc
+
+    kspace = _oversampled_kspace()
+    path = tmp_path / "fastmri.h5"
+    with h5py.File(path, "w") as f:
+        f["kspace"] = np.stack([kspace, kspace])  # (slices, coils, x, y)
+        f["ismrmrd_header"] = header_xml((128, 64, 1), (440.0, 200.0, 5.0), "cartesian", COILS,
+                                         recon_matrix=(64, 64, 1), recon_fov_mm=(220.0, 200.0, 5.0))
+    measured = load_kspace(path)
+    assert measured.kspace.shape == (COILS, 64, 64) and measured.mask.all()
+    np.testing.assert_allclose(ifftc(torch.from_numpy(measured.kspace)).numpy(), _central_half(kspace), atol=1e-5)
+    np.testing.assert_allclose(measured.geometry.spacing, [440 / 128, 200 / 64])
+    assert measured.meta["readout_oversampling_removed"] == {"encoded_samples": 128, "kept_samples": 64}
+    kept = load_kspace(path, keep_oversampling=True)
+    assert kept.kspace.shape == (COILS, 128, 64)
+    np.testing.assert_allclose(measured.geometry.affine @ [32, 10, 0, 1], kept.geometry.affine @ [64, 10, 0, 1])
+
+
+def test_mrd_header_removes_the_readout_oversampling(tmp_path):
+    kspace = _oversampled_kspace()
+    orient = {"read_dir": (1.0, 0.0, 0.0), "phase_dir": (0.0, 1.0, 0.0), "slice_dir": (0.0, 0.0, 1.0),
+              "position": (10.0, -20.0, 30.0)}
+    xml = header_xml((128, 64, 1), (440.0, 200.0, 5.0), "cartesian", COILS, recon_matrix=(64, 64, 1),
+                     recon_fov_mm=(220.0, 200.0, 5.0))
+    path = write_mrd(tmp_path / "os.h5", kspace.transpose(0, 2, 1), (128, 64, 1), (440.0, 200.0, 5.0),
+                     steps=np.arange(64), xml=xml, overrides={r: dict(orient) for r in range(64)})
+    measured, kept = read_mrd(path), read_mrd(path, keep_oversampling=True)
+    assert measured.kspace.shape == (COILS, 64, 64) and kept.kspace.shape == (COILS, 128, 64)
+    np.testing.assert_allclose(measured.kspace, fftc(torch.from_numpy(_central_half(kspace))).numpy(), atol=1e-5)
+    centre = measured.geometry.affine @ np.array([32, 32, 0, 1.0])
+    np.testing.assert_allclose(centre[:3], [-10.0, 20.0, 30.0], atol=1e-4)  # the header's position stays the centre
+
+
+def test_oversampling_removal_drops_the_samples_a_partial_echo_did_not_cover():
+    from medinr.geometry import Geometry
+    from medinr.mri.measured import remove_readout_oversampling
+
+    kspace = _oversampled_kspace()
+    full = remove_readout_oversampling(MeasuredKspace(kspace, None, Geometry((128, 64)), "full"), 64)
+    partial = kspace.copy()
+    partial[:, :30] = 0  # the first 30 of 128 readout samples were not acquired
+    partial[:, :, 1::2] = 0  # and every other line was skipped
+    cut = remove_readout_oversampling(MeasuredKspace(partial, None, Geometry((128, 64)), "partial"), 64)
+    # new sample j lies at original 2j; kept where originals 2j-2..2j+2 were all acquired
+    assert np.flatnonzero(cut.mask[:, 0]).tolist() == list(range(16, 64))
+    assert not cut.mask[:, 1::2].any() and not cut.kspace[:, ~cut.mask].any()
+    error = np.abs(cut.kspace - full.kspace)[:, cut.mask].max()
+    assert error < 3e-3 * np.abs(full.kspace).max()
+
+
+def test_cli_reconstructs_an_oversampled_mrd_file_on_the_prescribed_field_of_view(tmp_path, capsys):
+    import json
+
+    import nibabel as nib
+
+    from pipelines.cli import main
+
+    xml = header_xml((128, 64, 1), (440.0, 200.0, 5.0), "cartesian", COILS, recon_matrix=(64, 64, 1),
+                     recon_fov_mm=(220.0, 200.0, 5.0))
+    path = write_mrd(tmp_path / "os.h5", _oversampled_kspace().transpose(0, 2, 1), (128, 64, 1), (440.0, 200.0, 5.0),
+                     steps=np.arange(64), xml=xml)
+    args = ["--steps", "10", "--quiet", "--baselines", "zf", "--center-fraction", "0.25"]
+    assert main(["reconstruct", str(path), "--out", str(tmp_path / "out"), *args]) == 0, capsys.readouterr().err
+    assert nib.load(tmp_path / "out" / "recon.nii.gz").shape[:2] == (64, 64)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["problem"]["file"]["readout_oversampling_removed"]["kept_samples"] == 64
+    assert main(["reconstruct", str(path), "--out", str(tmp_path / "kept"), "--keep-oversampling", *args]) == 0
+    assert nib.load(tmp_path / "kept" / "recon.nii.gz").shape[:2] == (128, 64)
+
+
+@pytest.mark.parametrize("header, message", [(np.arange(4), "is not one XML string"),
+                                             ("<ismrmrdHeader><broken", "invalid ISMRMRD XML header")])
+def test_a_malformed_fastmri_header_gives_one_clear_line(tmp_path, header, message):
+    import h5py
+
+    path = tmp_path / "fastmri.h5"
+    with h5py.File(path, "w") as f:
+        f["kspace"] = _cartesian_kspace()[None]
+        f["ismrmrd_header"] = header
+    with pytest.raises(MedinrError, match=message):
+        load_kspace(path)

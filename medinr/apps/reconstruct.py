@@ -52,7 +52,7 @@ def load_problem(request: ReconstructRequest) -> ReconProblem | NonCartesianProb
     if not path.exists():
         raise MedinrError(f"file not found: {path}")
     if is_kspace_file(path):
-        measured = load_kspace(path, a.slice, a.matrix, a.fov)
+        measured = load_kspace(path, a.slice, a.matrix, a.fov, a.keep_oversampling)
         check_image_size(measured.geometry.shape, request.input)
         if isinstance(measured, NonCartesianKspace) or a.trajectory is not None:
             return noncart_from_kspace(measured, request)

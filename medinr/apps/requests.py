@@ -104,7 +104,8 @@ class Acquisition:
     samples an image or fully sampled Cartesian k-space along ``readouts`` spokes or interleaves (None: 48
     spokes, 16 interleaves) instead of a mask; measured non-Cartesian k-space (ISMRMRD, ``.npz``) keeps its
     own trajectory. ``density`` is the density compensation ('voronoi' or 'pipe'); ``matrix`` and ``fov`` (mm)
-    give the image grid of an ``.npz`` file.
+    give the image grid of an ``.npz`` file. ``keep_oversampling`` keeps the readout oversampling that an
+    ISMRMRD or fastMRI header declares (removed by default: :func:`medinr.mri.kspace_io.load_kspace`).
     """
 
     accel: float = 4.0
@@ -121,6 +122,7 @@ class Acquisition:
     density: str = "voronoi"
     matrix: tuple[int, ...] | None = None
     fov: tuple[float, ...] | None = None
+    keep_oversampling: bool = False
 
     #: Spokes (radial) or interleaves (spiral) when ``readouts`` is None.
     DEFAULT_READOUTS = {"radial": 48, "spiral": 16}

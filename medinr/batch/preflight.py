@@ -40,7 +40,7 @@ def _reconstruct(request: ReconstructRequest) -> None:
     if not path.exists():
         raise MedinrError(f"file not found: {path}")
     if is_kspace_file(path):
-        shape = load_kspace(path, a.slice).geometry.shape
+        shape = load_kspace(path, a.slice, keep_oversampling=a.keep_oversampling).geometry.shape
         check_image_size(shape, request.input)
     else:
         shape = _image(request.input, a.slice, a.axis)

@@ -32,7 +32,8 @@ from medinr.filecheck import (
 )
 from medinr.geometry import Geometry
 from medinr.mri.masks import validate_mask
-from medinr.mri.measured import MeasuredKspace
+from medinr.mri.measured import MeasuredKspace, readout_crop, remove_readout_oversampling
+from medinr.mri.noncart_kspace import diagonal_geometry
 from medinr.resources import array_bytes, check_budget
 from medinr.textsafe import terminal_safe
 
@@ -104,7 +105,7 @@ def _as_float(value: float) -> float:
 
 
 def load_kspace(path: str | os.PathLike, slice_index: int | None = None, matrix: tuple[int, ...] | None = None,
-                fov_mm: tuple[float, ...] | None = None):
+                fov_mm: tuple[float, ...] | None = None, keep_oversampling: bool = False):
     """Load measured k-space.
 
     Parameters
@@ -119,6 +120,10 @@ def load_kspace(path: str | os.PathLike, slice_index: int | None = None, matrix:
         Slice of a multi-slice ``.h5`` (default: the middle one).
     matrix, fov_mm : tuples, optional
         Image matrix and field of view (mm) of a non-Cartesian ``.npz`` (``--matrix``, ``--fov``).
+    keep_oversampling : bool
+        Keep the readout oversampling that an ISMRMRD header declares (an encoded field of view along x larger
+        than the reconstructed one: ISMRMRD files and fastMRI's ``ismrmrd_header``). By default it is removed
+        (:func:`medinr.mri.measured.remove_readout_oversampling`), as the scanner's own reconstruction does.
 
     Returns
     -------
@@ -143,10 +148,11 @@ def load_kspace(path: str | os.PathLike, slice_index: int | None = None, matrix:
         from medinr.mri.mrd_io import is_mrd_file, read_mrd
 
         if is_mrd_file(p):
-            return read_mrd(p, slice_index)
+            return read_mrd(p, slice_index, keep_oversampling)
+    header = None
     with np.errstate(all="ignore"):
         if p.suffix.lower() in (".h5", ".hdf5"):
-            kspace, mask = _read_h5(p, slice_index)
+            kspace, mask, header = _read_h5(p, slice_index)
         else:
             kspace, mask = _read_npy_kspace(p), None
         check_values(p, kspace, what="k-space values")
@@ -154,7 +160,14 @@ def load_kspace(path: str | os.PathLike, slice_index: int | None = None, matrix:
     grid = tuple(kspace.shape[1:])
     if mask is not None:
         mask = validate_mask(mask, grid, f"the mask in {p}")
-    return MeasuredKspace(kspace, mask, _geometry(p, grid), str(p))
+    if header is None or len(grid) != 2 or grid != header["matrix"][:2]:
+        return MeasuredKspace(kspace, mask, _geometry(p, grid), str(p))
+    # fastMRI with its ISMRMRD header: the encoded field of view gives the voxels (a sidecar still overrides it)
+    geometry = (_geometry(p, grid) if os.path.lexists(p.with_suffix(".json"))
+                else diagonal_geometry(grid, header["fov_mm"][:2], f"the ismrmrd_header of {p}"))
+    measured = MeasuredKspace(kspace, mask, geometry, str(p), meta={"format": "fastMRI"})
+    keep = readout_crop(grid, header["fov_mm"][0], header["recon_fov_mm"][0])
+    return measured if keep is None or keep_oversampling else remove_readout_oversampling(measured, keep)
 
 
 def _check_kspace_header(p: Path, shape: tuple[int, ...], dtype: np.dtype, what: str = "") -> None:
@@ -185,7 +198,8 @@ def _read_npy_kspace(p: Path) -> np.ndarray:
 _WORKING_BYTES = 16
 
 
-def _read_h5(p: Path, slice_index: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_h5(p: Path, slice_index: int | None) -> tuple[np.ndarray, np.ndarray | None, dict | None]:
+    """fastMRI's ``kspace`` (one slice), its ``mask`` and its parsed ``ismrmrd_header`` (None where absent)."""
     import h5py
 
     try:
@@ -197,11 +211,32 @@ def _read_h5(p: Path, slice_index: int | None) -> tuple[np.ndarray, np.ndarray |
             selection = _h5_selection(p, ds, slice_index)
             kspace = np.asarray(ds[selection])
             mask = _read_h5_mask(p, f)
+            header = _read_h5_header(p, f)
     except MedinrError:
         raise
     except Exception as exc:
         raise MedinrError(f"cannot read {p}: {terminal_safe(str(exc).splitlines()[0] if str(exc) else exc)}") from None
-    return (kspace[None] if kspace.ndim == 2 else kspace), mask
+    return (kspace[None] if kspace.ndim == 2 else kspace), mask, header
+
+
+#: The largest ``ismrmrd_header`` read (fastMRI's are about 10 kB).
+_HEADER_BYTES = 1 << 20
+
+
+def _read_h5_header(p: Path, f: "h5py.File") -> dict | None:  # noqa: F821
+    import h5py
+
+    ds = f.get("ismrmrd_header")
+    if ds is None:
+        return None
+    if not isinstance(ds, h5py.Dataset) or ds.shape != () or ds.dtype.kind not in "SOU":
+        raise MedinrError(f"{p}: 'ismrmrd_header' is not one XML string")
+    check_hdf5_dataset(p, ds, "ismrmrd_header")
+    if int(ds.id.get_storage_size()) > _HEADER_BYTES:
+        raise MedinrError(f"{p}: 'ismrmrd_header' is larger than {_HEADER_BYTES >> 20} MiB")
+    from medinr.mri.mrd_io import parse_header
+
+    return parse_header(ds[()], f"{p} ('ismrmrd_header')")
 
 
 def _h5_selection(p: Path, ds: "h5py.Dataset", slice_index: int | None) -> tuple:  # noqa: F821
@@ -236,8 +271,3 @@ def _read_h5_mask(p: Path, f: "h5py.File") -> np.ndarray | None:  # noqa: F821
     check_file_holds(f"{p} ('mask')", ds.shape, ds.dtype.itemsize, int(ds.id.get_storage_size()), compressed=True)
     check_budget(array_bytes(ds.shape, ds.dtype.itemsize + 1), f"reading the mask of {p}")
     return np.asarray(ds[()])
-
-
-def infer_mask(kspace: np.ndarray) -> np.ndarray:
-    """Acquired samples = those not exactly zero in some coil (zero-filled storage of undersampled data)."""
-    return np.any(kspace != 0, axis=0)

@@ -8,7 +8,7 @@ for ISMRMRD) can return it without importing the others; non-Cartesian readers r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -31,3 +31,60 @@ class MeasuredKspace:
     noise: np.ndarray | None = None
     noise_dwell_ratio: float = 1.0
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+def infer_mask(kspace: np.ndarray) -> np.ndarray:
+    """Acquired samples = those not exactly zero in some coil (zero-filled storage of undersampled data)."""
+    return np.any(kspace != 0, axis=0)
+
+
+def readout_crop(encoded: tuple[int, ...], encoded_fov_mm: float, recon_fov_mm: float) -> int | None:
+    """Readout samples that cover ``recon_fov_mm`` of an encoding of ``encoded[0]`` samples over
+    ``encoded_fov_mm``, or None where the readout is not oversampled (fields of view equal to 0.5 %)."""
+    nx = int(encoded[0])
+    if not (recon_fov_mm > 0 and encoded_fov_mm > 0) or recon_fov_mm >= encoded_fov_mm * 0.995:
+        return None
+    keep = int(round(nx * recon_fov_mm / encoded_fov_mm))
+    return keep if 1 <= keep < nx else None
+
+
+def remove_readout_oversampling(measured: MeasuredKspace, keep: int) -> MeasuredKspace:
+    """The same k-space on the central ``keep`` pixels of the readout's field of view (axis 0 of the grid).
+
+    Scanners sample the readout finer than the field of view needs (twice by default) so that nothing outside
+    it folds in along x; their own reconstruction, Gadgetron (RemoveROOversamplingGadget) and fastMRI's
+    reference images then keep the central half. Without it the image is twice as large as the prescribed one,
+    half of it air, and every step costs twice as much. The removal is exact for a full readout: inverse FFT
+    along the readout, the central ``keep`` pixels (the centred FFT's centre ``N // 2`` stays the centre
+    ``keep // 2``), FFT back; orthonormal transforms keep white noise white with the same variance, so a noise
+    scan still describes the data.
+
+    A partly acquired readout (partial echo, stored as zeros) keeps a sample only where every original sample
+    within one new sample spacing of it was acquired; the others become unacquired (zero). The voxel size and
+    the world position of every kept voxel are unchanged.
+    """
+    kspace = measured.kspace
+    n = kspace.shape[1]
+    if not 1 <= keep < n:
+        raise ValueError(f"keep must lie in [1, {n}), got {keep}")
+    stored = measured.mask if measured.mask is not None else infer_mask(kspace)
+    start = n // 2 - keep // 2
+    cropped = np.empty((kspace.shape[0], keep, *kspace.shape[2:]), np.complex64)
+    for c, coil in enumerate(kspace):  # one coil at a time: a 3D scan's copies stay one coil large
+        image = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(coil, axes=0), axis=0, norm="ortho"), axes=0)
+        image = image[start : start + keep]
+        cropped[c] = np.fft.fftshift(np.fft.fft(np.fft.ifftshift(image, axes=0), axis=0, norm="ortho"), axes=0)
+    # new readout sample j sits at original (continuous) index n // 2 + (j - keep // 2) * n / keep; it is kept
+    # where the original samples within one new spacing of it were acquired (indices past the grid's ends count
+    # as the end sample: a full readout keeps every sample)
+    centre = n // 2 + (np.arange(keep) - keep // 2) * (n / keep)
+    reach = int(np.ceil(n / keep))
+    mask = np.ones((keep, *stored.shape[1:]), bool)
+    for offset in range(-reach, reach + 1):
+        mask &= stored[np.clip(np.rint(centre + offset * n / keep / reach).astype(int), 0, n - 1)]
+    cropped *= mask
+    affine = measured.geometry.affine.copy()
+    affine[:3, 3] += affine[:3, 0] * start
+    grid = (keep, *measured.geometry.shape[1:])
+    meta = {**measured.meta, "readout_oversampling_removed": {"encoded_samples": int(n), "kept_samples": int(keep)}}
+    return replace(measured, kspace=cropped, mask=mask, geometry=Geometry(grid, affine), meta=meta)

@@ -16,7 +16,9 @@ orientation) and, for non-Cartesian scans, a trajectory ``[samples, dims]``. The
   (:func:`~medinr.mri.noncart_kspace.to_fov_units`); a 2D trajectory on a 3D encoding is a stack of stars
   (``kspace_encode_step_2`` gives kz).
 
-ISMRMRD axes map to medinr's array axes directly: x (readout) -> axis 0, y -> axis 1, z -> axis 2.
+ISMRMRD axes map to medinr's array axes directly: x (readout) -> axis 0, y -> axis 1, z -> axis 2. Cartesian data lose
+the readout oversampling that the header declares (an encoded field of view along x larger than the reconstructed
+one), as the scanner's reconstruction does, unless the caller keeps it.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy as np
 from medinr.errors import MedinrError
 from medinr.filecheck import check_geometry, check_hdf5_dataset, check_hdf5_links
 from medinr.geometry import Geometry
-from medinr.mri.measured import MeasuredKspace
+from medinr.mri.measured import MeasuredKspace, readout_crop, remove_readout_oversampling
 from medinr.mri.noncart_kspace import NonCartesianKspace, diagonal_geometry, to_fov_units
 from medinr.resources import check_budget
 
@@ -234,7 +236,7 @@ def _affine_geometry(matrix: tuple[int, ...], fov_mm: tuple[float, ...], head: n
     return Geometry(matrix, check_geometry(where, affine, len(matrix)))
 
 
-def read_mrd(path: str | os.PathLike, slice_index: int | None = None):
+def read_mrd(path: str | os.PathLike, slice_index: int | None = None, keep_oversampling: bool = False):
     """Read an ISMRMRD / MRD file: Cartesian data as ``MeasuredKspace``, non-Cartesian as ``NonCartesianKspace``.
 
     Parameters
@@ -243,6 +245,11 @@ def read_mrd(path: str | os.PathLike, slice_index: int | None = None):
         An HDF5 file with an ISMRMRD dataset group.
     slice_index : int, optional
         The slice counter (``idx.slice``) of a multi-slice 2D scan (default: the middle one present).
+    keep_oversampling : bool
+        Keep Cartesian data on the encoded grid where the header's encoded field of view along the readout is
+        larger than the reconstructed one (readout oversampling; removed by default:
+        :func:`medinr.mri.measured.remove_readout_oversampling`). Non-Cartesian data keep their samples: the
+        trajectory in 1/FOV units places them.
 
     Raises
     ------
@@ -270,7 +277,9 @@ def read_mrd(path: str | os.PathLike, slice_index: int | None = None):
     meta = {"format": "ISMRMRD", "trajectory_type": header["trajectory"], **header["selection"]}
     if non_cartesian:
         return _non_cartesian(p, header, heads, sel, data, trajs, noise, dwell, meta)
-    return _cartesian(p, header, heads[sel], data, noise, dwell, meta)
+    measured = _cartesian(p, header, heads[sel], data, noise, dwell, meta)
+    keep = readout_crop(measured.geometry.shape, header["fov_mm"][0], header["recon_fov_mm"][0])
+    return measured if keep is None or keep_oversampling else remove_readout_oversampling(measured, keep)
 
 
 def _line_indices(p: Path, header: dict[str, Any], heads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

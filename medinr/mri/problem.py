@@ -17,8 +17,9 @@ from medinr.geometry import Geometry
 from medinr.mri.coils import birdcage_maps, calibration_box, espirit_maps
 from medinr.mri.fft import ifftc
 from medinr.mri.holdout import KspaceSplit
-from medinr.mri.kspace_io import MeasuredKspace, infer_mask
+from medinr.mri.kspace_io import MeasuredKspace
 from medinr.mri.masks import SamplingMask, make_mask, validate_mask
+from medinr.mri.measured import infer_mask
 from medinr.mri.noise import NoiseEstimate, estimate_noise
 from medinr.mri.operators import SenseOp
 from medinr.mri.simulate import simulate_acquisition
@@ -188,6 +189,7 @@ def problem_from_kspace(
         "maps": maps if kspace.shape[0] > 1 else "single coil",
         "retrospective_undersampling": fully_sampled,
         "mask": mask.to_dict(),
+        **({"file": measured.meta} if measured.meta else {}),
     }
     return ReconProblem(undersampled, mask, recon_maps, measured.geometry, reference, reference_kind, settings)
 
