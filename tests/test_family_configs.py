@@ -54,14 +54,14 @@ PINNED = {
     },
     "mrgrid": {
         "image": ({"max_resolution": 128}, {"max_resolution": 145, "features_per_level": 2}, 2e-3, 1e-2),
-        "reconstruction": ({"max_resolution": 64, "base_resolution": 8},
+        "reconstruction": ({"max_resolution": 128, "base_resolution": 16},
                            {"max_resolution": 116, "base_resolution": 14}, 2e-2, 0.0),
         "deformation": ({}, {}, 2e-2, 0.0),
     },
     "kan": {
         "image": ({"encoding_options": {"max_resolution": 128}}, {"encoding_options": {"max_resolution": 145}},
                   1e-3, 1e-2),
-        "reconstruction": ({"encoding_options": {"max_resolution": 64, "base_resolution": 8}},
+        "reconstruction": ({"encoding_options": {"max_resolution": 128, "base_resolution": 16}},
                            {"encoding_options": {"max_resolution": 116, "base_resolution": 14}}, 3e-3, 0.0),
         "deformation": ({}, {}, 3e-3, 0.0),
     },

@@ -606,7 +606,7 @@ class KANConfig(FamilyConfig):
     @classmethod
     def task_options(cls, task: str, shape: tuple[int, ...], options: Mapping[str, Any]) -> dict[str, Any]:
         """Image: a feature-table encoding's finest level follows the grid (as the grid families). Reconstruction:
-        the grid encoding's levels span an eighth of the grid's largest axis to all of it (as ``mrgrid``'s). Other
+        the grid encoding's levels are ``mrgrid``'s (:func:`~medinr.models.mrgrid.reconstruction_levels`). Other
         tasks: the constructor's defaults."""
         encoding = options.get("encoding", cls.specs()["encoding"].default)
         if task == "reconstruction" and encoding == "grid":

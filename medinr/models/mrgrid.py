@@ -37,12 +37,23 @@ def level_resolutions(levels: int, base_resolution: int, max_resolution: int) ->
 FINEST_PER_VOXEL = {2: 2.0, 3: 1.25}
 
 
+#: Reconstruction levels in nodes per voxel of the grid's largest axis: (finest, coarsest) per dimension. In 2D
+#: the finest has 2 nodes per voxel and the coarsest a quarter (64 .. 512 at 256); before, 1 and an eighth
+#: (32 .. 256). Chosen on bench/recon.py's panel (36 cases, INR alone, the old levels / these / 1 and a quarter):
+#: 4x median +0.36 dB (worst -0.16), the 16-coil 384 x 396 case +0.63 (the finer of 1 and a quarter alone: +0.23),
+#: 8x median -0.02 (22 cases, -0.46 .. +0.52, seed-to-seed noise of a fit on ~12 random lines), the measured GRE
+#: -0.04; the time did not move (the lattice is evaluated once per step at the image's size). In 3D the old
+#: levels stay: 2 nodes per voxel would be 8x the parameters of a volume (an unmeasured cost).
+RECONSTRUCTION_NODES_PER_VOXEL = {2: (2.0, 0.25), 3: (1.0, 0.125)}
+
+
 def reconstruction_levels(shape: Sequence[int]) -> dict[str, int]:
-    """A dense grid's levels for a reconstruction on grid ``shape``: the finest the grid's largest axis, the
-    coarsest an eighth of it (32 at 256, at least 4), a coarse-to-fine basis on any size (``mrgrid`` and the KAN's
-    grid encoding)."""
+    """A dense grid's levels for a reconstruction on grid ``shape`` (:data:`RECONSTRUCTION_NODES_PER_VOXEL` times
+    its largest axis; the coarsest at least 4): a coarse-to-fine basis on any size (``mrgrid`` and the KAN's grid
+    encoding)."""
     largest = max(shape)
-    return {"max_resolution": largest, "base_resolution": max(4, int(round(largest / 8)))}
+    finest, coarsest = RECONSTRUCTION_NODES_PER_VOXEL[len(shape)]
+    return {"max_resolution": int(round(finest * largest)), "base_resolution": max(4, int(round(coarsest * largest)))}
 
 
 def finest_resolution(shape: Sequence[int]) -> int:
@@ -128,8 +139,8 @@ class MultiResGridConfig(FamilyConfig):
     @classmethod
     def task_options(cls, task: str, shape: tuple[int, ...], options: Mapping[str, Any]) -> dict[str, Any]:
         """Image: the finest level follows the grid (:func:`finest_resolution`), :data:`VOLUME_FEATURES` in 3D.
-        Reconstruction: the finest level is the grid's largest axis, the coarsest an eighth of it (32 at 256, at
-        least 4): a coarse-to-fine basis on any size."""
+        Reconstruction: :func:`reconstruction_levels` (in 2D 2 nodes per voxel of the largest axis at the finest
+        level, a quarter at the coarsest): a coarse-to-fine basis on any size."""
         if task == "image":
             volume = {"features_per_level": VOLUME_FEATURES} if len(shape) == 3 else {}
             return {"max_resolution": finest_resolution(shape), **volume}
