@@ -32,7 +32,7 @@ from medinr.filecheck import (
 )
 from medinr.geometry import Geometry
 from medinr.mri.masks import validate_mask
-from medinr.mri.measured import MeasuredKspace, readout_crop, remove_readout_oversampling
+from medinr.mri.measured import MeasuredKspace, to_recon_field_of_view
 from medinr.mri.noncart_kspace import diagonal_geometry
 from medinr.resources import array_bytes, check_budget
 from medinr.textsafe import terminal_safe
@@ -166,8 +166,8 @@ def load_kspace(path: str | os.PathLike, slice_index: int | None = None, matrix:
     geometry = (_geometry(p, grid) if os.path.lexists(p.with_suffix(".json"))
                 else diagonal_geometry(grid, header["fov_mm"][:2], f"the ismrmrd_header of {p}"))
     measured = MeasuredKspace(kspace, mask, geometry, str(p), meta={"format": "fastMRI"})
-    keep = readout_crop(grid, header["fov_mm"][0], header["recon_fov_mm"][0])
-    return measured if keep is None or keep_oversampling else remove_readout_oversampling(measured, keep)
+    return measured if keep_oversampling else to_recon_field_of_view(measured, header["fov_mm"][0],
+                                                                      header["recon_fov_mm"][0])
 
 
 def _check_kspace_header(p: Path, shape: tuple[int, ...], dtype: np.dtype, what: str = "") -> None:

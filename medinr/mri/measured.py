@@ -38,14 +38,15 @@ def infer_mask(kspace: np.ndarray) -> np.ndarray:
     return np.any(kspace != 0, axis=0)
 
 
-def readout_crop(encoded: tuple[int, ...], encoded_fov_mm: float, recon_fov_mm: float) -> int | None:
-    """Readout samples that cover ``recon_fov_mm`` of an encoding of ``encoded[0]`` samples over
-    ``encoded_fov_mm``, or None where the readout is not oversampled (fields of view equal to 0.5 %)."""
-    nx = int(encoded[0])
+def to_recon_field_of_view(measured: MeasuredKspace, encoded_fov_mm: float, recon_fov_mm: float) -> MeasuredKspace:
+    """``measured`` without the readout oversampling that a header declares: an encoded field of view along the
+    readout (``encoded_fov_mm``, over the grid's axis 0) larger than the reconstructed one (``recon_fov_mm``) by
+    more than 0.5 % (:func:`remove_readout_oversampling`); otherwise ``measured`` itself."""
+    n = measured.kspace.shape[1]
     if not (recon_fov_mm > 0 and encoded_fov_mm > 0) or recon_fov_mm >= encoded_fov_mm * 0.995:
-        return None
-    keep = int(round(nx * recon_fov_mm / encoded_fov_mm))
-    return keep if 1 <= keep < nx else None
+        return measured
+    keep = int(round(n * recon_fov_mm / encoded_fov_mm))
+    return remove_readout_oversampling(measured, keep) if 1 <= keep < n else measured
 
 
 def remove_readout_oversampling(measured: MeasuredKspace, keep: int) -> MeasuredKspace:
@@ -68,12 +69,16 @@ def remove_readout_oversampling(measured: MeasuredKspace, keep: int) -> Measured
     if not 1 <= keep < n:
         raise ValueError(f"keep must lie in [1, {n}), got {keep}")
     stored = measured.mask if measured.mask is not None else infer_mask(kspace)
+    import torch
+
+    from medinr.mri.fft import fftc, ifftc
+
     start = n // 2 - keep // 2
     cropped = np.empty((kspace.shape[0], keep, *kspace.shape[2:]), np.complex64)
     for c, coil in enumerate(kspace):  # one coil at a time: a 3D scan's copies stay one coil large
-        image = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(coil, axes=0), axis=0, norm="ortho"), axes=0)
-        image = image[start : start + keep]
-        cropped[c] = np.fft.fftshift(np.fft.fft(np.fft.ifftshift(image, axes=0), axis=0, norm="ortho"), axes=0)
+        readouts = torch.from_numpy(np.ascontiguousarray(np.moveaxis(coil, 0, -1)))  # the readout last, for fftc
+        image = ifftc(readouts, 1)[..., start : start + keep]
+        cropped[c] = np.moveaxis(fftc(image, 1).numpy(), -1, 0)
     # new readout sample j sits at original (continuous) index n // 2 + (j - keep // 2) * n / keep; it is kept
     # where the original samples within one new spacing of it were acquired (indices past the grid's ends count
     # as the end sample: a full readout keeps every sample)

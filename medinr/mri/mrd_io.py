@@ -32,7 +32,7 @@ import numpy as np
 from medinr.errors import MedinrError
 from medinr.filecheck import check_geometry, check_hdf5_dataset, check_hdf5_links
 from medinr.geometry import Geometry
-from medinr.mri.measured import MeasuredKspace, readout_crop, remove_readout_oversampling
+from medinr.mri.measured import MeasuredKspace, to_recon_field_of_view
 from medinr.mri.noncart_kspace import NonCartesianKspace, diagonal_geometry, to_fov_units
 from medinr.resources import check_budget
 
@@ -278,8 +278,8 @@ def read_mrd(path: str | os.PathLike, slice_index: int | None = None, keep_overs
     if non_cartesian:
         return _non_cartesian(p, header, heads, sel, data, trajs, noise, dwell, meta)
     measured = _cartesian(p, header, heads[sel], data, noise, dwell, meta)
-    keep = readout_crop(measured.geometry.shape, header["fov_mm"][0], header["recon_fov_mm"][0])
-    return measured if keep is None or keep_oversampling else remove_readout_oversampling(measured, keep)
+    return measured if keep_oversampling else to_recon_field_of_view(measured, header["fov_mm"][0],
+                                                                      header["recon_fov_mm"][0])
 
 
 def _line_indices(p: Path, header: dict[str, Any], heads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
