@@ -403,3 +403,19 @@ def test_a_malformed_fastmri_header_gives_one_clear_line(tmp_path, header, messa
         f["ismrmrd_header"] = header
     with pytest.raises(MedinrError, match=message):
         load_kspace(path)
+
+
+def test_cli_refuses_a_fastmri_file_with_a_malformed_header_with_exit_2_and_writes_nothing(tmp_path, capsys):
+    import h5py
+
+    from pipelines.cli import main
+
+    path = tmp_path / "fastmri.h5"
+    with h5py.File(path, "w") as f:
+        f["kspace"] = _oversampled_kspace()[None]
+        f["ismrmrd_header"] = "<ismrmrdHeader><broken"
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(path), "--out", str(out), "--quiet", "--steps", "5"]) == 2
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["fastmri.h5"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("medinr: error:") and "invalid ISMRMRD XML header" in err[0], err
