@@ -220,9 +220,9 @@ def test_cs_sweep_widens_past_a_boundary_optimum():
 
     original = baselines.cs_reconstruct
 
-    def recording(k, m, s, method, lamda, max_iter=100, start=None):
+    def recording(k, m, s, method, lamda, max_iter=100, start=None, steps=None):
         state["now"] = lamda
-        return original(k, m, s, method, lamda, 5, start)
+        return original(k, m, s, method, lamda, 5, start, steps)
 
     baselines.cs_reconstruct = recording
     try:
@@ -275,3 +275,36 @@ def test_baselines_beside_the_inr_give_the_same_images_and_raise_their_errors(sm
     no_reference.reference = None
     with pytest.raises(MedinrError, match="oracle lambda needs a reference"):
         run_methods(no_reference, config, ("l1wavelet_oracle", "inr"), seed=3, overlap=True)
+
+
+@pytest.mark.parametrize("method", ["l1wavelet", "tv"])
+def test_cs_sweep_estimates_the_step_sizes_once_and_keeps_the_result(method, monkeypatch):
+    """SigPy estimates its step sizes by a power iteration in every app; a sweep over one operator needs one."""
+    import sigpy.app
+
+    from medinr.mri.baselines import StepSizes, cs_reconstruct
+
+    grid = (32, 32)
+    rng = np.random.default_rng(1)
+    mask = make_mask(grid, "random", 3, 0.2, seed=0).mask
+    maps = np.stack([np.ones(grid), np.exp(1j * np.linspace(0, 2, grid[1]))[None].repeat(grid[0], 0)]) / 2**0.5
+    kspace = ((rng.standard_normal((2, *grid)) + 1j * rng.standard_normal((2, *grid))) * mask).astype(np.complex64)
+    calls = {"n": 0}
+    run = sigpy.app.MaxEig.run
+
+    def counted(self):
+        calls["n"] += 1
+        return run(self)
+
+    monkeypatch.setattr(sigpy.app.MaxEig, "run", counted)
+    sweep = cs_sweep(kspace, maps, mask, method, lambda image: 0.0, max_widening=0)
+    assert len(sweep.lambdas) == len(DEFAULT_LAMBDAS) and calls["n"] == 1
+    steps = StepSizes()
+    first = cs_reconstruct(kspace, maps, mask, method, 1e-2, 20, None, steps)
+    assert calls["n"] == 2 and steps.values and all(v > 0 for v in steps.values.values())
+    again = cs_reconstruct(kspace, maps, mask, method, 1e-2, 20, None, steps)
+    own = cs_reconstruct(kspace, maps, mask, method, 1e-2, 20)
+    assert calls["n"] == 3  # only the run without the shared steps estimated its own
+    # the power iteration starts from a random vector: its estimate, and so the image, agree to its tolerance
+    assert np.abs(again - first).max() <= 1e-6 * np.abs(first).max()
+    assert np.abs(own - first).max() <= 1e-2 * np.abs(first).max()

@@ -22,6 +22,7 @@ import numpy as np
 from medinr.mri.baselines import (
     DEFAULT_LAMBDAS,
     MAX_WIDENING,
+    StepSizes,
     SweepResult,
     sweep_lambdas,
     zero_filled_scale,
@@ -36,7 +37,8 @@ def noncart_normalisation(samples: np.ndarray, traj: np.ndarray, maps: np.ndarra
 
 
 def cs_reconstruct_noncart(samples: np.ndarray, traj: np.ndarray, maps: np.ndarray, method: str, lamda: float,
-                           dcf: np.ndarray | None = None, max_iter: int = 100) -> np.ndarray:
+                           dcf: np.ndarray | None = None, max_iter: int = 100, steps: StepSizes | None = None
+                           ) -> np.ndarray:
     """One SigPy CS reconstruction of non-Cartesian data (``L1WaveletRecon`` / ``TotalVariationRecon``, ``coord=``).
 
     Parameters
@@ -49,6 +51,8 @@ def cs_reconstruct_noncart(samples: np.ndarray, traj: np.ndarray, maps: np.ndarr
     dcf : ndarray ``(readouts, samples)``, optional
         Data-consistency weights (density compensation); None: plain least squares.
     max_iter : int
+    steps : StepSizes, optional
+        The solver's step sizes for these readouts and weights (filled by the first run given it empty).
 
     Returns
     -------
@@ -59,7 +63,7 @@ def cs_reconstruct_noncart(samples: np.ndarray, traj: np.ndarray, maps: np.ndarr
     kwargs = {"weights": None if dcf is None else np.asarray(dcf, np.float32),
               "coord": np.asarray(traj, np.float32), "max_iter": max_iter, "show_pbar": False}
     y, mps = np.asarray(samples, np.complex64), np.asarray(maps, np.complex64)
-    return run_sigpy_app(_sigpy_app(), method, y, mps, lamda, kwargs)
+    return run_sigpy_app(_sigpy_app(), method, y, mps, lamda, kwargs, steps)
 
 
 def cs_sweep_noncart(samples: np.ndarray, traj: np.ndarray, maps: np.ndarray, method: str,
@@ -74,8 +78,11 @@ def cs_sweep_noncart(samples: np.ndarray, traj: np.ndarray, maps: np.ndarray, me
     scale = noncart_normalisation(samples, traj, maps, dcf)
     weights = dcf if weighted else None
 
+    steps = StepSizes()  # the same readouts and weights for every lambda: one estimate of the step sizes
+
     def run(lamda: float) -> np.ndarray:
-        return cs_reconstruct_noncart(np.asarray(samples) / scale, traj, maps, method, lamda, weights, max_iter) * scale
+        return cs_reconstruct_noncart(np.asarray(samples) / scale, traj, maps, method, lamda, weights, max_iter,
+                                      steps) * scale
 
     return sweep_lambdas(method, run, score, lambdas, criterion, max_widening)
 
