@@ -419,3 +419,44 @@ def test_cli_refuses_a_fastmri_file_with_a_malformed_header_with_exit_2_and_writ
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["fastmri.h5"]
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("medinr: error:") and "invalid ISMRMRD XML header" in err[0], err
+
+
+# -- fully sampled scans stored on a larger grid ------------------------------------------------------------------
+def _fastmri_padded(tmp_path, acquired: slice) -> str:
+    """A fully sampled fastMRI-style slice whose phase encodes outside ``acquired`` are stored as zeros (the knee
+    files' padding outside the header's encoding limits; partial Fourier on one side)."""
+    import h5py
+
+    kspace = _cartesian_kspace()
+    kspace[:, :, : acquired.start] = 0
+    kspace[:, :, acquired.stop:] = 0
+    path = tmp_path / "padded.h5"
+    with h5py.File(path, "w") as f:
+        f["kspace"] = kspace[None]
+    return str(path)
+
+
+@pytest.mark.parametrize("acquired", [slice(4, 60), slice(0, 40)], ids=["zero-padded edges", "partial Fourier"])
+def test_a_full_scan_with_unacquired_edges_is_undersampled_retrospectively(tmp_path, acquired):
+    """Zero edges do not make a full scan 'already undersampled': --accel applies inside the acquired box."""
+    from medinr.mri.problem import problem_from_kspace
+
+    measured = load_kspace(_fastmri_padded(tmp_path, acquired))
+    problem = problem_from_kspace(measured, None, 4.0, 0.125, "espirit", seed=0)
+    assert problem.reference_kind == "fully_sampled_rss"
+    assert problem.settings["acquired_box"] == [[0, 64], [acquired.start, acquired.stop]]
+    lines = problem.mask.mask.any(axis=0)
+    assert not lines[: acquired.start].any() and not lines[acquired.stop:].any()
+    assert 64 / 4 * 0.6 <= lines.sum() <= 64 / 4 * 1.2  # about a quarter of the grid's lines, the padding never
+    assert lines[28:36].all()  # the calibration lines at the centre
+
+
+def test_a_small_acquired_block_stays_a_measured_undersampling(tmp_path):
+    """Only the central lines (a calibration or low-resolution scan): used as acquired, --mask refused."""
+    from medinr.mri.problem import problem_from_kspace
+
+    measured = load_kspace(_fastmri_padded(tmp_path, slice(24, 40)))
+    problem = problem_from_kspace(measured, None, 4.0, 0.08, "espirit", seed=0)
+    assert problem.reference_kind == "none" and problem.mask.mask.any(axis=0).sum() == 16
+    with pytest.raises(MedinrError, match="already undersampled"):
+        problem_from_kspace(measured, "random", 4.0, 0.08, "espirit", seed=0)

@@ -38,6 +38,33 @@ def infer_mask(kspace: np.ndarray) -> np.ndarray:
     return np.any(kspace != 0, axis=0)
 
 
+#: The smallest extent, per axis and as a fraction of the grid, of an acquired block that counts as a full
+#: acquisition with zero-padded edges (:func:`acquired_box`). Partial Fourier acquires at least 5/8 of the lines
+#: (a scanner's smallest factor), a fastMRI knee scan about 90 % of its phase encodes; a block under half the grid
+#: is a low-resolution or calibration-only acquisition, taken as undersampled.
+FULL_EXTENT = 0.5
+
+
+def acquired_box(stored: np.ndarray) -> tuple[slice, ...] | None:
+    """The box of k-space that the acquired samples ``stored`` fill completely, if they do; else None.
+
+    A fully sampled scan is often stored on a larger grid than it acquired: zero-padded phase encodes at the
+    edges (fastMRI's knee files: the columns outside the ISMRMRD header's encoding limits, its loader's
+    ``padding_left`` / ``padding_right``), partial Fourier, a partial echo. Such data are fully sampled within
+    the box, and undersampling them retrospectively (``--accel``) must stay possible. A box is each axis's
+    acquired positions as one contiguous run of at least :data:`FULL_EXTENT` of that axis, with every sample of
+    their product acquired.
+    """
+    stored = np.asarray(stored, bool)
+    box = []
+    for axis, n in enumerate(stored.shape):
+        acquired = np.flatnonzero(stored.any(axis=tuple(a for a in range(stored.ndim) if a != axis)))
+        if acquired.size == 0 or acquired[-1] - acquired[0] + 1 != acquired.size or acquired.size < FULL_EXTENT * n:
+            return None
+        box.append(slice(int(acquired[0]), int(acquired[-1]) + 1))
+    return tuple(box) if bool(stored[tuple(box)].all()) else None
+
+
 def to_recon_field_of_view(measured: MeasuredKspace, encoded_fov_mm: float, recon_fov_mm: float) -> MeasuredKspace:
     """``measured`` without the readout oversampling that a header declares: an encoded field of view along the
     readout (``encoded_fov_mm``, over the grid's axis 0) larger than the reconstructed one (``recon_fov_mm``) by

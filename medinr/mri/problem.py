@@ -19,7 +19,7 @@ from medinr.mri.fft import ifftc
 from medinr.mri.holdout import KspaceSplit
 from medinr.mri.kspace_io import MeasuredKspace
 from medinr.mri.masks import SamplingMask, make_mask, validate_mask
-from medinr.mri.measured import infer_mask
+from medinr.mri.measured import acquired_box, infer_mask
 from medinr.mri.noise import NoiseEstimate, estimate_noise
 from medinr.mri.operators import SenseOp
 from medinr.mri.simulate import simulate_acquisition
@@ -153,7 +153,9 @@ def problem_from_kspace(
 
     If the data are undersampled (a stored mask, or zero lines) they are used as they are. If they are fully
     sampled, ``mask_kind`` (default 'random') undersamples them retrospectively and the root-sum-of-squares of
-    the full data becomes the reference. A mask file (``mask_kind`` a path) always applies.
+    the full data becomes the reference. Fully sampled includes a scan whose acquired samples fill a box of the
+    grid (zero-padded edges, partial Fourier: :func:`medinr.mri.measured.acquired_box`); the mask then keeps
+    nothing outside the box. A mask file (``mask_kind`` a path) always applies.
     """
     if not isinstance(measured, MeasuredKspace):
         raise MedinrError(f"{measured.source} holds non-Cartesian k-space, which needs the non-uniform SENSE "
@@ -163,7 +165,8 @@ def problem_from_kspace(
     stored = measured.mask if measured.mask is not None else infer_mask(kspace)
     if not stored.any():
         raise MedinrError(f"{measured.source} holds no acquired samples (all zeros)")
-    fully_sampled = bool(stored.all())
+    box = acquired_box(stored)
+    fully_sampled = box is not None
     reference, reference_kind = None, "none"
     if fully_sampled or (mask_kind is not None and mask_kind not in ("random", "equispaced", "poisson")):
         kind = mask_kind or "random"
@@ -188,6 +191,7 @@ def problem_from_kspace(
         "coils": int(kspace.shape[0]),
         "maps": maps if kspace.shape[0] > 1 else "single coil",
         "retrospective_undersampling": fully_sampled,
+        **({"acquired_box": [[b.start, b.stop] for b in box]} if box is not None and not stored.all() else {}),
         "mask": mask.to_dict(),
         **({"file": measured.meta} if measured.meta else {}),
     }
