@@ -460,3 +460,32 @@ def test_a_small_acquired_block_stays_a_measured_undersampling(tmp_path):
     assert problem.reference_kind == "none" and problem.mask.mask.any(axis=0).sum() == 16
     with pytest.raises(MedinrError, match="already undersampled"):
         problem_from_kspace(measured, "random", 4.0, 0.08, "espirit", seed=0)
+
+
+@pytest.mark.parametrize("marker", ["reconstruction_esc", "header"])
+def test_fastmri_single_coil_files_are_read_as_slices_of_one_coil(tmp_path, marker):
+    """fastMRI's single-coil layout is (slices, x, y): read as coils, a 3-slice file became 3 coils of one slice."""
+    import h5py
+
+    slices = np.stack([_cartesian_kspace()[0] * (1 + s) for s in range(3)])  # (slices, x, y), one coil
+    path = tmp_path / "singlecoil.h5"
+    with h5py.File(path, "w") as f:
+        f["kspace"] = slices.astype(np.complex64)
+        if marker == "reconstruction_esc":
+            f["reconstruction_esc"] = np.zeros((3, 32, 32), np.float32)
+        else:
+            f["ismrmrd_header"] = header_xml(MATRIX, FOV, "cartesian", 15)  # the coils of the emulated single coil
+    middle = load_kspace(path)
+    assert middle.kspace.shape == (1, 64, 64)
+    np.testing.assert_allclose(middle.kspace[0], slices[1], rtol=1e-6)
+    assert load_kspace(path, slice_index=0).kspace.shape == (1, 64, 64)
+
+
+def test_a_3d_kspace_whose_header_counts_its_coils_stays_one_slice_of_coils(tmp_path):
+    import h5py
+
+    path = tmp_path / "coils.h5"
+    with h5py.File(path, "w") as f:
+        f["kspace"] = _cartesian_kspace().astype(np.complex64)  # (coils, x, y)
+        f["ismrmrd_header"] = header_xml(MATRIX, FOV, "cartesian", COILS)
+    assert load_kspace(path).kspace.shape == (COILS, 64, 64)

@@ -113,7 +113,9 @@ def load_kspace(path: str | os.PathLike, slice_index: int | None = None, matrix:
     path : path-like
         ``.npy`` complex ``(C, *grid)``; or ``.h5`` with a ``kspace`` dataset: ``(slices, coils, ky, kx)``
         (fastMRI multi-coil), ``(coils, ky, kx)``, or ``(slices, ky, kx)`` single coil when ``slice_index`` is
-        given; an optional ``mask`` dataset (1D over the last axis, or the full grid); or an ISMRMRD ``.h5``
+        given or the file is fastMRI's single-coil layout (a ``reconstruction_esc`` dataset, or an
+        ``ismrmrd_header`` whose coil count is not the first axis's length); an optional ``mask`` dataset (1D
+        over the last axis, or the full grid); or an ISMRMRD ``.h5``
         (:func:`medinr.mri.mrd_io.read_mrd`); or a non-Cartesian ``.npz``
         (:func:`medinr.mri.noncart_kspace.load_npz`).
     slice_index : int, optional
@@ -208,10 +210,11 @@ def _read_h5(p: Path, slice_index: int | None) -> tuple[np.ndarray, np.ndarray |
             ds = f.get("kspace")
             if not isinstance(ds, h5py.Dataset):
                 raise MedinrError(f"{p} has no 'kspace' dataset (fastMRI layout expected)")
-            selection = _h5_selection(p, ds, slice_index)
+            header = _read_h5_header(p, f)
+            slices = ds.ndim == 4 or (ds.ndim == 3 and (slice_index is not None or _single_coil_slices(f, ds, header)))
+            selection = _h5_selection(p, ds, slice_index, slices)
             kspace = np.asarray(ds[selection])
             mask = _read_h5_mask(p, f)
-            header = _read_h5_header(p, f)
     except MedinrError:
         raise
     except Exception as exc:
@@ -239,10 +242,22 @@ def _read_h5_header(p: Path, f: "h5py.File") -> dict | None:  # noqa: F821
     return parse_header(ds[()], f"{p} ('ismrmrd_header')")
 
 
-def _h5_selection(p: Path, ds: "h5py.Dataset", slice_index: int | None) -> tuple:  # noqa: F821
-    """What to read of the ``kspace`` dataset, after its type, shape and stored size were checked."""
+def _single_coil_slices(f: "h5py.File", ds: "h5py.Dataset", header: dict | None) -> bool:  # noqa: F821
+    """Whether a 3D ``kspace`` is fastMRI's single-coil layout ``(slices, x, y)`` rather than one slice's coils
+    ``(coils, x, y)``: the file holds fastMRI's single-coil reference (``reconstruction_esc``, the emulated single
+    coil), or its header names a coil count other than the first axis's length. Read as coils, a 35-slice knee file
+    was reconstructed as 35 coils of one slice."""
+    if "reconstruction_esc" in f:
+        return True
+    coils = header.get("receiver_channels") if header is not None else None
+    return coils is not None and int(coils) != int(ds.shape[0])
+
+
+def _h5_selection(p: Path, ds: "h5py.Dataset", slice_index: int | None, slices: bool) -> tuple:  # noqa: F821
+    """What to read of the ``kspace`` dataset (``slices``: its first axis holds slices), after its type, shape and
+    stored size were checked."""
     shape = tuple(int(n) for n in ds.shape)
-    if ds.ndim == 4 or (ds.ndim == 3 and slice_index is not None):
+    if slices:
         index = shape[0] // 2 if slice_index is None else slice_index
         if not -shape[0] <= index < shape[0]:
             raise MedinrError(f"slice {index} is outside the {shape[0]} slices of {p}")
