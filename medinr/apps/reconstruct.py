@@ -172,4 +172,6 @@ def summary(request: ReconstructRequest, problem: ReconProblem | NonCartesianPro
         f"k-space relative error {record['kspace_relative_error']['inr']:.3g}")
     if isinstance(problem, NonCartesianProblem):
         return f"reconstructed {Path(request.input).name} from {problem.traj.shape[0]} readouts: {scores}"
-    return f"reconstructed {Path(request.input).name} at {problem.mask.achieved_acceleration:.2f}x: {scores}"
+    # measured undersampled data keep their own mask: --accel did not apply, and the line says so
+    own = " (the file's own sampling)" if problem.mask.kind == "measured" else ""
+    return f"reconstructed {Path(request.input).name} at {problem.mask.achieved_acceleration:.2f}x{own}: {scores}"
