@@ -29,7 +29,7 @@ from medinr.models.tasks import task_defaults
 from medinr.mri.compare import Comparison, overlap_baselines, run_methods
 from medinr.mri.fft import ifftc
 from medinr.mri.kspace_io import MeasuredKspace, is_kspace_file, load_kspace
-from medinr.mri.measured import acquired_box, infer_mask
+from medinr.mri.measured import acquired_box
 from medinr.mri.noncart_compare import run_noncart_methods
 from medinr.mri.noncart_kspace import NonCartesianKspace
 from medinr.mri.noncart_problem import (
@@ -89,8 +89,7 @@ def noncart_from_kspace(measured: MeasuredKspace | NonCartesianKspace, request: 
             raise MedinrError(f"{request.input} holds non-Cartesian samples with their own trajectory; --trajectory "
                               "simulates one from an image or fully sampled Cartesian k-space")
         return noncart_problem_from_measured(measured, a.maps or "espirit", a.density)
-    stored = measured.mask if measured.mask is not None else infer_mask(measured.kspace)
-    if acquired_box(stored) is None:  # zero-padded edges of a full scan are the same band-limited image
+    if acquired_box(measured.acquired()) is None:  # zero-padded edges of a full scan are the same band-limited image
         raise MedinrError(f"{request.input} holds undersampled Cartesian k-space; --trajectory {a.trajectory} "
                           "resamples only fully sampled k-space")
     _check_2d(measured.geometry.shape, a.trajectory)

@@ -32,6 +32,10 @@ class MeasuredKspace:
     noise_dwell_ratio: float = 1.0
     meta: dict[str, Any] = field(default_factory=dict)
 
+    def acquired(self) -> np.ndarray:
+        """The acquired samples (grid, bool): the stored mask, else those not zero in every coil."""
+        return self.mask if self.mask is not None else infer_mask(self.kspace)
+
 
 def infer_mask(kspace: np.ndarray) -> np.ndarray:
     """Acquired samples = those not exactly zero in some coil (zero-filled storage of undersampled data)."""
@@ -95,7 +99,7 @@ def remove_readout_oversampling(measured: MeasuredKspace, keep: int) -> Measured
     n = kspace.shape[1]
     if not 1 <= keep < n:
         raise ValueError(f"keep must lie in [1, {n}), got {keep}")
-    stored = measured.mask if measured.mask is not None else infer_mask(kspace)
+    stored = measured.acquired()
     import torch
 
     from medinr.mri.fft import fftc, ifftc

@@ -19,7 +19,7 @@ from medinr.mri.fft import ifftc
 from medinr.mri.holdout import KspaceSplit
 from medinr.mri.kspace_io import MeasuredKspace
 from medinr.mri.masks import SamplingMask, make_mask, validate_mask
-from medinr.mri.measured import acquired_box, infer_mask
+from medinr.mri.measured import acquired_box
 from medinr.mri.noise import NoiseEstimate, estimate_noise
 from medinr.mri.operators import SenseOp
 from medinr.mri.simulate import simulate_acquisition
@@ -162,7 +162,7 @@ def problem_from_kspace(
                           "reconstruction (medinr.mri.noncart_problem), not a Cartesian mask")
     kspace = measured.kspace
     grid = tuple(kspace.shape[1:])
-    stored = measured.mask if measured.mask is not None else infer_mask(kspace)
+    stored = measured.acquired()
     if not stored.any():
         raise MedinrError(f"{measured.source} holds no acquired samples (all zeros)")
     box = acquired_box(stored)
