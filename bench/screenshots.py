@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-# Mesa's softpipe: slower than llvmpipe but it never crashed in the 3D view (tests/conftest.py), and the same
-# pixels on every machine. Read when the first GL context is made.
+# Mesa's softpipe, the reference rasterizer the README's screenshots were drawn with: slower than llvmpipe (a few
+# seconds here), and its pixels do not depend on the CPU's vector units. Read when the first GL context is made.
 os.environ.setdefault("GALLIUM_DRIVER", "softpipe")
 # napari's preferences of this run in a temporary file: the plugin registers itself as the NIfTI reader there
 os.environ.setdefault("NAPARI_CONFIG", os.path.join(tempfile.mkdtemp(prefix="medinr-bench-"), "settings.yaml"))
