@@ -67,6 +67,20 @@ batch_size = number(1, MAX_BATCH, integer=True)
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d{1,3})?|mps")
 
 
+def sizes(kind: type, low: float, high: float):
+    """An argparse ``type=`` for 2 or 3 comma-separated numbers in ``[low, high]`` (``--matrix``, ``--fov``)."""
+    one = number(low, high, integer=kind is int)
+
+    def parse(text: str) -> tuple:
+        parts = [t.strip() for t in text.split(",")]
+        if len(parts) not in (2, 3):
+            raise argparse.ArgumentTypeError(f"'{terminal_safe(text, limit=40)}' is not 2 or 3 comma-separated sizes")
+        return tuple(one(t) for t in parts)
+
+    parse.__name__ = "sizes"
+    return parse
+
+
 def device_name(text: str) -> str:
     """``--device``: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``, checked when parsed (no torch needed)."""
     name = str(text).strip().lower()

@@ -24,6 +24,7 @@ from pipelines.common import (
     parse_model_options,
     positive_float,
     positive_int,
+    sizes,
     snr_db,
 )
 
@@ -88,20 +89,6 @@ def _add_noncartesian_arguments(parser: argparse.ArgumentParser) -> None:
                     help="image matrix of a .npz trajectory file, e.g. 256,256")
     nc.add_argument("--fov", type=sizes(float, 1e-3, 1e6), default=None,
                     help="field of view of a .npz trajectory file in mm, e.g. 220,220")
-
-
-def sizes(kind: type, low: float, high: float):
-    """An argparse ``type=`` for 2 or 3 comma-separated numbers in ``[low, high]`` (``--matrix``, ``--fov``)."""
-    one = number(low, high, integer=kind is int)
-
-    def parse(text: str) -> tuple:
-        parts = [t.strip() for t in text.split(",")]
-        if len(parts) not in (2, 3):
-            raise argparse.ArgumentTypeError(f"'{terminal_safe(text, limit=40)}' is not 2 or 3 comma-separated sizes")
-        return tuple(one(t) for t in parts)
-
-    parse.__name__ = "sizes"
-    return parse
 
 
 def _add_inr_arguments(parser: argparse.ArgumentParser) -> None:

@@ -69,7 +69,7 @@ def test_fit_writes_checkpoint_image_metrics_and_png(tmp_path, small_image, caps
         (["fit", "{image}", "--model-options", "{{bad", "--out", "{out}"], "not valid JSON"),
         (["fit", "{image}", "--steps", "0", "--out", "{out}"], "argument --steps: 0 must be >= 1"),
         (["fit", "{nan}", "--out", "{out}"], "NaN"),
-        (["info", "{image}"], "not a medinr checkpoint"),
+        (["info", "{nan}"], "NaN"),
     ],
 )
 def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, small_image, capsys, args, message):

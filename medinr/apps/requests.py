@@ -315,12 +315,19 @@ class RenderRequest(Request):
 
 @dataclass(frozen=True)
 class InfoRequest(Request):
-    """``medinr info``: the metadata of a checkpoint (``raw``: its JSON as stored), read without running it."""
+    """``medinr info``: what a file holds (``raw``: as JSON): a checkpoint's metadata, read without running it, or
+    an image's or k-space file's grid and values or sampling."""
 
-    checkpoint: str = ""
+    path: str = ""
     raw: bool = False
+    matrix: tuple[int, ...] | None = None  # a non-Cartesian .npz that stores no grid (as ReconstructRequest)
+    fov_mm: tuple[float, ...] | None = None
 
     app = "medinr.apps.info"
+
+    def __post_init__(self) -> None:
+        _require((self.matrix is None and self.fov_mm is None) or self.path.lower().endswith(".npz"),
+                 "--matrix and --fov give the image grid of a non-Cartesian .npz file; other inputs carry their own")
 
     def outputs(self) -> list[str]:
         return []
