@@ -99,3 +99,19 @@ def test_a_file_the_commands_refuse_is_one_error_line(tmp_path, capsys, name, co
     rc, out, err = _info(capsys, path)
     lines = err.strip().splitlines()
     assert rc == 2 and not out and len(lines) == 1 and message in lines[0] and "Traceback" not in err
+
+
+def test_describing_an_image_or_kspace_imports_no_torch(samples):
+    """A file the user is about to process is described in well under a second: no torch (nor matplotlib)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from test_apps import PROBE
+
+    root = Path(__file__).resolve().parents[1]
+    for path in (samples / "mni152_t1_2mm.nii.gz", samples / "gre_2coil_kspace.npy"):
+        proc = subprocess.run([sys.executable, "-c", PROBE, "info", str(path)], cwd=root, capture_output=True,
+                              text=True, timeout=120)
+        probe = json.loads([s for s in proc.stdout.splitlines() if s.startswith("PROBE ")][-1][len("PROBE "):])
+        assert probe["code"] == 0 and "torch" not in probe["heavy"] and "matplotlib" not in probe["heavy"], probe

@@ -16,7 +16,6 @@ import numpy as np
 
 from medinr.apps.requests import InfoRequest
 from medinr.apps.result import AppResult
-from medinr.checkpoint import read_metadata
 from medinr.geometry import Geometry
 from medinr.textsafe import dumps_strict, terminal_safe
 
@@ -158,6 +157,8 @@ def run(request: InfoRequest) -> AppResult:
     """The report (or the raw JSON), composed whole: it is printed whole or not at all."""
     kind = input_kind(request.path)
     if kind == CHECKPOINT:
+        from medinr.checkpoint import read_metadata  # (torch: the header names a family of the model zoo)
+
         meta = read_metadata(request.path)  # every field checked before anything is composed
         lines = describe(meta, request.path)
     elif kind == KSPACE:

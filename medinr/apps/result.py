@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medinr.continuous import ContinuousImage
 from medinr.geometry import Geometry
+
+if TYPE_CHECKING:  # the commands' results are described without torch (medinr info of an image)
+    from medinr.continuous import ContinuousImage
 
 
 @dataclass
