@@ -7,6 +7,7 @@ Loading parses a JSON header and raw tensor bytes only; nothing in the file is e
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,19 @@ def read_header(path: str | os.PathLike) -> CheckpointHeader:
         :meth:`medinr.schema.CheckpointHeader.parse` (every field is checked before this returns).
     """
     return _header_and_tensors(Path(path))[0]
+
+
+def weight_count(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(parameters, tensors)`` that the checkpoint's tensor table declares, from its header (no weight is read);
+    None when an entry has no list of sizes (:func:`load_checkpoint` refuses such a file)."""
+    total = 0
+    tensors = _header_and_tensors(Path(path))[1]
+    for entry in tensors.values():
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
+            return None
+        total += math.prod(shape)
+    return total, len(tensors)
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:

@@ -79,9 +79,11 @@ def test_a_checkpoint_is_recognised_by_its_content_under_any_name(tmp_path, caps
     ckpt = save_checkpoint(tmp_path / "model.inr", ContinuousImage(model, Geometry((8, 8)), {"kind": "intensity"}))
     renamed = tmp_path / "model.safetensors"
     shutil.copy(ckpt, renamed)
+    state = model.state_dict()
+    count = f"{sum(t.numel() for t in state.values()):,} parameters in {len(state)} tensors"
     for path in (ckpt, renamed):
         rc, out, _ = _info(capsys, path)
-        assert rc == 0 and "format:    medinr-inr" in out and "model:     siren" in out
+        assert rc == 0 and "format:    medinr-inr" in out and "model:     siren" in out and count in out
 
 
 @pytest.mark.parametrize("name, content, message", [

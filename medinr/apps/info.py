@@ -48,6 +48,17 @@ def describe(meta: dict, checkpoint: str) -> list[str]:
     return lines
 
 
+def _weights_line(path: str) -> list[str]:
+    """Parameters and tensors the file declares (its header; no weight is read), and its size."""
+    from medinr.checkpoint import weight_count
+
+    counted = weight_count(path)
+    if counted is None:
+        return []
+    size = Path(path).stat().st_size / 2**20
+    return [f"weights:   {counted[0]:,} parameters in {counted[1]} tensors ({size:.2f} MiB file)"]
+
+
 def _safetensors(path: Path) -> bool:
     """Whether ``path`` starts as a safetensors file does (a little-endian header length, then a JSON object)."""
     try:
@@ -160,7 +171,7 @@ def run(request: InfoRequest) -> AppResult:
         from medinr.checkpoint import read_metadata  # (torch: the header names a family of the model zoo)
 
         meta = read_metadata(request.path)  # every field checked before anything is composed
-        lines = describe(meta, request.path)
+        lines = describe(meta, request.path) + _weights_line(request.path)
     elif kind == KSPACE:
         from medinr.mri.kspace_io import load_kspace
 
