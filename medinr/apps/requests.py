@@ -26,6 +26,12 @@ def _require(condition: bool, message: str) -> None:
         raise MedinrError(message)
 
 
+def _require_npz_grid(path: str, matrix: tuple | None, fov: tuple | None) -> None:
+    """``--matrix``/``--fov`` only for a non-Cartesian ``.npz`` (reconstruct and info read the same files)."""
+    _require((matrix is None and fov is None) or path.lower().endswith(".npz"),
+             "--matrix and --fov give the image grid of a non-Cartesian .npz file; other inputs carry their own")
+
+
 @dataclass(frozen=True)
 class Request:
     """What every request holds: the seed, the device ('cpu', 'cuda' or 'auto') and whether to show progress."""
@@ -196,8 +202,7 @@ class ReconstructRequest(Request):
         _require(not unknown, f"unknown baseline '{unknown[0] if unknown else ''}' ({', '.join(CS_METHODS)})")
         self.inr.check()
         a = self.acquisition
-        _require((a.matrix is None and a.fov is None) or self.input.lower().endswith(".npz"),
-                 "--matrix and --fov give the image grid of a non-Cartesian .npz file; other inputs carry their own")
+        _require_npz_grid(self.input, a.matrix, a.fov)
         _require(not (self.inr.data_consistency and a.trajectory is not None),
                  "--data-consistency needs Cartesian k-space (non-Cartesian samples have no grid to be put back on)")
 
@@ -326,8 +331,7 @@ class InfoRequest(Request):
     app = "medinr.apps.info"
 
     def __post_init__(self) -> None:
-        _require((self.matrix is None and self.fov_mm is None) or self.path.lower().endswith(".npz"),
-                 "--matrix and --fov give the image grid of a non-Cartesian .npz file; other inputs carry their own")
+        _require_npz_grid(self.path, self.matrix, self.fov_mm)
 
     def outputs(self) -> list[str]:
         return []
