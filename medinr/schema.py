@@ -28,16 +28,18 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from medinr import jsonsafe
 from medinr.errors import MedinrError
 from medinr.geometry import Geometry, WorldBox
 from medinr.textsafe import dumps_strict
 from medinr.validation import MAX_IMAGE_AXIS, check_model_options, show
+
+if TYPE_CHECKING:  # torch only where a displacement is evaluated: reading a header needs none (medinr info)
+    import torch
 
 FORMAT = "medinr-inr"
 #: 2: the frame is written as ``frame`` (format 1: ``coords``, still read).
@@ -133,6 +135,8 @@ class OutputMeaning:
 
     def affine_displacement(self, xyz: torch.Tensor) -> torch.Tensor:
         """``M x - x`` at world points ``(..., ndim)`` mm, in their dtype (zero when there is no affine part)."""
+        import torch
+
         if self.affine is None:
             return torch.zeros_like(xyz)
         m = torch.as_tensor(self.affine, dtype=xyz.dtype, device=xyz.device)
@@ -502,6 +506,25 @@ class LatticeHeader:
 
 
 # -- safetensors files -------------------------------------------------------------------------------------
+def _header_length(head: bytes, size: int) -> int | None:
+    """The JSON header length that a safetensors file of ``size`` bytes declares in its first 8 bytes ``head``;
+    None when it is not one (too short, or a length outside ``2 .. min(MAX_FILE_HEADER, size - 8)``)."""
+    n = struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else -1
+    return n if 2 <= n <= min(MAX_FILE_HEADER, size - 8) else None
+
+
+def starts_as_safetensors(path: str | os.PathLike) -> bool:
+    """Whether ``path`` begins as a safetensors file does: a header length it can hold, then a JSON object (only
+    its first 9 bytes are read; :func:`read_safetensors_header` checks the rest)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return False
+    return _header_length(head, size) is not None and head[8:9] == b"{"
+
+
 def read_safetensors_header(path: str | os.PathLike, what: str) -> tuple[dict[str, str], dict[str, dict]]:
     """The metadata (text by key) and tensor table of a safetensors file, read from its JSON header only.
 
@@ -519,10 +542,11 @@ def read_safetensors_header(path: str | os.PathLike, what: str) -> tuple[dict[st
         with open(p, "rb") as f:
             head = f.read(8)
             size = os.fstat(f.fileno()).st_size
-            n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
-            if not 2 <= n <= min(MAX_FILE_HEADER, size - 8):
-                raise MedinrError(f"{p} is not a {what} (not a safetensors file: a header of {n} bytes in a file "
-                                  f"of {size})")
+            n = _header_length(head, size)
+            if n is None:
+                declared = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+                raise MedinrError(f"{p} is not a {what} (not a safetensors file: a header of {declared} bytes in a "
+                                  f"file of {size})")
             raw = f.read(n)
     except OSError as exc:
         raise MedinrError(f"{p} cannot be read ({exc.strerror or type(exc).__name__})") from None

@@ -17,6 +17,7 @@ import numpy as np
 from medinr.apps.requests import InfoRequest
 from medinr.apps.result import AppResult
 from medinr.geometry import Geometry
+from medinr.schema import starts_as_safetensors
 from medinr.textsafe import dumps_strict, terminal_safe
 
 CHECKPOINT, IMAGE, KSPACE = "checkpoint", "image", "k-space"
@@ -59,17 +60,6 @@ def _weights_line(path: str) -> list[str]:
     return [f"weights:   {counted[0]:,} parameters in {counted[1]} tensors ({size:.2f} MiB file)"]
 
 
-def _safetensors(path: Path) -> bool:
-    """Whether ``path`` starts as a safetensors file does (a little-endian header length, then a JSON object)."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(9)
-    except OSError:
-        return False
-    return len(head) == 9 and 2 <= int.from_bytes(head[:8], "little") <= size - 8 and head[8:9] == b"{"
-
-
 def input_kind(path: str) -> str:
     """What ``medinr info`` reads ``path`` as: :data:`CHECKPOINT` (a ``.inr`` name or a safetensors file),
     :data:`KSPACE` (what ``reconstruct`` reads as k-space: :func:`~medinr.mri.kspace_io.is_kspace_file`), else
@@ -77,7 +67,7 @@ def input_kind(path: str) -> str:
     from medinr.mri.kspace_io import is_kspace_file
 
     p = Path(path)
-    if p.suffix.lower() == ".inr" or (p.is_file() and _safetensors(p)):
+    if p.suffix.lower() == ".inr" or (p.is_file() and starts_as_safetensors(p)):
         return CHECKPOINT
     return KSPACE if is_kspace_file(p) else IMAGE
 
