@@ -97,17 +97,23 @@ def read_header(path: str | os.PathLike) -> CheckpointHeader:
     return _header_and_tensors(Path(path))[0]
 
 
-def weight_count(path: str | os.PathLike) -> tuple[int, int] | None:
-    """``(parameters, tensors)`` that the checkpoint's tensor table declares, from its header (no weight is read);
-    None when an entry has no list of sizes (:func:`load_checkpoint` refuses such a file)."""
+def _weight_count(tensors: dict[str, dict]) -> tuple[int, int] | None:
+    """``(parameters, tensors)`` that a tensor table declares; None when an entry has no list of sizes
+    (:func:`load_checkpoint` refuses such a file)."""
     total = 0
-    tensors = _header_and_tensors(Path(path))[1]
     for entry in tensors.values():
         shape = entry.get("shape") if isinstance(entry, dict) else None
         if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
             return None
         total += math.prod(shape)
     return total, len(tensors)
+
+
+def read_metadata_and_count(path: str | os.PathLike) -> tuple[dict[str, Any], tuple[int, int] | None]:
+    """:func:`read_metadata` and the ``(parameters, tensors)`` its tensor table declares, from one reading of the
+    header (no weight is read; None for a table :func:`load_checkpoint` would refuse)."""
+    header, tensors = _header_and_tensors(Path(path))
+    return header.to_json(), _weight_count(tensors)
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:

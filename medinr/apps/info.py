@@ -49,11 +49,8 @@ def describe(meta: dict, checkpoint: str) -> list[str]:
     return lines
 
 
-def _weights_line(path: str) -> list[str]:
+def _weights_line(path: str, counted: tuple[int, int] | None) -> list[str]:
     """Parameters and tensors the file declares (its header; no weight is read), and its size."""
-    from medinr.checkpoint import weight_count
-
-    counted = weight_count(path)
     if counted is None:
         return []
     size = Path(path).stat().st_size / 2**20
@@ -158,10 +155,10 @@ def run(request: InfoRequest) -> AppResult:
     """The report (or the raw JSON), composed whole: it is printed whole or not at all."""
     kind = input_kind(request.path)
     if kind == CHECKPOINT:
-        from medinr.checkpoint import read_metadata  # (torch: the header names a family of the model zoo)
+        from medinr.checkpoint import read_metadata_and_count  # (torch: the header names a family of the zoo)
 
-        meta = read_metadata(request.path)  # every field checked before anything is composed
-        lines = describe(meta, request.path) + _weights_line(request.path)
+        meta, counted = read_metadata_and_count(request.path)  # every field checked before anything is composed
+        lines = describe(meta, request.path) + _weights_line(request.path, counted)
     elif kind == KSPACE:
         from medinr.mri.kspace_io import load_kspace
 
