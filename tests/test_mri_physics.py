@@ -300,6 +300,32 @@ def test_fast_residual_has_the_sense_residual_energy_on_every_readout(grid, kind
     np.testing.assert_allclose(data.kspace, coil_mix(w, kspace * mask), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("grid, kind", [((24, 20), "random"), ((23, 19), "random"), ((24, 21), "poisson")])
+def test_written_out_data_term_matches_autograd(grid, kind):
+    """The data term's written-out gradient (``WhitenedData.data_loss``) gives the value, residual and gradient of
+    autograd through :meth:`WhitenedData.residual` and :func:`data_term`, for line and 2D masks, even and odd
+    grids, and the density weights of a sample set."""
+    from medinr.mri.inr_recon import data_term, whiten_data
+
+    maps = torch.from_numpy(birdcage_maps(grid, 3))
+    mask = torch.from_numpy(make_mask(grid, kind, 2.0, 0.2, seed=1).mask).bool()
+    noise = NoiseEstimate(np.diag([1.0, 2.0, 3.0]) + 0.2, 10, 1.0)
+    kspace = SenseOp(maps, mask)(_rand_complex(*grid, seed=6).to(torch.complex64))
+    data = whiten_data(kspace, maps, mask, noise, whiten=True)
+    weights = data.sample_weights(mask) * torch.rand(grid, generator=torch.Generator().manual_seed(2))
+    voxels = float(np.prod(grid))
+    parts = torch.randn(2, *grid, generator=torch.Generator().manual_seed(4), requires_grad=True)
+    loss, resid = data.data_loss(torch.complex(parts[0], parts[1]), weights, voxels)
+    (grad,) = torch.autograd.grad(loss * 3.0, parts)
+    reference = data.residual(torch.complex(parts[0], parts[1]))
+    expected = data_term(reference, weights, voxels)
+    (expected_grad,) = torch.autograd.grad(expected * 3.0, parts)
+    assert not resid.requires_grad and float(loss.detach()) > 0
+    np.testing.assert_allclose(float(loss.detach()), float(expected.detach()), rtol=1e-5)
+    np.testing.assert_allclose(resid, reference.detach(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-4, atol=1e-6 * float(expected_grad.abs().max()))
+
+
 def test_cs_warm_start_is_used_and_converges_to_the_same_solution():
     """A warm start from a solution at a neighbouring lambda changes the first iterate (SigPy takes ``x``)
     and lands where a long cold run does; the start array is not modified."""
