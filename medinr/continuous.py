@@ -179,11 +179,16 @@ class ContinuousImage:
         if outside is None:
             values = self.to_output_units(self.model.evaluate(coords, chunk=chunk, compile=compile))
         else:
-            values = torch.full((coords.shape[0], self.model.out_features), float(outside), device=dev)
-            keep = self.inside(coords).nonzero().squeeze(1)
-            if keep.numel():
-                raw = self.model.evaluate(coords[keep], chunk=chunk, compile=compile)
-                values[keep] = self.to_output_units(raw).float()
+            inside = self.inside(coords)
+            if bool(inside.all()):  # a plane inside the box (the viewer's usual frame): no gather and scatter
+                keep: torch.Tensor | slice = slice(None)
+                values = self.to_output_units(self.model.evaluate(coords, chunk=chunk, compile=compile)).float()
+            else:
+                values = torch.full((coords.shape[0], self.model.out_features), float(outside), device=dev)
+                keep = inside.nonzero().squeeze(1)
+                if keep.numel():
+                    raw = self.model.evaluate(coords[keep], chunk=chunk, compile=compile)
+                    values[keep] = self.to_output_units(raw).float()
         if self.output.affine is not None:  # the global part of a displacement, where the network was evaluated
             flat = pts.reshape(-1, pts.shape[-1]).to(dev, torch.float64)
             where = slice(None) if outside is None else keep

@@ -37,6 +37,8 @@ def _apply_affine(matrix: np.ndarray, points: Array) -> Array:
 
         lin_t = torch.as_tensor(lin, dtype=points.dtype, device=points.device)
         off_t = torch.as_tensor(off, dtype=points.dtype, device=points.device)
+        if points.dim() == 2:  # one fused product and offset: half the time of the two (float64 on a CPU)
+            return torch.addmm(off_t, points, lin_t.T)
         return points @ lin_t.T + off_t
     pts = np.asarray(points, dtype=np.float64)
     return pts @ lin.T + off
@@ -154,7 +156,8 @@ class Geometry:
         return _apply_affine(inv, coords)
 
     def world_to_network(self, xyz: Array) -> Array:
-        return self.voxel_to_network(self.world_to_voxel(xyz))
+        """World millimetres to network coordinates: one affine map (:attr:`world_to_network_affine`)."""
+        return _apply_affine(self.world_to_network_affine, xyz)
 
     def network_to_world(self, coords: Array) -> Array:
         return self.voxel_to_world(self.network_to_voxel(coords))
@@ -354,13 +357,13 @@ def _slab_of_plane(image: torch.Tensor, coords: torch.Tensor) -> torch.Tensor | 
     # the first and last points settle it for almost any other set of points (a warp's, a displacement's), at
     # the cost of one small comparison instead of a pass over all of them (a registration samples its velocity
     # lattice without gradients 380 times)
-    if flat.shape[0] < 2 or not bool((flat[0] == flat[-1]).any()):
+    if flat.shape[0] < 2:
         return None
-    lo, hi = torch.aminmax(flat, dim=0)
-    same = (lo == hi).nonzero()
-    if not len(same):
+    # then only an axis the two share is checked over every point (a third of a min-max pass over all three)
+    shared = [a for a in range(3) if bool(flat[0, a] == flat[-1, a])]
+    axis = next((a for a in shared if bool((flat[:, a] == flat[0, a]).all())), None)
+    if axis is None:
         return None
-    axis = int(same[0, 0])
     lead = 0 if image.dim() == 3 else 1
     n = image.shape[lead + axis]
     # grid_sample's own unnormalisation (align_corners=True) and border clamp of the shared coordinate
@@ -370,5 +373,7 @@ def _slab_of_plane(image: torch.Tensor, coords: torch.Tensor) -> torch.Tensor | 
     slab = image.select(lead + axis, k0)
     if fraction > 0.0:
         slab = torch.lerp(slab, image.select(lead + axis, k0 + 1), fraction)
-    rest = [a for a in range(3) if a != axis]
-    return sample_grid(slab, coords[..., rest])
+    # the other two coordinates as a view (a stride-2 one for the middle axis): the sampler reads it, where an
+    # index list copied the points through a slow gather once per level
+    rest = coords[..., 1:] if axis == 0 else coords[..., ::2] if axis == 1 else coords[..., :2]
+    return sample_grid(slab, rest)
