@@ -16,7 +16,6 @@ import torch
 from medinr.errors import MedinrError
 from medinr.geometry import Geometry, WorldBox
 from medinr.models import INR
-from medinr.models.base import DEFAULT_CHUNK
 from medinr.schema import FRAMES, OUTPUT_KINDS, OutputMeaning, check_layout
 
 __all__ = ["FRAMES", "OUTPUT_KINDS", "ContinuousImage", "OutputMeaning"]
@@ -163,7 +162,7 @@ class ContinuousImage:
     def evaluate(
         self,
         xyz: np.ndarray | torch.Tensor,
-        chunk: int = DEFAULT_CHUNK,
+        chunk: int | None = None,
         outside: float | None = None,
         compile: bool = False,
     ) -> torch.Tensor:
@@ -206,7 +205,7 @@ class ContinuousImage:
             and tuple(geometry.shape) == tuple(self.geometry.shape)
 
     @torch.no_grad()
-    def on_grid(self, geometry: Geometry | None = None, chunk: int = DEFAULT_CHUNK) -> np.ndarray:
+    def on_grid(self, geometry: Geometry | None = None, chunk: int | None = None) -> np.ndarray:
         """Values at every voxel centre of ``geometry`` (default: the training grid): ``(*shape, C)`` float32.
 
         On its own training grid a network-frame image uses the family's lattice path (one pass for dense

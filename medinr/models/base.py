@@ -199,13 +199,20 @@ class INR(nn.Module):
             return b.device
         return torch.device("cpu")
 
+    @property
+    def eval_chunk(self) -> int:
+        """Coordinates per forward call of :meth:`evaluate` (and of rendering) by default."""
+        return DEFAULT_CHUNK
+
     @torch.no_grad()
-    def evaluate(self, coords: torch.Tensor, chunk: int = DEFAULT_CHUNK, compile: bool = False) -> torch.Tensor:
-        """Evaluate without gradients in chunks of ``chunk`` coordinates so that memory stays bounded.
+    def evaluate(self, coords: torch.Tensor, chunk: int | None = None, compile: bool = False) -> torch.Tensor:
+        """Evaluate without gradients in chunks of ``chunk`` coordinates (default :attr:`eval_chunk`) so that memory
+        stays bounded.
 
         With ``compile=True`` the forward runs through ``torch.compile`` (compiled once per model for the one
         chunk shape: the last chunk is padded; eager fallback on failure).
         """
+        chunk = self.eval_chunk if chunk is None else int(chunk)
         was_training = self.training
         self.eval()
         try:

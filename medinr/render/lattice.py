@@ -201,7 +201,7 @@ def plan_lattice(
 
 
 def lattice_steps(
-    image: ContinuousImage, geometry: Geometry | None = None, chunk: int = DEFAULT_CHUNK
+    image: ContinuousImage, geometry: Geometry | None = None, chunk: int | None = None
 ) -> Generator[float, None, CachedLattice]:
     """Build a :class:`CachedLattice` one slab (first-axis plane) at a time: yields the fraction done.
 
@@ -253,7 +253,7 @@ def run_steps(steps: Generator[Any, None, Any]) -> Any:
 
 
 def build_lattice(
-    image: ContinuousImage, geometry: Geometry | None = None, chunk: int = DEFAULT_CHUNK
+    image: ContinuousImage, geometry: Geometry | None = None, chunk: int | None = None
 ) -> CachedLattice:
     """:func:`lattice_steps` run to the end in the calling thread."""
     return run_steps(lattice_steps(image, geometry, chunk))

@@ -14,13 +14,12 @@ import torch
 from medinr.continuous import ContinuousImage
 from medinr.errors import MedinrError
 from medinr.geometry import Geometry
-from medinr.models.base import DEFAULT_CHUNK
 from medinr.registration.jacobian import jacobian_determinant
 from medinr.render.planes import Plane, shape2
 
 #: Components that :func:`render_plane` can show besides a channel index.
 COMPONENTS = ("auto", "value", "magnitude", "real", "imag", "phase", "jacobian")
-#: World points per block of :func:`exact_blocks`: a cancellation point every few chunks.
+#: World points per band of :func:`exact_blocks` (or one network chunk, where that is larger): a cancellation point.
 BLOCK_POINTS = 1 << 15
 
 
@@ -77,13 +76,13 @@ def component_at(
     xyz: np.ndarray | torch.Tensor,
     component: str | int = "auto",
     outside: float | None = 0.0,
-    chunk: int = DEFAULT_CHUNK,
+    chunk: int | None = None,
 ) -> np.ndarray:
     """One scalar component at world points ``(..., ndim)`` mm: ``(...)`` float32 in output units."""
     comp = resolve_component(image, component)
     if comp == "jacobian":
         pts = xyz.numpy() if isinstance(xyz, torch.Tensor) else np.asarray(xyz, dtype=np.float64)
-        return jacobian_determinant(image, pts, chunk=min(chunk, 8192))
+        return jacobian_determinant(image, pts, chunk=min(chunk or 8192, 8192))
     return to_component(image.sample(xyz, chunk=chunk, outside=outside), image.kind, comp)
 
 
@@ -98,8 +97,8 @@ def exact_blocks(
     shape: Sequence[int],
     component: str | int = "auto",
     outside: float | None = 0.0,
-    chunk: int = DEFAULT_CHUNK,
-    block_points: int = BLOCK_POINTS,
+    chunk: int | None = None,
+    block_points: int | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """The exact render of ``plane`` a band of rows at a time: yields ``(first_row, rows)``.
 
@@ -112,7 +111,9 @@ def exact_blocks(
     h, w = shape2(shape)
     m = plane.pixel_matrix((h, w))
     nd = plane.ndim
-    step = max(1, int(block_points) // w)
+    chunk = image.model.eval_chunk if chunk is None else int(chunk)
+    band = max(BLOCK_POINTS, chunk) if block_points is None else int(block_points)  # by default a whole chunk
+    step = max(1, band // w)
     cols = np.arange(w, dtype=np.float64)
     for r0 in range(0, h, step):
         rows = np.arange(r0, min(h, r0 + step), dtype=np.float64)
@@ -125,7 +126,7 @@ def render_plane(
     plane: Plane,
     shape: Sequence[int],
     component: str | int = "auto",
-    chunk: int = DEFAULT_CHUNK,
+    chunk: int | None = None,
     outside: float | None = 0.0,
 ) -> np.ndarray:
     """Evaluate the network at the pixel centres of ``plane`` sampled on ``shape`` = (H, W) (the exact frame).
@@ -176,7 +177,7 @@ def render_volume(
     geometry: Geometry | None = None,
     max_voxels: int | None = None,
     component: str | int = "auto",
-    chunk: int = DEFAULT_CHUNK,
+    chunk: int | None = None,
 ) -> tuple[np.ndarray, Geometry]:
     """One component on a whole grid (any resolution, any box), a plane of the grid at a time.
 
