@@ -360,7 +360,7 @@ def _slab_of_plane(image: torch.Tensor, coords: torch.Tensor) -> torch.Tensor | 
     if flat.shape[0] < 2:
         return None
     # then only an axis the two share is checked over every point (a third of a min-max pass over all three)
-    shared = [a for a in range(3) if bool(flat[0, a] == flat[-1, a])]
+    shared = (flat[0] == flat[-1]).nonzero().flatten().tolist()
     axis = next((a for a in shared if bool((flat[:, a] == flat[0, a]).all())), None)
     if axis is None:
         return None
