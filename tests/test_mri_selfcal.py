@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -308,3 +310,32 @@ def test_cs_sweep_estimates_the_step_sizes_once_and_keeps_the_result(method, mon
     # the power iteration starts from a random vector: its estimate, and so the image, agree to its tolerance
     assert np.abs(again - first).max() <= 1e-6 * np.abs(first).max()
     assert np.abs(own - first).max() <= 1e-2 * np.abs(first).max()
+
+
+def test_a_walk_that_ends_with_its_held_out_error_still_falling_says_so(small_image):
+    """The path ran out before the held-out data found a best state (noise-free k-space, a short path): the
+    record says so and the user is told how to go on; a noisy scan whose error turned up before the end does not
+    warn."""
+    from medinr.mri.inr_recon import still_falling
+
+    rule = BestIterate(None, patience=3)
+    for step, error in ((10, 5.0), (20, 4.0), (30, 3.0)):
+        rule.add(step, error, None)
+    assert still_falling(rule)
+    rule.add(40, 3.5, None)
+    assert not still_falling(rule)
+
+    clean = problem_from_image(small_image, Geometry(small_image.shape), "random", 3, 0.1, 4, "simulated", None)
+    config = preset_config("default", path={"steps": 40, "extend": 1.0}, eval_every=5)
+    with pytest.warns(UserWarning, match=r"still falling where the regularisation path ended \(step 40;.*--steps 80\)"):
+        recon = inr_reconstruct(clean, config, progress=False)
+    assert recon.extra["walk_ended_improving"] is True
+    assert recon.extra["chosen"]["step"] == 40
+
+    noisy = problem_from_image(small_image, Geometry(small_image.shape), "random", 3, 0.1, 4, "simulated", 15)
+    long = preset_config("default", path={"steps": 300, "tv_start": 30.0, "tv_end": 1.0, "extend": 1.0},
+                         eval_every=5, patience=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        recon = inr_reconstruct(noisy, long, progress=False)
+    assert recon.extra["walk_ended_improving"] is False and recon.extra["chosen"]["step"] < 300

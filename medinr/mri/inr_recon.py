@@ -14,6 +14,7 @@ choice uses a ground truth. The loop is :func:`medinr.training.fit`.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -273,6 +274,16 @@ def held_out_rule(data: WhitenedData, held: torch.Tensor, config: InrReconConfig
     return {"held_out_energy": energy, "tolerance": 0.0, "warmup_fraction": float(config.warmup_fraction)}
 
 
+def still_falling(selection: BestIterate) -> bool:
+    """Whether a walk ended with its held-out error at its lowest (no patience stop, the minimum at the last
+    point): the path ran out before the held-out data found a best state, and its last state was kept. Noise-free
+    simulated k-space does this (the priors should fall further than the path goes); real data stop earlier."""
+    points = selection.points
+    if len(points) < 2 or selection.exhausted():
+        return False
+    return points[-1]["validation_error"] <= min(p["validation_error"] for p in points)
+
+
 def self_calibrate(start: INR, data: WhitenedData, mask: torch.Tensor, held: torch.Tensor, config: InrReconConfig,
                    lr: float, progress: bool = False) -> tuple[INR, dict[str, Any], TrainResult]:
     """Walk the path on the fitting samples, choose the point by the held-out error on ``held``
@@ -295,9 +306,14 @@ def self_calibrate(start: INR, data: WhitenedData, mask: torch.Tensor, held: tor
                             tolerance=rule["tolerance"])
     outcome = fit_with_holdout(start, objective_for, path.max_steps, lr, schedule, selection, config.final,
                                progress=progress, description="reconstruct")
+    falling = still_falling(selection)
     record = {"validation_curve": selection.points, "chosen": selection.best_point,
-              "held_out_rule": rule,
+              "held_out_rule": rule, "walk_ended_improving": falling,
               "walk_steps": outcome.walk.steps, "final": outcome.description}
+    if falling:
+        warnings.warn(f"the held-out error was still falling where the regularisation path ended (step "
+                      f"{selection.points[-1]['step']}; typical of noise-free simulated k-space): that last state "
+                      f"is kept, and a longer path (--steps {2 * path.steps}) may do better", UserWarning, stacklevel=2)
     history = outcome.history
     history.stages = {"walk": outcome.walk.timing()}
     if outcome.final is not None:
