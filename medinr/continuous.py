@@ -175,23 +175,19 @@ class ContinuousImage:
         pts = xyz if isinstance(xyz, torch.Tensor) else torch.from_numpy(np.asarray(xyz, dtype=np.float64))
         lead = pts.shape[:-1]
         coords = self.to_network(pts.reshape(-1, pts.shape[-1]).to(dev, torch.float64)).to(torch.float32)
-        if outside is None:
+        inside = None if outside is None else self.inside(coords)
+        keep: torch.Tensor | slice = slice(None)  # the points the network is evaluated at
+        if inside is None or bool(inside.all()):  # (a plane inside the box, the viewer's usual frame: no gather)
             values = self.to_output_units(self.model.evaluate(coords, chunk=chunk, compile=compile))
         else:
-            inside = self.inside(coords)
-            if bool(inside.all()):  # a plane inside the box (the viewer's usual frame): no gather and scatter
-                keep: torch.Tensor | slice = slice(None)
-                values = self.to_output_units(self.model.evaluate(coords, chunk=chunk, compile=compile)).float()
-            else:
-                values = torch.full((coords.shape[0], self.model.out_features), float(outside), device=dev)
-                keep = inside.nonzero().squeeze(1)
-                if keep.numel():
-                    raw = self.model.evaluate(coords[keep], chunk=chunk, compile=compile)
-                    values[keep] = self.to_output_units(raw).float()
+            values = torch.full((coords.shape[0], self.model.out_features), float(outside), device=dev)
+            keep = inside.nonzero().squeeze(1)
+            if keep.numel():
+                raw = self.model.evaluate(coords[keep], chunk=chunk, compile=compile)
+                values[keep] = self.to_output_units(raw).float()
         if self.output.affine is not None:  # the global part of a displacement, where the network was evaluated
             flat = pts.reshape(-1, pts.shape[-1]).to(dev, torch.float64)
-            where = slice(None) if outside is None else keep
-            values[where] = values[where] + self.output.affine_displacement(flat[where]).float()
+            values[keep] = values[keep] + self.output.affine_displacement(flat[keep]).float()
         return values.float().reshape(*lead, self.model.out_features)
 
     def sample(self, xyz: np.ndarray | torch.Tensor, **options: Any) -> np.ndarray:

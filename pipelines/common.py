@@ -81,6 +81,11 @@ def sizes(kind: type, low: float, high: float):
     return parse
 
 
+#: ``--matrix`` and ``--fov`` of a non-Cartesian .npz (``reconstruct`` and ``info`` read the same files).
+matrix_size = sizes(int, 4, 65536)
+fov_size = sizes(float, 1e-3, 1e6)
+
+
 def device_name(text: str) -> str:
     """``--device``: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``, checked when parsed (no torch needed)."""
     name = str(text).strip().lower()

@@ -10,7 +10,7 @@ import argparse
 
 from medinr.apps import run as run_app
 from medinr.apps.requests import InfoRequest
-from pipelines.common import sizes
+from pipelines.common import fov_size, matrix_size
 
 HELP = ("print what a file holds: a .inr checkpoint's metadata (model, output meaning, geometry), an "
         "image's grid and values, or k-space's coils, grid and sampling")
@@ -21,9 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         ".h5, .npz) as the other commands read them")
     parser.add_argument("--json", action="store_true", help="print the description as JSON (a checkpoint: "
                         "its metadata as stored)")
-    parser.add_argument("--matrix", type=sizes(int, 4, 65536), default=None,
+    parser.add_argument("--matrix", type=matrix_size, default=None,
                         help="image matrix of a .npz trajectory file that does not store one, as for reconstruct")
-    parser.add_argument("--fov", type=sizes(float, 1e-3, 1e6), default=None,
+    parser.add_argument("--fov", type=fov_size, default=None,
                         help="field of view (mm) of a .npz trajectory file that does not store one")
 
 

@@ -17,14 +17,15 @@ from medinr.training.final import FINAL_STAGES
 from pipelines.common import (
     add_common_arguments,
     axis_index,
+    fov_size,
     fraction,
+    matrix_size,
     nonnegative_float,
     nonnegative_int,
     number,
     parse_model_options,
     positive_float,
     positive_int,
-    sizes,
     snr_db,
 )
 
@@ -85,9 +86,9 @@ def _add_noncartesian_arguments(parser: argparse.ArgumentParser) -> None:
                     help="readouts of --trajectory (default 48 spokes, 16 interleaves)")
     nc.add_argument("--density", choices=DENSITY_METHODS, default="voronoi",
                     help="density compensation of the gridding and of the data term (default voronoi)")
-    nc.add_argument("--matrix", type=sizes(int, 4, 65536), default=None,
+    nc.add_argument("--matrix", type=matrix_size, default=None,
                     help="image matrix of a .npz trajectory file, e.g. 256,256")
-    nc.add_argument("--fov", type=sizes(float, 1e-3, 1e6), default=None,
+    nc.add_argument("--fov", type=fov_size, default=None,
                     help="field of view of a .npz trajectory file in mm, e.g. 220,220")
 
 
