@@ -95,7 +95,7 @@ def _add_noncartesian_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_inr_arguments(parser: argparse.ArgumentParser) -> None:
     inr = parser.add_argument_group("INR (self-calibrated: held-out samples choose weights, levels and stop)")
     inr.add_argument("--preset", choices=sorted(PRESETS), default="default",
-                     help="fast (about 4x quicker), default or quality")
+                     help="fast (about half the default's time), default or quality")
     inr.add_argument("--model", default="mrgrid", help="INR family (default mrgrid)")
     inr.add_argument("--model-options", default=None, help="JSON object of model options")
     inr.add_argument("--steps", type=positive_int, default=None, help="length of the regularisation path")

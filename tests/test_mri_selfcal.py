@@ -101,6 +101,8 @@ def test_inr_and_cs_are_chosen_on_the_same_held_out_samples(small_image, monkeyp
     assert rule["tolerance"] in (0.0, config.tolerance) and rule["held_out_energy"] > 0
     band = [p for p in points if p["validation_error"] <= lowest + rule["tolerance"]]
     assert inr["chosen"] == band[-1]  # the latest point of the recorded curve within the band over its minimum
+    # the refit walks the path slower where the held-out samples are noise-dominated, at the walk's pace elsewhere
+    assert ("1.5x slower" in inr["final"]) == rule["noise_dominated"] and inr["final"].startswith("refitted")
 
 
 def test_the_band_and_the_longer_warm_up_apply_where_the_held_out_samples_are_noise_dominated():
@@ -128,9 +130,10 @@ def test_the_band_and_the_longer_warm_up_apply_where_the_held_out_samples_are_no
     quiet = held_out_rule(Data(noise), held, config)
     assert quiet["held_out_energy"] == pytest.approx(1.0, abs=0.1) and quiet["tolerance"] == config.tolerance > 0
     assert quiet["warmup_fraction"] == config.noise_dominated_warmup > config.warmup_fraction
+    assert quiet["noise_dominated"]
     loud = held_out_rule(Data(noise + 10.0), held, config)
     assert loud["held_out_energy"] == pytest.approx(101.0, rel=0.05) and loud["tolerance"] == 0.0
-    assert loud["warmup_fraction"] == config.warmup_fraction
+    assert loud["warmup_fraction"] == config.warmup_fraction and not loud["noise_dominated"]
 
 
 @pytest.mark.slow

@@ -363,6 +363,36 @@ def test_each_final_stage_does_what_it_says(kind) -> None:
         FinalStage("nonsense")
 
 
+def test_a_stretched_refit_walks_the_schedule_slower_to_the_chosen_point() -> None:
+    """stretch s: s x the chosen steps; step k sees the objective's step k / s and the learning-rate factor of the
+    walk's schedule there, so the refit ends where the walk chose; a stretch below 1 is refused."""
+    objective_for, held = _toy_problem()
+    seen: list[float] = []
+
+    def recording(model, stage):
+        inner = objective_for(model, stage)
+        return inner if stage == "walk" else lambda step: (seen.append(step), inner(step))[1]
+
+    torch.manual_seed(0)
+    start = torch.nn.Linear(1, 1)
+    rule = BestIterate(held, patience=4)
+    out = fit_with_holdout(start, recording, 60, 0.05, Schedule("cosine", length=60), rule,
+                           FinalStage("refit", stretch=2.0), progress=False)
+    chosen = rule.best_step
+    assert out.final.steps == 2 * chosen and len(seen) == 2 * chosen
+    assert seen[:3] == [0.0, 0.5, 1.0] and seen[-1] == pytest.approx(chosen - 0.5)
+    assert "2x slower" in out.description
+    # the same as a plain fit of 2 x chosen steps over a schedule twice as long, objective at half the step
+    torch.manual_seed(0)
+    again = torch.nn.Linear(1, 1)
+    inner = objective_for(again, "refit")
+    fit(again, lambda step: inner(step / 2.0), 2 * chosen, 0.05, Schedule("cosine", length=120), progress=False)
+    assert torch.equal(out.model.weight, again.weight)
+    assert FinalStage.of("refit", stretch=1.5).stretch == 1.5 and FinalStage.of({"kind": "split"}).stretch == 1.0
+    with pytest.raises(MedinrError, match="stretch"):
+        FinalStage("refit", stretch=0.5)
+
+
 # ---- the one hold-out rule ----------------------------------------------------------------------------------
 def test_split_units_draws_from_the_candidates_only_and_repeats() -> None:
     available = np.ones(40, bool)

@@ -33,6 +33,15 @@ TRAJECTORIES = ("radial", "spiral")
 DENSITY_METHODS = ("voronoi", "pipe")
 
 
+#: How many times slower than the walk the default refit goes along the path (:class:`FinalStage`): at the walk's
+#: pace the fit lags the falling weights, and a refit that takes its time reaches the chosen weights nearer their
+#: optimum. On 18 cases of bench/recon.py (INR alone, 2 threads; tissue PSNR gain at 1.5, then at 2, over 1): the
+#: 4x 8-coil slices +0.37..+0.75 dB (seven) and +0.48..+1.04 (eight), the 16-coil 384 x 396 slice +0.93 and +1.40,
+#: the single-coil slice +0.49 and +0.62, the measured GRE at 2-4x +0.01..+0.04 and +0.03..+0.06, five 8x cases
+#: +0.02..+0.37 and +0.01..+0.51; none lost. The INR took 1.0-1.5x its time at 1.5 and 1.2-2.1x at 2.
+REFIT_STRETCH = 1.5
+
+
 @dataclass
 class RegularisationPath:
     """Weights and capacity as a function of the step.
@@ -113,9 +122,10 @@ class InrReconConfig:
         Fraction of acquired units (readouts, outside the calibration region) held out to choose the point
         on the path. 0 disables self-calibration: the whole path is walked on every sample.
     final : FinalStage
-        After the choice: 'refit' on every acquired sample from the start up to the chosen step (default);
-        'finetune': continue the chosen model on every sample for ``final.fraction`` of the chosen step along
-        the path; 'split': keep the split's model. A name is taken with the default fraction (0.25).
+        After the choice: 'refit' on every acquired sample from the start up to the chosen step, walking the
+        path :data:`REFIT_STRETCH` times slower (default); 'finetune': continue the chosen model on every sample
+        for ``final.fraction`` of the chosen step along the path; 'split': keep the split's model. A name is
+        taken with the default fraction (0.25) and stretch.
     whiten : bool
         Decorrelate the coils with the estimated noise covariance (else only divide by the noise level).
     eval_every : int
@@ -158,7 +168,7 @@ class InrReconConfig:
     path: RegularisationPath = field(default_factory=RegularisationPath)
     lr: float | None = None
     holdout_fraction: float = 0.1
-    final: FinalStage = field(default_factory=FinalStage)
+    final: FinalStage = field(default_factory=lambda: FinalStage(stretch=REFIT_STRETCH))
     whiten: bool = True
     eval_every: int = 10
     warmup_fraction: float = 0.2
@@ -173,7 +183,7 @@ class InrReconConfig:
     def __post_init__(self) -> None:
         if isinstance(self.path, dict):
             self.path = RegularisationPath(**self.path)
-        self.final = FinalStage.of(self.final)
+        self.final = FinalStage.of(self.final, stretch=REFIT_STRETCH)
         self.check()
 
     def check(self) -> None:
@@ -199,9 +209,11 @@ class InrReconConfig:
 #: override :class:`RegularisationPath` fields). Chosen on the benchmark panel (bench/recon.py). ``fast`` walks the
 #: default path, stops after 5 evaluations without gain instead of 8 and keeps the split's model (no refit): on four
 #: 4x cases of bench/recon.py (three simulated slices, the measured GRE at 3x) it was within -0.23..+0.11 dB of the
-#: default (median INR - best CS +0.63 both) at about half the CPU time; the shorter path it had before (100 steps)
-#: cost 1.8 dB. At 8x it gives up to 2.5 dB (bench/recon.py --quick: dipy -2.5, robex -1.4, the other three within
-#: 0.15 dB): a held-out curve that plateaus needs the patience and the refit on every line.
+#: default with its refit at the walk's pace, at about half the CPU time; against the slower refit
+#: (:data:`REFIT_STRETCH`) it is 0.73-0.88 dB under on the three slices and 0.16 on the GRE, at 0.4-0.55x the time.
+#: The shorter path it had before (100 steps) cost 1.8 dB. At 8x it gives up to 2.5 dB (bench/recon.py --quick: dipy
+#: -2.5, robex -1.4, the other three within 0.15 dB): a held-out curve that plateaus needs the patience and the refit
+#: on every line.
 PRESETS: dict[str, dict[str, Any]] = {
     "fast": {"patience": 5, "final": "split"},
     "default": {},

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from medinr.training.final import FinalStage
@@ -154,8 +154,16 @@ def fit_with_holdout(
         return HeldOutFit(best, selection, walk, None, "the split's model at the chosen step")
     if final.kind == "refit":
         model = copy.deepcopy(start)
-        last = fit(model, objective_for(model, "refit"), chosen, lr, schedule, **options)
-        return HeldOutFit(model, selection, walk, last, f"refitted on every sample up to step {chosen}")
+        objective, refit = objective_for(model, "refit"), final.refit_steps(chosen)
+        if final.stretch == 1.0:
+            last = fit(model, objective, refit, lr, schedule, **options)
+            return HeldOutFit(model, selection, walk, last, f"refitted on every sample up to step {chosen}")
+        length = schedule.length if schedule.length is not None else steps  # the walk's schedule length
+        slower = replace(schedule, length=max(1, int(round(final.stretch * length))),
+                         warmup=int(round(final.stretch * schedule.warmup)))
+        last = fit(model, lambda step: objective(step / final.stretch), refit, lr, slower, **options)
+        return HeldOutFit(model, selection, walk, last, f"refitted on every sample up to step {chosen}, "
+                          f"{final.stretch:g}x slower along the path ({refit} steps)")
     extra = final.extra_steps(chosen)
     if final.restart_schedule:
         last = fit(best, objective_for(best, "finetune"), extra, lr * final.lr_scale, Schedule(schedule.kind),
