@@ -33,12 +33,14 @@ TRAJECTORIES = ("radial", "spiral")
 DENSITY_METHODS = ("voronoi", "pipe")
 
 
-#: How many times slower than the walk the default refit goes along the path (:class:`FinalStage`): at the walk's
-#: pace the fit lags the falling weights, and a refit that takes its time reaches the chosen weights nearer their
-#: optimum. On 18 cases of bench/recon.py (INR alone, 2 threads; tissue PSNR gain at 1.5, then at 2, over 1): the
-#: 4x 8-coil slices +0.37..+0.75 dB (seven) and +0.48..+1.04 (eight), the 16-coil 384 x 396 slice +0.93 and +1.40,
-#: the single-coil slice +0.49 and +0.62, the measured GRE at 2-4x +0.01..+0.04 and +0.03..+0.06, five 8x cases
-#: +0.02..+0.37 and +0.01..+0.51; none lost. The INR took 1.0-1.5x its time at 1.5 and 1.2-2.1x at 2.
+#: How many times slower than the walk the default refit goes along the path (:class:`FinalStage`), where the
+#: held-out samples are noise-dominated (elsewhere it keeps the walk's pace; see
+#: :func:`medinr.mri.inr_recon.held_out_rule`): at the walk's pace the fit lags the falling weights, and a refit that
+#: takes its time reaches the chosen weights nearer their optimum. On 18 cases of bench/recon.py (INR alone, 2
+#: threads; tissue PSNR gain at 1.5, then at 2, over 1): the 4x 8-coil slices +0.37..+0.75 dB (seven) and
+#: +0.48..+1.04 (eight), the 16-coil 384 x 396 slice +0.93 and +1.40, the single-coil slice +0.49 and +0.62, the
+#: measured GRE at 2-4x +0.01..+0.04 and +0.03..+0.06, five 8x cases +0.02..+0.37 and +0.01..+0.51; none lost. The
+#: INR took 1.0-1.5x its time at 1.5 and 1.2-2.1x at 2.
 REFIT_STRETCH = 1.5
 
 

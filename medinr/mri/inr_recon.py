@@ -254,7 +254,8 @@ def _initial_model(config: InrReconConfig, geometry: Geometry, prior: np.ndarray
 
 def held_out_rule(data: WhitenedData, held: torch.Tensor, config: InrReconConfig) -> dict[str, Any]:
     """How the held-out error chooses on this scan: the held-out samples' mean whitened energy (noise variances
-    per sample), the band of the best-iterate rule, the warm-up fraction of the path and the refit's stretch.
+    per sample), whether they are noise-dominated, the band of the best-iterate rule and the warm-up fraction of
+    the path.
 
     Where that energy is at most ``config.noise_dominated`` the held-out samples are noise-dominated: the band
     is ``config.tolerance``, no state of the first ``config.noise_dominated_warmup`` of the path is a
