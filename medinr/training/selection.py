@@ -154,16 +154,15 @@ def fit_with_holdout(
         return HeldOutFit(best, selection, walk, None, "the split's model at the chosen step")
     if final.kind == "refit":
         model = copy.deepcopy(start)
-        objective, refit = objective_for(model, "refit"), final.refit_steps(chosen)
-        if final.stretch == 1.0:
-            last = fit(model, objective, refit, lr, schedule, **options)
-            return HeldOutFit(model, selection, walk, last, f"refitted on every sample up to step {chosen}")
-        length = schedule.length if schedule.length is not None else steps  # the walk's schedule length
-        slower = replace(schedule, length=max(1, int(round(final.stretch * length))),
-                         warmup=int(round(final.stretch * schedule.warmup)))
-        last = fit(model, lambda step: objective(step / final.stretch), refit, lr, slower, **options)
-        return HeldOutFit(model, selection, walk, last, f"refitted on every sample up to step {chosen}, "
-                          f"{final.stretch:g}x slower along the path ({refit} steps)")
+        objective, stretch, refit = objective_for(model, "refit"), final.stretch, final.refit_steps(chosen)
+        how = f"refitted on every sample up to step {chosen}"
+        if stretch != 1.0:  # the walk's schedule and objective, stretch times slower
+            length = None if schedule.length is None else max(1, int(round(stretch * schedule.length)))
+            schedule = replace(schedule, length=length, warmup=int(round(stretch * schedule.warmup)))
+            objective = _slower(objective, stretch)
+            how += f", {stretch:g}x slower along the path ({refit} steps)"
+        last = fit(model, objective, refit, lr, schedule, **options)
+        return HeldOutFit(model, selection, walk, last, how)
     extra = final.extra_steps(chosen)
     if final.restart_schedule:
         last = fit(best, objective_for(best, "finetune"), extra, lr * final.lr_scale, Schedule(schedule.kind),
@@ -172,3 +171,8 @@ def fit_with_holdout(
         last = fit(best, objective_for(best, "finetune"), extra, lr * final.lr_scale, schedule, start=chosen,
                    **options)
     return HeldOutFit(best, selection, walk, last, f"the chosen model continued on every sample for {extra} steps")
+
+
+def _slower(objective: Callable, stretch: float) -> Callable:
+    """``objective`` with its step ``k`` taken as the walk's step ``k / stretch``."""
+    return lambda step: objective(step / stretch)
