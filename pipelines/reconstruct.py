@@ -95,7 +95,7 @@ def _add_noncartesian_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_inr_arguments(parser: argparse.ArgumentParser) -> None:
     inr = parser.add_argument_group("INR (self-calibrated: held-out samples choose weights, levels and stop)")
     inr.add_argument("--preset", choices=sorted(PRESETS), default="default",
-                     help="fast (about half the default's time), default or quality")
+                     help="fast (about three quarters of the default's time), default or quality (slower)")
     inr.add_argument("--model", default="mrgrid", help="INR family (default mrgrid)")
     inr.add_argument("--model-options", default=None, help="JSON object of model options")
     inr.add_argument("--steps", type=positive_int, default=None, help="length of the regularisation path")
@@ -109,7 +109,8 @@ def _add_inr_arguments(parser: argparse.ArgumentParser) -> None:
                      "self-calibration (default 0.1; 0 disables it: the whole path is walked)")
     inr.add_argument("--final", choices=FINAL_STAGES, default=None,
                      help="after the choice: refit on every sample, continue the chosen model on every sample "
-                     "(finetune), or keep the split's model (default: the preset's)")
+                     "(finetune), or keep the split's model (default: the preset's, whose refit is skipped where "
+                     "the held-out samples are at the noise level)")
     inr.add_argument("--no-whiten", action="store_true", help="do not decorrelate the coils' noise")
     inr.add_argument("--data-consistency", action="store_true", help="re-insert the acquired samples")
     inr.add_argument("--prior", default=None, help="prior IMAGE of the same anatomy and grid (NeRP)")
@@ -136,7 +137,9 @@ def _inr(args: argparse.Namespace):
         path |= {"tv_start": args.tv, "tv_end": args.tv}
     if args.wavelet is not None:
         path |= {"wavelet_start": args.wavelet, "wavelet_end": args.wavelet}
-    given = {"final": args.final, "holdout_fraction": args.holdout}
+    # a final stage the user names runs whatever the held-out samples hold
+    given = {"final": args.final, "holdout_fraction": args.holdout,
+             "quiet_held_out": None if args.final is None else 0.0}
     overrides = {k: v for k, v in given.items() if v is not None}
     return preset_config(args.preset, path=path, model=args.model, model_options=parse_model_options(
         args.model_options), lr=args.lr, data_consistency=args.data_consistency, prior_steps=args.prior_steps,

@@ -101,8 +101,12 @@ def test_inr_and_cs_are_chosen_on_the_same_held_out_samples(small_image, monkeyp
     assert rule["tolerance"] in (0.0, config.tolerance) and rule["held_out_energy"] > 0
     band = [p for p in points if p["validation_error"] <= lowest + rule["tolerance"]]
     assert inr["chosen"] == band[-1]  # the latest point of the recorded curve within the band over its minimum
-    # the refit walks the path slower where the held-out samples are noise-dominated, at the walk's pace elsewhere
-    assert ("1.5x slower" in inr["final"]) == rule["noise_dominated"] and inr["final"].startswith("refitted")
+    # quiet held-out samples: the split's model, walked 2x slower; else the refit walks the path slower where the
+    # held-out samples are noise-dominated, at the walk's pace elsewhere
+    if rule["quiet"]:
+        assert inr["final"].startswith("the split's model") and "no refit" in inr["final"]
+    else:
+        assert ("1.5x slower" in inr["final"]) == rule["noise_dominated"] and inr["final"].startswith("refitted")
 
 
 def test_the_band_and_the_longer_warm_up_apply_where_the_held_out_samples_are_noise_dominated():
@@ -130,10 +134,46 @@ def test_the_band_and_the_longer_warm_up_apply_where_the_held_out_samples_are_no
     quiet = held_out_rule(Data(noise), held, config)
     assert quiet["held_out_energy"] == pytest.approx(1.0, abs=0.1) and quiet["tolerance"] == config.tolerance > 0
     assert quiet["warmup_fraction"] == config.noise_dominated_warmup > config.warmup_fraction
-    assert quiet["noise_dominated"]
+    assert quiet["noise_dominated"] and quiet["quiet"]
+    # a signal of 1.5 noise variances on the held-out samples: still noise-dominated, no longer quiet (a refit
+    # on every sample is worth its time)
+    some = held_out_rule(Data(noise + 1.5 ** 0.5), held, config)
+    assert some["held_out_energy"] == pytest.approx(2.5, abs=0.2) and some["noise_dominated"] and not some["quiet"]
+    assert not held_out_rule(Data(noise), held, preset_config("default", quiet_held_out=0.0))["quiet"]
     loud = held_out_rule(Data(noise + 10.0), held, config)
     assert loud["held_out_energy"] == pytest.approx(101.0, rel=0.05) and loud["tolerance"] == 0.0
-    assert loud["warmup_fraction"] == config.warmup_fraction and not loud["noise_dominated"]
+    assert loud["warmup_fraction"] == config.warmup_fraction and not loud["noise_dominated"] and not loud["quiet"]
+
+
+def test_quiet_held_out_samples_keep_the_split_of_a_slower_walk(small_image):
+    """Where the held-out samples are quiet, no final stage runs: the walk goes split_pace times slower along the
+    path (its weights at step k are the path's at k / pace) and its chosen state is the result; where they are
+    not (the threshold at 0), the walk keeps the path's pace and the refit follows."""
+    from medinr.mri.config import RegularisationPath
+
+    problem = problem_from_image(small_image, Geometry(small_image.shape), "random", 4, 0.1, 4, "simulated", 30)
+    base = {"path": {"steps": 30, "extend": 1.0}, "eval_every": 5, "patience": 2}
+    pace = {}
+    for name, quiet in (("quiet", 1e6), ("loud", 0.0)):
+        config = preset_config("default", quiet_held_out=quiet, split_pace=2.0, **base)
+        recon = inr_reconstruct(problem, config, seed=1, progress=False)
+        rule, chosen = recon.extra["held_out_rule"], recon.extra["chosen"]
+        pace[name] = rule["walk_pace"]
+        walked = config.path.steps * rule["walk_pace"]
+        slower = RegularisationPath(**{**config.path.to_dict(), "steps": int(walked)})
+        assert chosen["tv"] == pytest.approx(slower.tv(chosen["step"]))
+        stages = recon.history.stages
+        if quiet:
+            assert rule["quiet"] and "final" not in stages and recon.extra["final"].startswith("the split's model")
+            assert recon.extra["walk_steps"] > config.path.steps  # past the nominal path: it walks 2x slower
+        else:
+            assert not rule["quiet"] and "final" in stages and recon.extra["final"].startswith("refitted")
+            assert recon.extra["walk_steps"] <= config.path.steps
+    assert pace == {"quiet": 2.0, "loud": 1.0}
+    with pytest.raises(MedinrError, match="split's pace"):
+        preset_config("default", split_pace=0.5)
+    with pytest.raises(MedinrError, match="quiet_held_out"):
+        preset_config("default", quiet_held_out=-1.0)
 
 
 @pytest.mark.slow
@@ -341,4 +381,5 @@ def test_a_walk_that_ends_with_its_held_out_error_still_falling_says_so(small_im
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         recon = inr_reconstruct(noisy, long, progress=False)
-    assert recon.extra["walk_ended_improving"] is False and recon.extra["chosen"]["step"] < 300
+    end = 300 * recon.extra["held_out_rule"]["walk_pace"]  # quiet held-out lines: the walk went slower
+    assert recon.extra["walk_ended_improving"] is False and recon.extra["chosen"]["step"] < end

@@ -252,10 +252,17 @@ def _recon_cli(tmp_path, image_file, name: str, *extra: str) -> tuple[dict, obje
 def test_cli_final_prior_and_no_whiten_flags_reach_the_fit(tmp_path, image_file, small_image):
     """Each flag changes what the fit did (a test that fails if the flag were ignored)."""
     base, base_ckpt = _recon_cli(tmp_path, image_file, "base")
-    assert base["method_details"]["inr"]["final"].startswith("refitted")
+    details = base["method_details"]["inr"]
+    quiet = details["held_out_rule"]["quiet"]  # then the default keeps the split's model, walked 2x slower
+    assert details["final"].startswith("the split's model" if quiet else "refitted")
+    assert details["held_out_rule"]["walk_pace"] == (2.0 if quiet else 1.0)
+    refit, _ = _recon_cli(tmp_path, image_file, "refit", "--final", "refit")  # named: runs whatever the samples
+    assert refit["method_details"]["inr"]["final"].startswith("refitted") and "final" in refit["timing"]["inr"][
+        "stages"]
     assert base_ckpt.extra["noise"]["whitened"] is True and "prior" not in base["timing"]["inr"]["stages"]
     split, _ = _recon_cli(tmp_path, image_file, "split", "--final", "split")
-    assert split["method_details"]["inr"]["final"] == "the split's model at the chosen step"
+    assert split["method_details"]["inr"]["final"] == ("the split's model at the chosen step; the walk went 2x "
+                                                        "slower along the path")
     assert "final" not in split["timing"]["inr"]["stages"]
     tuned, _ = _recon_cli(tmp_path, image_file, "tuned", "--final", "finetune")
     assert "continued on every sample" in tuned["method_details"]["inr"]["final"]

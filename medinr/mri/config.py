@@ -42,6 +42,21 @@ DENSITY_METHODS = ("voronoi", "pipe")
 #: measured GRE at 2-4x +0.01..+0.04 and +0.03..+0.06, five 8x cases +0.02..+0.37 and +0.01..+0.51; none lost. The
 #: INR took 1.0-1.5x its time at 1.5 and 1.2-2.1x at 2.
 REFIT_STRETCH = 1.5
+#: Held-out samples whose mean whitened energy is at most this are *quiet*: their signal is at most 0.4 noise
+#: variances, so they add little that the fit lacks, and the refit on every sample is skipped: the walk goes
+#: :data:`SPLIT_PACE` times slower and keeps its chosen state (:func:`medinr.mri.inr_recon.self_calibrate`).
+#: Chosen on 22 Cartesian cases of bench/recon.py (INR alone, 2 threads; the 2x slower walk kept against the
+#: default refit). At energies 0.93-1.34 (seventeen cases: eight 4x and six 8x 8-coil slices, the 16-coil slice,
+#: the measured GRE at 3x and 8x) it gave -0.13..+0.39 dB (median +0.00; the 16-coil slice +0.39) in 0.54-0.94x the
+#: time. Above, the held-out lines carry signal and the refit is worth its time: 1.64 (GRE 2x) -0.24, 1.81 (one
+#: coil) +0.08, 2.39 (GRE 4x) -0.27, 2.40 and 3.70 (8x slices with 4 % calibration, 2 % noise) -1.32 and -0.74.
+QUIET_HELD_OUT = 1.4
+#: How many times slower than the path the walk goes when its chosen state is kept (a quiet hold-out, or the final
+#: stage 'split'): that state is then nearer the optimum of its weights, as a slower refit's is
+#: (:data:`REFIT_STRETCH`). 2, against 2.5 and 3 on four cases (4x MNI axial and dipy, 8x robex and MNI sagittal):
+#: +0.00..+0.20 and +0.00..+0.28 dB for a walk 1.1-1.2x and 1.2-1.4x as long; 1.5 on the two 4x cases: -0.17 and
+#: -0.28 dB for 0.76x.
+SPLIT_PACE = 2.0
 
 
 @dataclass
@@ -126,8 +141,16 @@ class InrReconConfig:
     final : FinalStage
         After the choice: 'refit' on every acquired sample from the start up to the chosen step, walking the
         path :data:`REFIT_STRETCH` times slower (default); 'finetune': continue the chosen model on every sample
-        for ``final.fraction`` of the chosen step along the path; 'split': keep the split's model. A name is
-        taken with the default fraction (0.25) and stretch.
+        for ``final.fraction`` of the chosen step along the path; 'split': keep the split's model (the walk then
+        goes ``split_pace`` times slower). A name is taken with the default fraction (0.25) and stretch. Where
+        the held-out samples are quiet (``quiet_held_out``) the split's model is kept instead.
+    quiet_held_out : float
+        Held-out samples whose mean whitened energy (noise variances per sample) is at most this are quiet:
+        they carry little signal, the final stage is skipped and the walk, ``split_pace`` times slower, keeps its
+        chosen state (:data:`QUIET_HELD_OUT`). 0: always run ``final``.
+    split_pace : float
+        How many times slower than ``path`` the walk goes where its chosen state is kept (:data:`SPLIT_PACE`; at
+        least 1).
     whiten : bool
         Decorrelate the coils with the estimated noise covariance (else only divide by the noise level).
     eval_every : int
@@ -171,6 +194,8 @@ class InrReconConfig:
     lr: float | None = None
     holdout_fraction: float = 0.1
     final: FinalStage = field(default_factory=lambda: FinalStage(stretch=REFIT_STRETCH))
+    quiet_held_out: float = QUIET_HELD_OUT
+    split_pace: float = SPLIT_PACE
     whiten: bool = True
     eval_every: int = 10
     warmup_fraction: float = 0.2
@@ -198,26 +223,26 @@ class InrReconConfig:
         weights = (p.tv_start, p.tv_end, p.wavelet_start, p.wavelet_end, p.unlock_fraction, self.warmup_fraction)
         if not all(math.isfinite(w) and w >= 0 for w in weights) or (self.lr is not None and not self.lr > 0):
             raise MedinrError("regularisation weights must be finite and non-negative, the learning rate positive")
-        rule = (self.tolerance, self.noise_dominated, self.noise_dominated_warmup)
+        rule = (self.tolerance, self.noise_dominated, self.noise_dominated_warmup, self.quiet_held_out)
         if not all(math.isfinite(w) and w >= 0 for w in rule):
-            raise MedinrError("the held-out rule's tolerance, noise_dominated and noise_dominated_warmup must be "
-                              f"finite and non-negative, got {rule}")
+            raise MedinrError("the held-out rule's tolerance, noise_dominated, noise_dominated_warmup and "
+                              f"quiet_held_out must be finite and non-negative, got {rule}")
+        if not (math.isfinite(self.split_pace) and self.split_pace >= 1):
+            raise MedinrError(f"the split's pace must be a finite number of at least 1, got {self.split_pace}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 #: Presets of ``medinr reconstruct --preset``: overrides of :class:`InrReconConfig` (``path`` entries
-#: override :class:`RegularisationPath` fields). Chosen on the benchmark panel (bench/recon.py). ``fast`` walks the
-#: default path, stops after 5 evaluations without gain instead of 8 and keeps the split's model (no refit): on four
-#: 4x cases of bench/recon.py (three simulated slices, the measured GRE at 3x) it was within -0.23..+0.11 dB of the
-#: default with its refit at the walk's pace, at about half the CPU time; against the slower refit
-#: (:data:`REFIT_STRETCH`) it is 0.73-0.88 dB under on the three slices and 0.16 on the GRE, at 0.4-0.55x the time.
-#: The shorter path it had before (100 steps) cost 1.8 dB. At 8x it gives up to 2.5 dB (bench/recon.py --quick: dipy
-#: -2.5, robex -1.4, the other three within 0.15 dB): a held-out curve that plateaus needs the patience and the refit
-#: on every line.
+#: override :class:`RegularisationPath` fields). Chosen on the benchmark panel (bench/recon.py). ``fast`` stops after
+#: 5 evaluations without gain instead of 8 and always keeps the split's model, its walk 1.5x slower than the path
+#: instead of 2x: on MNI axial and dipy 4x (INR alone, 2 threads) -0.28 and -0.17 dB against the default for 0.76x
+#: the walk; at the walk's pace (the preset before) it was -0.8 and -0.6 dB, and the shorter path of the one before
+#: (100 steps) cost 1.8 dB. Where the held-out lines carry signal (energy above :data:`QUIET_HELD_OUT`, 8x with
+#: little calibration) it keeps the split's model where the default refits: up to 1.3 dB less.
 PRESETS: dict[str, dict[str, Any]] = {
-    "fast": {"patience": 5, "final": "split"},
+    "fast": {"patience": 5, "final": "split", "split_pace": 1.5},
     "default": {},
     "quality": {"path": {"steps": 600}, "patience": 12},
 }

@@ -32,6 +32,7 @@ from medinr.mri.noise import NoiseEstimate
 from medinr.mri.operators import SenseOp, coil_mix
 from medinr.mri.priors import total_variation, wavelet_l1
 from medinr.mri.problem import ReconProblem
+from medinr.training.final import FinalStage
 from medinr.training.loop import Schedule, TrainResult, fit
 from medinr.training.selection import BestIterate, fit_with_holdout
 from medinr.training.validators import HeldOutSamples, held_out_residual
@@ -260,7 +261,9 @@ def held_out_rule(data: WhitenedData, held: torch.Tensor, config: InrReconConfig
     Where that energy is at most ``config.noise_dominated`` the held-out samples are noise-dominated: the band
     is ``config.tolerance``, no state of the first ``config.noise_dominated_warmup`` of the path is a
     candidate, and the refit walks the path ``config.final.stretch`` times slower. Else the band is 0 (the
-    lowest error) after ``config.warmup_fraction``, and the refit keeps the walk's pace.
+    lowest error) after ``config.warmup_fraction``, and the refit keeps the walk's pace. Where it is at most
+    ``config.quiet_held_out`` they are also *quiet*: what they add is hardly more than noise, so no final stage
+    runs and the walk itself goes slower (:func:`self_calibrate`).
 
     Lines held out of a Cartesian mask lie outside its calibration region, where the signal is near the noise
     (1.1 on a 256 x 256, 8-coil 4x slice; 0.9-3.7 at 8x): their error then hardly tells two states apart, and
@@ -273,10 +276,12 @@ def held_out_rule(data: WhitenedData, held: torch.Tensor, config: InrReconConfig
     with torch.no_grad():
         zero = torch.zeros(tuple(data.grid), dtype=data.maps.dtype, device=data.maps.device)
         energy = float(held_out_residual(data.residual(zero), held))  # a zero image's residual: the data
+    quiet = config.quiet_held_out > 0 and energy <= config.quiet_held_out
     if energy <= config.noise_dominated:
-        return {"held_out_energy": energy, "noise_dominated": True, "tolerance": float(config.tolerance),
+        return {"held_out_energy": energy, "noise_dominated": True, "quiet": quiet,
+                "tolerance": float(config.tolerance),
                 "warmup_fraction": max(float(config.warmup_fraction), float(config.noise_dominated_warmup))}
-    return {"held_out_energy": energy, "noise_dominated": False, "tolerance": 0.0,
+    return {"held_out_energy": energy, "noise_dominated": False, "quiet": quiet, "tolerance": 0.0,
             "warmup_fraction": float(config.warmup_fraction)}
 
 
@@ -293,9 +298,18 @@ def still_falling(selection: BestIterate) -> bool:
 def self_calibrate(start: INR, data: WhitenedData, mask: torch.Tensor, held: torch.Tensor, config: InrReconConfig,
                    lr: float, progress: bool = False) -> tuple[INR, dict[str, Any], TrainResult]:
     """Walk the path on the fitting samples, choose the point by the held-out error on ``held``
-    (:func:`held_out_rule`), then run the final stage on every sample. Returns ``(model, record, history)``."""
-    path, levels = config.path, start.capacity_levels
+    (:func:`held_out_rule`), then run the final stage on every sample. Returns ``(model, record, history)``.
+
+    Where the held-out samples are quiet, or the final stage is 'split', the split's chosen state is the result;
+    the walk then goes ``config.split_pace`` times slower along the path, so that this state, like a slower
+    refit's, is nearer the optimum of its weights."""
     rule = held_out_rule(data, held, config)
+    final = FinalStage("split") if rule["quiet"] else config.final
+    nominal = config.path.steps
+    if final.kind == "split" and config.split_pace != 1.0:
+        config = replace(config, path=replace(config.path, steps=max(1, round(config.split_pace * nominal))))
+    rule["walk_pace"] = config.path.steps / nominal
+    path, levels = config.path, start.capacity_levels
     schedule = Schedule(config.schedule, length=path.max_steps)
 
     def objective_for(model: INR, stage: str) -> PathObjective:
@@ -310,17 +324,22 @@ def self_calibrate(start: INR, data: WhitenedData, mask: torch.Tensor, held: tor
     validator = HeldOutSamples(held, config.eval_every, int(rule["warmup_fraction"] * path.steps), residual)
     selection = BestIterate(validator, config.patience, describe=lambda step: path.at(step, levels),
                             tolerance=rule["tolerance"])
-    final = replace(config.final, stretch=config.final.stretch if rule["noise_dominated"] else 1.0)
+    final = replace(final, stretch=final.stretch if rule["noise_dominated"] else 1.0)
     outcome = fit_with_holdout(start, objective_for, path.max_steps, lr, schedule, selection, final,
                                progress=progress, description="reconstruct")
     falling = still_falling(selection)
     record = {"validation_curve": selection.points, "chosen": selection.best_point,
               "held_out_rule": rule, "walk_ended_improving": falling,
               "walk_steps": outcome.walk.steps, "final": outcome.description}
+    if rule["quiet"]:
+        record["final"] += (f" (no refit: the held-out samples are quiet, energy {rule['held_out_energy']:.2f} <= "
+                            f"{config.quiet_held_out:g} noise variances)")
+    if rule["walk_pace"] != 1.0:
+        record["final"] += f"; the walk went {rule['walk_pace']:g}x slower along the path"
     if falling:
         warnings.warn(f"the held-out error was still falling where the regularisation path ended (step "
                       f"{selection.points[-1]['step']}; typical of noise-free simulated k-space): that last state "
-                      f"is kept, and a longer path (--steps {2 * path.steps}) may do better", UserWarning, stacklevel=2)
+                      f"is kept, and a longer path (--steps {2 * nominal}) may do better", UserWarning, stacklevel=2)
     history = outcome.history
     history.stages = {"walk": outcome.walk.timing()}
     if outcome.final is not None:
