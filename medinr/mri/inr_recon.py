@@ -8,8 +8,9 @@ be fixed is chosen per scan from held-out acquired samples: the weights along a 
 (:class:`medinr.mri.config.RegularisationPath`), the grid levels unlocked (coarse to fine) and the stopping
 step, by the best-iterate rule of :mod:`medinr.training.selection` on the held-out readouts
 (:class:`medinr.training.HeldOutSamples`, scored from the residual of each step's own forward pass); the
-model is then refitted on every sample with the chosen settings (:class:`medinr.training.FinalStage`). No
-choice uses a ground truth. The loop is :func:`medinr.training.fit`.
+model is then refitted on every sample with the chosen settings (:class:`medinr.training.FinalStage`), unless
+the held-out samples are quiet (hardly more than noise), where a slower walk's chosen state is kept
+(:func:`self_calibrate`). No choice uses a ground truth. The loop is :func:`medinr.training.fit`.
 """
 
 from __future__ import annotations
