@@ -236,13 +236,14 @@ class InrReconConfig:
 
 #: Presets of ``medinr reconstruct --preset``: overrides of :class:`InrReconConfig` (``path`` entries
 #: override :class:`RegularisationPath` fields). Chosen on the benchmark panel (bench/recon.py). ``fast`` stops after
-#: 5 evaluations without gain instead of 8 and always keeps the split's model, its walk 1.5x slower than the path
-#: instead of 2x: on MNI axial and dipy 4x (INR alone, 2 threads) -0.28 and -0.17 dB against the default for 0.76x
-#: the walk; at the walk's pace (the preset before) it was -0.8 and -0.6 dB, and the shorter path of the one before
-#: (100 steps) cost 1.8 dB. Where the held-out lines carry signal (energy above :data:`QUIET_HELD_OUT`, 8x with
-#: little calibration) it keeps the split's model where the default refits: up to 1.3 dB less.
+#: 5 evaluations without gain instead of 8, and where the held-out lines are quiet its walk, whose state it keeps,
+#: goes 1.5x slower than the path instead of 2x: on MNI axial and dipy 4x (INR alone, 2 threads) -0.28 and -0.17 dB
+#: against the default for 0.76x the walk. The fast preset before (the split's model of a walk at the path's pace,
+#: everywhere) was -0.8 and -0.6 dB there, and lost up to 2.5 dB at 8x (dipy, 4 % calibration, 2 % noise, where the
+#: held-out lines carry signal); there it now refits, as the default does. The shorter path of an earlier fast preset (100
+#: steps) cost 1.8 dB.
 PRESETS: dict[str, dict[str, Any]] = {
-    "fast": {"patience": 5, "final": "split", "split_pace": 1.5},
+    "fast": {"patience": 5, "split_pace": 1.5},
     "default": {},
     "quality": {"path": {"steps": 600}, "patience": 12},
 }
