@@ -305,7 +305,9 @@ def self_calibrate(start: INR, data: WhitenedData, mask: torch.Tensor, held: tor
     the walk then goes ``config.split_pace`` times slower along the path, so that this state, like a slower
     refit's, is nearer the optimum of its weights."""
     rule = held_out_rule(data, held, config)
-    final = FinalStage("split") if rule["quiet"] else config.final
+    # the refit goes slower where the held-out samples are noise-dominated; quiet ones skip it
+    final = FinalStage("split") if rule["quiet"] else replace(
+        config.final, stretch=config.final.stretch if rule["noise_dominated"] else 1.0)
     nominal = config.path.steps
     if final.kind == "split" and config.split_pace != 1.0:
         config = replace(config, path=replace(config.path, steps=max(1, round(config.split_pace * nominal))))
@@ -325,7 +327,6 @@ def self_calibrate(start: INR, data: WhitenedData, mask: torch.Tensor, held: tor
     validator = HeldOutSamples(held, config.eval_every, int(rule["warmup_fraction"] * path.steps), residual)
     selection = BestIterate(validator, config.patience, describe=lambda step: path.at(step, levels),
                             tolerance=rule["tolerance"])
-    final = replace(final, stretch=final.stretch if rule["noise_dominated"] else 1.0)
     outcome = fit_with_holdout(start, objective_for, path.max_steps, lr, schedule, selection, final,
                                progress=progress, description="reconstruct")
     falling = still_falling(selection)
