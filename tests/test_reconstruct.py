@@ -264,6 +264,10 @@ def test_cli_final_prior_and_no_whiten_flags_reach_the_fit(tmp_path, image_file,
     assert split["method_details"]["inr"]["final"] == ("the split's model at the chosen step; the walk went 2x "
                                                         "slower along the path")
     assert "final" not in split["timing"]["inr"]["stages"]
+    assert details["coarse_start"] is None  # off by default
+    coarse = _recon_cli(tmp_path, image_file, "coarse", "--coarse-start", "0.25")[0]["method_details"]["inr"]
+    pace = coarse["held_out_rule"]["walk_pace"]  # the coarse start is a fraction of the path the walk took
+    assert coarse["coarse_start"]["steps"] == pytest.approx(0.25 * 12 * pace) and coarse["coarse_start"]["levels"] >= 1
     tuned, _ = _recon_cli(tmp_path, image_file, "tuned", "--final", "finetune")
     assert "continued on every sample" in tuned["method_details"]["inr"]["final"]
     _, plain = _recon_cli(tmp_path, image_file, "plain", "--no-whiten")

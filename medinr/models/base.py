@@ -180,11 +180,17 @@ class INR(nn.Module):
         """
         return self(lattice_coords(shape, self.device))
 
-    def forward_axes(self, axes: Sequence[torch.Tensor]) -> torch.Tensor:
+    def levels_within(self, nodes: int) -> int:
+        """How many of the coarsest :attr:`capacity_levels` have at most ``nodes`` vertices per axis: the levels a
+        lattice of ``nodes`` points per axis samples without skipping vertices. Families without levels: 1."""
+        return 1
+
+    def forward_axes(self, axes: Sequence[torch.Tensor], active_levels: int | None = None) -> torch.Tensor:
         """The output at every point of the separable lattice ``axes[0] x axes[1] (x axes[2])`` of network
         coordinates (any spacing, also outside [-1, 1]): ``(M_0, ..., C)``. Differentiable.
 
         Families with a per-axis path (:attr:`separable`) override this; here it is :meth:`forward` at the points.
+        ``active_levels`` as in :meth:`forward_lattice` (a family with a single level ignores it).
         """
         from medinr.models.separable import lattice_points
 

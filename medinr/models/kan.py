@@ -30,6 +30,7 @@ from medinr.models.mrgrid import (
     GridEncodingConfig,
     finest_resolution,
     lattice_levels,
+    levels_within,
     reconstruction_levels,
 )
 from medinr.validation import check_options
@@ -766,11 +767,14 @@ class KAN(INR):
         if self.training and self.config["reg_lambda"] > 0 and torch.is_grad_enabled():
             self._reg_inputs = [x[: self.config["reg_samples"]] for x in inputs]
 
-    def forward_axes(self, axes: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward_axes(self, axes: Sequence[torch.Tensor], active_levels: int | None = None) -> torch.Tensor:
         """The output on the separable lattice ``axes``: ``(M_0, ..., C)``; a feature-table encoding is evaluated
-        one axis at a time, the KAN layers on its (point-major) output."""
+        one axis at a time, the KAN layers on its (point-major) output. Levels of a dense grid encoding beyond
+        the ``active_levels`` coarsest give zero features."""
         if self.encoding_name not in _TABLES:
             return super().forward_axes(axes)
+        if self.encoding_name == "grid":
+            return self._layers_on_lattice(self.encoding.forward_axes(axes, active_levels))
         return self._layers_on_lattice(self.encoding.forward_axes(axes))
 
     def _layers_on_lattice(self, feats: torch.Tensor) -> torch.Tensor:
@@ -841,6 +845,9 @@ class KAN(INR):
     def capacity_levels(self) -> int:
         """The grid encoding's levels (switched on coarsest first by a coarse-to-fine schedule); 1 otherwise."""
         return len(self.encoding.grids) if self.encoding_name == "grid" else 1
+
+    def levels_within(self, nodes: int) -> int:
+        return levels_within(self.encoding.resolutions, nodes) if self.encoding_name == "grid" else 1
 
     def zero_output_(self) -> None:
         # phi = w_b silu(x) + w_s spline(x): zero w_b and the coefficients (not w_s, whose gradient would vanish)

@@ -99,11 +99,24 @@ def lattice_levels(grids: Sequence[torch.Tensor], shape: Sequence[int],
     the ``active_levels`` coarsest give zero features (coarse to fine).
     """
     mode = "bilinear" if len(shape) == 2 else "trilinear"
-    out = []
-    for level, grid in enumerate(grids):
-        up = F.interpolate(grid[None], size=tuple(int(n) for n in shape), mode=mode, align_corners=True)[0]
-        out.append(up if active_levels is None or level < active_levels else torch.zeros_like(up))
-    return out
+    size = tuple(int(n) for n in shape)
+    return [F.interpolate(grid[None], size=size, mode=mode, align_corners=True)[0]
+            if active_levels is None or level < active_levels else grid.new_zeros(grid.shape[0], *size)
+            for level, grid in enumerate(grids)]
+
+
+def axes_levels(grids: Sequence[torch.Tensor], axes: Sequence[torch.Tensor],
+                active_levels: int | None = None) -> torch.Tensor:
+    """Every level's features on the separable lattice ``axes``, channel first: ``(L F, M_0, ...)``
+    (:func:`interpolate_axes`); levels beyond the ``active_levels`` coarsest give zero features."""
+    size = [len(x) for x in axes]
+    return torch.cat([interpolate_axes(g, axes) if active_levels is None or level < active_levels
+                      else g.new_zeros(g.shape[0], *size) for level, g in enumerate(grids)], dim=0)
+
+
+def levels_within(resolutions: Sequence[int], nodes: int) -> int:
+    """How many of the levels of ``resolutions`` (coarsest first) have at most ``nodes`` vertices per axis."""
+    return sum(1 for r in resolutions if r <= nodes)
 
 
 def _resolution(default: int, doc: str) -> int:
@@ -176,9 +189,10 @@ class GridEncoding(nn.Module):
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         return sample_levels(self.grids, coords)
 
-    def forward_axes(self, axes: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Every level's features on the separable lattice ``axes``, channel first: ``(L F, M_0, ...)``."""
-        return torch.cat([interpolate_axes(g, axes) for g in self.grids], dim=0)
+    def forward_axes(self, axes: Sequence[torch.Tensor], active_levels: int | None = None) -> torch.Tensor:
+        """Every level's features on the separable lattice ``axes``, channel first: ``(L F, M_0, ...)``; levels
+        beyond the ``active_levels`` coarsest give zero features."""
+        return axes_levels(self.grids, axes, active_levels)
 
     def forward_lattice(self, shape: Sequence[int]) -> torch.Tensor:
         """Every level's features on the full lattice ``shape`` (:func:`lattice_levels`): ``(L F, *shape)``."""
@@ -231,10 +245,10 @@ class MultiResGrid(INR):
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         return self.mlp(sample_levels(self.grids, coords))
 
-    def forward_axes(self, axes: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward_axes(self, axes: Sequence[torch.Tensor], active_levels: int | None = None) -> torch.Tensor:
         """The output on the separable lattice ``axes``: ``(M_0, ..., C)`` (per-axis interpolation of every level,
-        the decoder channel first)."""
-        feats = torch.cat([interpolate_axes(g, axes) for g in self.grids], dim=0)
+        the decoder channel first); levels beyond the ``active_levels`` coarsest give zero features."""
+        feats = axes_levels(self.grids, axes, active_levels)
         out = channel_first_mlp(self.mlp, feats.reshape(feats.shape[0], -1))
         return out.reshape(self.out_features, *feats.shape[1:]).movedim(0, -1)
 
@@ -249,6 +263,9 @@ class MultiResGrid(INR):
     def capacity_levels(self) -> int:
         """The dense levels, switched on coarsest first by a coarse-to-fine schedule."""
         return len(self.grids)
+
+    def levels_within(self, nodes: int) -> int:
+        return levels_within(self.resolutions, nodes)
 
     def forward_lattice(self, shape: Sequence[int], active_levels: int | None = None) -> torch.Tensor:
         """The output on the full lattice of ``shape`` (voxel centres at network coordinates ``linspace(-1, 1)``).

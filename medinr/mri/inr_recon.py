@@ -10,7 +10,9 @@ step, by the best-iterate rule of :mod:`medinr.training.selection` on the held-o
 (:class:`medinr.training.HeldOutSamples`, scored from the residual of each step's own forward pass); the
 model is then refitted on every sample with the chosen settings (:class:`medinr.training.FinalStage`), unless
 the held-out samples are quiet (hardly more than noise), where a slower walk's chosen state is kept
-(:func:`self_calibrate`). No choice uses a ground truth. The loop is :func:`medinr.training.fit`.
+(:func:`self_calibrate`). No choice uses a ground truth. The loop is :func:`medinr.training.fit`. The path's first
+steps may fit the centre of k-space at half the resolution, where a step costs a fraction of a full one
+(:class:`CoarseView`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from medinr.geometry import Geometry
 from medinr.models import INR, build_model
 from medinr.models.tasks import task_defaults
 from medinr.mri.baselines import zero_filled_scale
-from medinr.mri.config import InrReconConfig
+from medinr.mri.config import COARSE_RATIO, InrReconConfig
+from medinr.mri.fft import fftc, ifftc
 from medinr.mri.noise import NoiseEstimate
 from medinr.mri.operators import SenseOp, coil_mix
 from medinr.mri.priors import total_variation, wavelet_l1
@@ -48,7 +51,11 @@ def lattice_image(model: INR, shape: tuple[int, ...], active: int | None = None)
     """The complex image of ``model`` on the lattice of ``shape``, differentiable; the model's capacity levels
     beyond the ``active`` coarsest are off (:meth:`INR.forward_lattice`)."""
     partial = active is not None and active < model.capacity_levels
-    out = model.forward_lattice(shape, active) if partial else model.forward_lattice(shape)
+    return _complex(model.forward_lattice(shape, active) if partial else model.forward_lattice(shape))
+
+
+def _complex(out: torch.Tensor) -> torch.Tensor:
+    """A model's two output channels ``(..., 2)`` as one complex tensor."""
     channels = out.movedim(-1, 0)
     if channels.is_contiguous():  # channel-first memory (mrgrid): take the channels where they lie, no copy
         return torch.complex(channels[0], channels[1])
@@ -143,6 +150,47 @@ class WhitenedData:
         out = mask.to(self.maps.real.dtype)
         return out if self.weights is None else out * self.weights
 
+    def coarse(self, mask: torch.Tensor, ratio: float) -> "CoarseView | None":
+        """The scan at ``ratio`` of its resolution (:class:`CoarseView`), for the samples ``mask``; None where the
+        data are not Cartesian (their operator has no k-space centre to crop) or the grid is too small."""
+        if self.fast_maps is None or self.weights is not None or type(self) is not WhitenedData:
+            return None
+        grid, ndim = self.grid, len(self.grid)
+        sizes = [max(1, int(round(n * ratio))) for n in grid]
+        if min(sizes) < 8:
+            return None
+        window = tuple(slice(n // 2 - m // 2, n // 2 - m // 2 + m) for n, m in zip(grid, sizes))
+        crop = (slice(None), *window)
+        # the maps' k-space cropped as the data's: then F_m(maps_m x_m) = crop(F_n(maps x)) for an image x band-limited
+        # to the window, x_m its samples every n / m voxels (the orthonormal FFTs' factors cancel)
+        maps = ifftc(fftc(self.maps, ndim)[crop], ndim)
+        data = WhitenedData(self.kspace[crop].contiguous(), maps, self.scale, self.noise, self.whitened)
+        # sample j of the window's image lies at voxel n // 2 + (j - m // 2) n / m of the fine grid
+        positions = [n // 2 + (torch.arange(m, dtype=torch.float64, device=self.maps.device) - m // 2) * (n / m)
+                     for n, m in zip(grid, sizes)]
+        axes = [(-1.0 + 2.0 * p / max(1, n - 1)).float() for p, n in zip(positions, grid)]
+        return CoarseView(data.prepare(mask[window]), window, axes, ratio)
+
+
+@dataclass
+class CoarseView:
+    """A Cartesian scan at a lower resolution: the centre of its k-space (``ratio`` of each axis, ``window``),
+    whose image is the fine image's samples every ``1 / ratio`` voxels, at network coordinates ``axes`` (per axis,
+    in the fine grid's units) when the image is band-limited to that window.
+
+    The coarse start of the path (:attr:`medinr.mri.config.RegularisationPath.coarse_fraction`) fits it: while
+    the weights are strong the image is smooth, and a quarter of the voxels carry it at a fraction of a step's
+    cost."""
+
+    data: WhitenedData
+    window: tuple[slice, ...]
+    axes: list[torch.Tensor]
+    ratio: float
+
+    def image(self, model: INR, active: int) -> torch.Tensor:
+        """The complex image of ``model`` at the coarse samples, its ``active`` coarsest levels on."""
+        return _complex(model.forward_axes(self.axes, active))
+
 
 class _CartesianDataTerm(torch.autograd.Function):
     """``sum(w |r|^2) / voxels`` with ``r = F_a (S x) - y`` (:meth:`WhitenedData.residual`, prepared), and ``r``;
@@ -206,7 +254,9 @@ class PathObjective:
 
     ``data`` is a :class:`WhitenedData` (Cartesian, prepared) or a subclass with its own operator
     (non-Cartesian). ``hold`` freezes the weights and the capacity from that step on (a fine-tune keeps the
-    chosen weights)."""
+    chosen weights). The path's coarse start (``path.coarse_fraction``) fits the data's :class:`CoarseView`
+    with the model's levels that view resolves, where both exist (Cartesian data, a grid family); its priors
+    weigh the view's ratio times the path's weights (see :meth:`__call__`)."""
 
     def __init__(self, model: INR, data: WhitenedData, mask: torch.Tensor, config: InrReconConfig,
                  hold: int | None = None) -> None:
@@ -214,9 +264,24 @@ class PathObjective:
         self.grid = tuple(data.grid)
         self.weights = data.sample_weights(mask)
         self.voxels = float(np.prod(self.grid))
+        self.coarse: CoarseView | None = None
+        self.coarse_until = self.path.coarse_steps if hold is None else 0.0
+        if self.coarse_until > 0 and model.capacity_levels > 1:
+            view = data.coarse(mask, COARSE_RATIO)
+            self.coarse_levels = 0 if view is None else model.levels_within(max(len(a) for a in view.axes))
+            if view is not None and self.coarse_levels >= 1:
+                self.coarse, self.coarse_weights = view, self.weights[view.window]
+                self.coarse_voxels = float(np.prod([len(a) for a in view.axes]))
 
     def _at(self, step: int) -> int:
         return step if self.hold is None else min(step, self.hold)
+
+    def coarse_record(self) -> dict[str, Any] | None:
+        """What metrics.json records of the coarse start: its steps, grid and levels (None: there was none)."""
+        if self.coarse is None:
+            return None
+        return {"steps": self.coarse_until, "grid": [len(a) for a in self.coarse.axes], "levels": self.coarse_levels,
+                "of_levels": self.model.capacity_levels}
 
     def image(self, step: int) -> torch.Tensor:
         return lattice_image(self.model, self.grid, self.path.active_levels(self._at(step), self.model.capacity_levels))
@@ -224,10 +289,19 @@ class PathObjective:
     def residual(self, step: int) -> torch.Tensor:
         return self.data.residual(self.image(step))
 
-    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        at = self._at(step)
+        if self.coarse is not None and at < self.coarse_until:
+            # no residual for the validator: the coarse start lies within its warm-up (else it scores the state)
+            x = self.coarse.image(self.model, min(self.coarse_levels,
+                                                  self.path.active_levels(at, self.model.capacity_levels)))
+            loss, _ = self.coarse.data.data_loss(x, self.coarse_weights, self.coarse_voxels)
+            # TV and Haar details per voxel of an image sampled 1 / ratio voxels apart are about 1 / ratio times
+            # the fine image's (an edge crosses that many more of its voxels per voxel): the same weights mean ratio
+            prior = prior_term(x, self.path.tv(at), self.path.wavelet(at))
+            return loss + self.coarse.ratio * prior, None
         x = self.image(step)
         loss, resid = self.data.data_loss(x, self.weights, self.voxels)
-        at = self._at(step)
         return loss + prior_term(x, self.path.tv(at), self.path.wavelet(at)), resid
 
 
@@ -315,9 +389,12 @@ def self_calibrate(start: INR, data: WhitenedData, mask: torch.Tensor, held: tor
     path, levels = config.path, start.capacity_levels
     schedule = Schedule(config.schedule, length=path.max_steps)
 
+    walk: list[PathObjective] = []
+
     def objective_for(model: INR, stage: str) -> PathObjective:
         if stage == "walk":
-            return PathObjective(model, data, mask & ~held, config)
+            walk.append(PathObjective(model, data, mask & ~held, config))
+            return walk[-1]
         # a fine-tune keeps the weights the held-out samples chose; a refit walks the path up to that point
         return PathObjective(model, data, mask, config, hold=selection.best_step if stage == "finetune" else None)
 
@@ -332,7 +409,8 @@ def self_calibrate(start: INR, data: WhitenedData, mask: torch.Tensor, held: tor
     falling = still_falling(selection)
     record = {"validation_curve": selection.points, "chosen": selection.best_point,
               "held_out_rule": rule, "walk_ended_improving": falling,
-              "walk_steps": outcome.walk.steps, "final": outcome.description}
+              "walk_steps": outcome.walk.steps, "final": outcome.description,
+              "coarse_start": walk[0].coarse_record() if walk else None}
     if rule["quiet"]:
         record["final"] += (f" (no refit: the held-out samples are quiet, energy {rule['held_out_energy']:.2f} <= "
                             f"{config.quiet_held_out:g} noise variances)")
@@ -382,9 +460,10 @@ def fit_whitened(data: WhitenedData, mask: torch.Tensor, held: torch.Tensor, geo
     else:
         info = {"self_calibration": "off: whole path walked on every sample" if config.holdout_fraction <= 0
                 else "no samples to hold out: whole path walked"}
-        history = fit(start, PathObjective(start, data, mask, config), config.path.steps, lr,
-                      Schedule(config.schedule, length=config.path.max_steps), progress=progress,
-                      description="reconstruct")
+        objective = PathObjective(start, data, mask, config)
+        info["coarse_start"] = objective.coarse_record()
+        history = fit(start, objective, config.path.steps, lr, Schedule(config.schedule, length=config.path.max_steps),
+                      progress=progress, description="reconstruct")
         history.stages = {"walk": history.timing()}
         model = start
     if prior_fit is not None:
