@@ -100,6 +100,9 @@ def test_opening_a_second_checkpoint_keeps_the_first_set_aside(
     # closing the slicer gives both checkpoints back, in the order they were opened
     widget.shutdown()
     assert _layer_names(viewer) == names and all(lyr.metadata.get("medinr_checkpoint") for lyr in viewer.layers)
+    # a label update the widget deferred (a 1 ms timer) may still fire after the shutdown took its overlays: a no-op
+    widget.canvas.update_labels()
+    assert not widget.canvas._warm_up.isActive()
 
 
 def test_the_deformed_grid_leaves_with_its_checkpoint(make_napari_viewer, qtbot, intensity_file, registration_file):

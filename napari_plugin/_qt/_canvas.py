@@ -78,6 +78,7 @@ class CanvasView(QObject):
         self._connections = []
         if self.on_drag in self.viewer.mouse_drag_callbacks:
             self.viewer.mouse_drag_callbacks.remove(self.on_drag)
+        self._warm_up.stop()
         for side in SIDES:
             self.viewer.canvas.overlays.pop(label_key(side), None)
 
@@ -205,6 +206,8 @@ class CanvasView(QObject):
 
     def update_labels(self) -> None:
         """The patient side each screen edge faces (single 2D view of a 3D image; hidden otherwise)."""
+        if label_key(SIDES[0]) not in self.viewer.canvas.overlays:
+            return  # disconnected: a deferred call (the widget's 1 ms timer) came after its overlays went
         labels = None
         if self.model.image is not None and self.viewer.dims.ndisplay == 2:
             labels = self.model.edge_labels()
