@@ -24,7 +24,7 @@ INR and CS CPU seconds), then per group the median and the worst case. ``CS s`` 
 (100 iterations) at its held-out lambda, timed in the same process as the INR: the anchor of issue 21.
 ``--models mrgrid,kan`` runs more INR families on the same problems (their gap to the first is reported).
 
-    python bench/recon.py                  # the full panel (one to two hours on an idle 2-core machine)
+    python bench/recon.py                  # the full panel (about two hours on an idle 2-core machine)
     python bench/recon.py --quick          # 5 cases of 8x, L1-wavelet only: a few minutes
     python bench/recon.py --cases 'gre'    # the cases whose name matches a regular expression
     python bench/recon.py --groups '8x'    # the cases of the groups whose name matches
