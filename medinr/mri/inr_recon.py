@@ -265,11 +265,12 @@ class PathObjective:
         self.weights = data.sample_weights(mask)
         self.voxels = float(np.prod(self.grid))
         self.coarse: CoarseView | None = None
+        self.coarse_levels = 0
         self.coarse_until = self.path.coarse_steps if hold is None else 0.0
-        if self.coarse_until > 0 and model.capacity_levels > 1:
-            view = data.coarse(mask, COARSE_RATIO)
-            self.coarse_levels = 0 if view is None else model.levels_within(max(len(a) for a in view.axes))
-            if view is not None and self.coarse_levels >= 1:
+        view = data.coarse(mask, COARSE_RATIO) if self.coarse_until > 0 and model.capacity_levels > 1 else None
+        if view is not None:
+            self.coarse_levels = model.levels_within(max(len(a) for a in view.axes))
+            if self.coarse_levels >= 1:
                 self.coarse, self.coarse_weights = view, self.weights[view.window]
                 self.coarse_voxels = float(np.prod([len(a) for a in view.axes]))
 
@@ -389,7 +390,7 @@ def self_calibrate(start: INR, data: WhitenedData, mask: torch.Tensor, held: tor
     path, levels = config.path, start.capacity_levels
     schedule = Schedule(config.schedule, length=path.max_steps)
 
-    walk: list[PathObjective] = []
+    walk: list[PathObjective] = []  # the walk's objective, once the walk has started
 
     def objective_for(model: INR, stage: str) -> PathObjective:
         if stage == "walk":
@@ -399,7 +400,9 @@ def self_calibrate(start: INR, data: WhitenedData, mask: torch.Tensor, held: tor
         return PathObjective(model, data, mask, config, hold=selection.best_step if stage == "finetune" else None)
 
     def residual(model: INR, step: int) -> torch.Tensor:  # a state no step's forward pass scored (the last)
-        return objective_for(model, "walk").residual(step)
+        # the walk's own objective where it scores the walked model: no second coarse view, no second record
+        objective = walk[-1] if walk and walk[-1].model is model else PathObjective(model, data, mask & ~held, config)
+        return objective.residual(step)
 
     validator = HeldOutSamples(held, config.eval_every, int(rule["warmup_fraction"] * path.steps), residual)
     selection = BestIterate(validator, config.patience, describe=lambda step: path.at(step, levels),
