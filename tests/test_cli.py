@@ -68,6 +68,8 @@ def test_fit_writes_checkpoint_image_metrics_and_png(tmp_path, small_image, caps
         (["fit", "{image}", "--model", "nonsense", "--out", "{out}"], "unknown model 'nonsense'"),
         (["fit", "{image}", "--model-options", "{{bad", "--out", "{out}"], "not valid JSON"),
         (["fit", "{image}", "--steps", "0", "--out", "{out}"], "argument --steps: 0 must be >= 1"),
+        (["reconstruct", "{image}", "--coarse-start", "1", "--out", "{out}", "--quiet"],
+         "argument --coarse-start: 1 must be < 1"),
         (["fit", "{nan}", "--out", "{out}"], "NaN"),
         (["info", "{nan}"], "NaN"),
     ],
