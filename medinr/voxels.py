@@ -180,8 +180,8 @@ def paired_footprint_mean(model: torch.nn.Module, coords: torch.Tensor, half_wid
     ``(f(c + u) + f(c - u)) / 2``. The pair is antithetic: the linear part of ``f`` cancels, so the estimate is
     exact for ``f`` linear in the voxel and unbiased for ``f`` quadratic in it (its mean over ``u`` is then the
     box mean). Two points per voxel instead of the ``k^d`` midpoints of :func:`footprint_mean` (8 in 3D with
-    ``k = 2``). Its variance, ``E[(u^T H u)^2] / 4``, adds a small penalty on the curvature inside voxels to the
-    squared error it enters.
+    ``k = 2``). Its variance, ``Var(u^T H u) / 4`` (``H`` the Hessian), adds a small penalty on the curvature
+    inside voxels to the squared error it enters.
     """
     u = (torch.rand(coords.shape, generator=generator).to(coords.device) * 2.0 - 1.0) * half_width
     out = model(torch.cat([coords + u, coords - u]))
