@@ -378,6 +378,7 @@ class _Run:
             return self._lattice_loss(model, self.data.mask(index), steps)
         full = model.lattice_bound or index.numel() <= self.batch
         data, forward = self.data, self.forward_of(model)
+        half_width, voxel = data.half_width, data.voxel  # built once, not every step
 
         def loss(step: int) -> torch.Tensor:
             idx = index
@@ -385,14 +386,14 @@ class _Run:
                 pick = torch.randint(0, index.numel(), (self.batch,), generator=self.generator)
                 idx = index[pick.to(index.device)]
             if self.paired:
-                pred = paired_footprint_mean(forward, data.coords[idx], data.half_width, self.generator)
+                pred = paired_footprint_mean(forward, data.coords[idx], half_width, self.generator)
             else:
                 pred = footprint_mean(forward, data.coords[idx], data.offsets)
             value = torch.mean((pred - data.target[idx]) ** 2)
             weight = self.smoothness_at(step, steps)
             if weight > 0:
                 prior = tv_penalty if self.prior == "tv" else smoothness_penalty
-                value = value + weight * prior(forward, self.prior_points, data.voxel, self.generator)
+                value = value + weight * prior(forward, self.prior_points, voxel, self.generator)
             return value
 
         return loss
